@@ -1,0 +1,17 @@
+"""The vector store face: collections of vectors + payloads with filtered ANN search."""
+
+from peregrine.vector.collection import Collection
+from peregrine.vector.database import Database, open_database
+from peregrine.vector.types import CollectionConfig, Hit, IndexConfig, Metric, Quantization, Record
+
+__all__ = [
+    "Collection",
+    "CollectionConfig",
+    "Database",
+    "Hit",
+    "IndexConfig",
+    "Metric",
+    "Quantization",
+    "Record",
+    "open_database",
+]

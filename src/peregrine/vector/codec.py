@@ -1,0 +1,131 @@
+"""Validation of user input and the byte encoding of WAL records.
+
+Everything a write needs is checked here, before the WAL sees it, so a
+rejected call leaves no trace; and the same bytes that go to the WAL are what
+replay decodes, so a recovered batch is identical to the acknowledged one.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from peregrine.core.errors import (
+    DimensionMismatchError,
+    InvalidInputError,
+    InvalidPayloadError,
+    InvalidVectorError,
+)
+from peregrine.core.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, check_unique, encode_ids
+from peregrine.vector.kernels import F32, normalize_rows
+from peregrine.vector.types import Metric
+
+_UPSERT_HEAD = struct.Struct("<II")
+_COUNT = struct.Struct("<I")
+NULL_BLOB = b"null"
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertBatch:
+    keys: KeyArray
+    vectors: F32
+    blobs: list[bytes]  # one JSON document per point; b"null" for no payload
+
+    def encode(self) -> bytes:
+        n, dim = self.vectors.shape
+        lengths = np.fromiter((len(b) for b in self.blobs), dtype="<u4", count=n)
+        return b"".join((
+            _UPSERT_HEAD.pack(n, dim),
+            np.ascontiguousarray(self.keys).tobytes(),
+            np.ascontiguousarray(self.vectors, dtype="<f4").tobytes(),
+            lengths.tobytes(),
+            *self.blobs,
+        ))
+
+    @classmethod
+    def decode(cls, body: bytes) -> UpsertBatch:
+        n, dim = _UPSERT_HEAD.unpack_from(body, 0)
+        pos = _UPSERT_HEAD.size
+        keys = np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=pos)
+        pos += n * KEY_WIDTH
+        vectors = np.frombuffer(body, dtype="<f4", count=n * dim, offset=pos).reshape(n, dim)
+        pos += n * dim * 4
+        lengths = np.frombuffer(body, dtype="<u4", count=n, offset=pos)
+        pos += n * 4
+        blobs: list[bytes] = []
+        for length in lengths.tolist():
+            blobs.append(body[pos : pos + length])
+            pos += length
+        return cls(keys, np.asarray(vectors, dtype=np.float32), blobs)
+
+
+def encode_delete(keys: KeyArray) -> bytes:
+    return _COUNT.pack(keys.shape[0]) + np.ascontiguousarray(keys).tobytes()
+
+
+def decode_delete(body: bytes) -> KeyArray:
+    (n,) = _COUNT.unpack_from(body, 0)
+    return np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=_COUNT.size)
+
+
+def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") -> F32:
+    """(n, dim) float32, finite, normalised for cosine; else a typed error."""
+    try:
+        arr = np.asarray(vectors)
+    except (ValueError, TypeError):
+        raise InvalidVectorError(f"{what} must be a rectangular array of numbers") from None
+    if arr.dtype == object or arr.dtype.kind not in "fiu":
+        if arr.dtype.kind == "O" and arr.ndim == 1:
+            raise DimensionMismatchError(f"{what}: every vector must have dimension {dim}")
+        raise InvalidVectorError(f"{what} must contain only numbers (got {arr.dtype})")
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1) if arr.size else arr.reshape(0, dim)
+    if arr.ndim != 2:
+        raise InvalidVectorError(f"{what} must be a 2-D array of shape (n, {dim})")
+    if arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"{what}: expected dimension {dim}, got {arr.shape[1]}"
+        )
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(out).all():
+        raise InvalidVectorError(f"{what} contain NaN or infinite values (or overflow float32)")
+    if metric is Metric.COSINE:
+        out = normalize_rows(out)
+    return out
+
+
+def prepare_upsert(
+    ids: Any, vectors: Any, payloads: Sequence[Any] | None, dim: int, metric: Metric
+) -> UpsertBatch:
+    keys = encode_ids(ids)
+    check_unique(keys)
+    vecs = as_vectors(vectors, dim, metric)
+    if vecs.shape[0] != keys.shape[0]:
+        raise InvalidInputError(
+            f"got {keys.shape[0]} ids but {vecs.shape[0]} vectors; they must match"
+        )
+    n = keys.shape[0]
+    if payloads is None:
+        return UpsertBatch(keys, vecs, [NULL_BLOB] * n)
+    if isinstance(payloads, dict) or not isinstance(payloads, Sequence) or len(payloads) != n:
+        raise InvalidPayloadError(f"payloads must be a list of {n} JSON objects (or None)")
+    blobs = [encode_payload(p, i) for i, p in enumerate(payloads)]
+    return UpsertBatch(keys, vecs, blobs)
+
+
+def encode_payload(payload: Any, position: int = 0) -> bytes:
+    if payload is None:
+        return NULL_BLOB
+    if not isinstance(payload, dict):
+        raise InvalidPayloadError(f"payload #{position} must be a JSON object, not "
+                                  f"{type(payload).__name__}")
+    try:
+        return orjson.dumps(payload)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        raise InvalidPayloadError(f"payload #{position} is not JSON-serialisable: {exc}") from None

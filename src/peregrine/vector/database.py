@@ -1,0 +1,176 @@
+"""The database: a directory of collections.
+
+One process owns a database directory at a time (an advisory ``flock``), as
+with any embedded store; a second opener gets a clear error instead of two
+WAL writers corrupting each other.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from peregrine.core.errors import (
+    AlreadyExistsError,
+    ClosedError,
+    CollectionNotFoundError,
+    InvalidInputError,
+    StorageError,
+)
+from peregrine.vector.collection import CONFIG_FILE, Collection
+from peregrine.vector.manifest import write_atomic
+from peregrine.vector.snapshot import extract_snapshot
+from peregrine.vector.types import (
+    CollectionConfig,
+    IndexConfig,
+    Metric,
+    validate_collection_name,
+)
+from peregrine.vector.wal import FsyncPolicy
+
+FORMAT_VERSION = 1
+
+
+class Database:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fsync: str = "group",
+        fsync_interval_ms: int = 50,
+        background: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.fsync = FsyncPolicy.parse(fsync)
+        if isinstance(fsync_interval_ms, bool) or not isinstance(fsync_interval_ms, int) \
+                or fsync_interval_ms < 1:
+            raise InvalidInputError("fsync_interval_ms must be a positive integer")
+        self.fsync_interval_ms = fsync_interval_ms
+        self._background = background
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.path / "LOCK", "a+")  # noqa: SIM115 - held while open
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise StorageError(f"database {self.path} is open in another process") from None
+        meta = self.path / "peregrine.json"
+        if meta.exists():
+            version = orjson.loads(meta.read_bytes()).get("format")
+            if version != FORMAT_VERSION:
+                raise StorageError(f"unsupported database format {version!r}")
+        else:
+            write_atomic(meta, orjson.dumps({"format": FORMAT_VERSION}))
+        self._root = self.path / "collections"
+        self._root.mkdir(exist_ok=True)
+        self._mutex = threading.Lock()
+        self._collections: dict[str, Collection] = {}
+        self._closed = False
+        for entry in sorted(self._root.iterdir()):
+            if entry.name.startswith("."):
+                shutil.rmtree(entry, ignore_errors=True)  # interrupted drop/restore
+                continue
+            config = CollectionConfig.from_dict(orjson.loads((entry / CONFIG_FILE).read_bytes()))
+            self._collections[config.name] = self._open_collection(entry, config)
+
+    def _open_collection(self, directory: Path, config: CollectionConfig) -> Collection:
+        return Collection(directory, config, self.fsync, self.fsync_interval_ms, self._background)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("database is closed")
+
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str | Metric = "cosine",
+        index: dict[str, Any] | IndexConfig | None = None,
+    ) -> Collection:
+        self._check_open()
+        validate_collection_name(name)
+        if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65_536:
+            raise InvalidInputError("dim must be an integer between 1 and 65536")
+        config = CollectionConfig(name, dim, Metric.parse(metric), IndexConfig.from_dict(index))
+        with self._mutex:
+            if name in self._collections:
+                raise AlreadyExistsError(f"collection {name!r} already exists")
+            directory = self._root / name
+            staging = self._root / f".create-{uuid.uuid4().hex}"
+            staging.mkdir()
+            write_atomic(staging / CONFIG_FILE, orjson.dumps(config.to_dict()))
+            os.replace(staging, directory)
+            collection = self._open_collection(directory, config)
+            self._collections[name] = collection
+            return collection
+
+    def collection(self, name: str) -> Collection:
+        self._check_open()
+        try:
+            return self._collections[name]
+        except KeyError:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist") from None
+
+    def has_collection(self, name: str) -> bool:
+        return name in self._collections
+
+    def list_collections(self) -> list[str]:
+        self._check_open()
+        return sorted(self._collections)
+
+    def drop_collection(self, name: str) -> None:
+        self._check_open()
+        with self._mutex:
+            collection = self.collection(name)
+            collection.close()
+            del self._collections[name]
+            trash = self._root / f".drop-{uuid.uuid4().hex}"
+            os.replace(collection.directory, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def restore_collection(self, snapshot: str | os.PathLike[str], name: str) -> Collection:
+        """Create (or replace) collection ``name`` from a snapshot file."""
+        self._check_open()
+        validate_collection_name(name)
+        with self._mutex:
+            if name in self._collections:
+                self._collections[name].restore(Path(snapshot))
+                return self._collections[name]
+            staging = self._root / f".restore-{uuid.uuid4().hex}"
+            config = extract_snapshot(Path(snapshot), staging)
+            config = CollectionConfig(name, config.dim, config.metric, config.index,
+                                      config.payload_indexes)
+            write_atomic(staging / CONFIG_FILE, orjson.dumps(config.to_dict()))
+            directory = self._root / name
+            os.replace(staging, directory)
+            collection = self._open_collection(directory, config)
+            self._collections[name] = collection
+            return collection
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for collection in self._collections.values():
+            collection.close()
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_database(
+    path: str | os.PathLike[str], fsync: str = "group", fsync_interval_ms: int = 50,
+    background: bool = True,
+) -> Database:
+    return Database(path, fsync=fsync, fsync_interval_ms=fsync_interval_ms, background=background)

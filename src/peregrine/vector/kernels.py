@@ -1,0 +1,58 @@
+"""Exact scoring and top-k selection shared by every segment kind.
+
+Scores are always "higher is better" inside the engine (l2 uses the negated
+squared distance) so that results from different segments merge with one
+``argpartition``; the public score is converted back only for the final hits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from peregrine.vector.types import Metric
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+NEG_INF = np.float32(-np.inf)
+
+
+def score_block(vectors: F32, queries: F32, metric: Metric, norms: F32 | None = None) -> F32:
+    """(nq, n) internal scores of ``queries`` against ``vectors``."""
+    dots = queries @ vectors.T
+    if metric is Metric.L2:
+        sq_norms = norms if norms is not None else np.einsum("ij,ij->i", vectors, vectors)
+        q_norms = np.einsum("ij,ij->i", queries, queries)
+        # -(|x|^2 - 2 x.q + |q|^2): negated squared distance, higher is better
+        return np.asarray(2.0 * dots - sq_norms[None, :] - q_norms[:, None], dtype=np.float32)
+    return np.asarray(dots, dtype=np.float32)
+
+
+def top_k(scores: F32, k: int) -> tuple[F32, I64]:
+    """Row-wise top-k (best first) of a (nq, n) score matrix; -inf marks excluded."""
+    nq, n = scores.shape
+    k_eff = min(k, n)
+    if k_eff == 0:
+        return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+    if k_eff < n:
+        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        part = np.broadcast_to(np.arange(n), (nq, n)).copy()
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return np.take_along_axis(part_scores, order, axis=1), idx
+
+
+def public_score(internal: float, metric: Metric) -> float:
+    if metric is Metric.L2:
+        return float(np.sqrt(max(0.0, -internal)))
+    return float(internal)
+
+
+def normalize_rows(vectors: F32) -> F32:
+    """Unit-length rows for cosine; zero vectors stay zero (score 0 with anything)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-30), out=norms)
+    return np.asarray(vectors / norms, dtype=np.float32)

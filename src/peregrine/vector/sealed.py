@@ -1,0 +1,280 @@
+"""Sealed segments: immutable rows on disk with a FAISS HNSW index.
+
+Layout of a segment directory (all written to ``<dir>.tmp`` first and renamed,
+so a crash never leaves a half-built segment that looks valid)::
+
+    meta.json            rows, dim, metric, quantization
+    vectors.npy          float32 rows (memory-mapped: exact scans, rescoring, retrieve)
+    keys.npy             17-byte point keys per row
+    key_order.npy        argsort of keys (id lookups by binary search)
+    payload.bin          concatenated JSON payloads
+    payload_offsets.npy  uint64 offsets into payload.bin (n + 1)
+    index.faiss          HNSW graph (float32 or int8 scalar-quantised codes)
+    deleted.npy          tombstones; the only file rewritten after sealing
+    fields/<n>.npz       persisted indexes of declared payload fields
+
+Why FAISS: its HNSW takes an ``IDSelectorBitmap`` evaluated in C++ during
+graph traversal (native filtered search) and offers scalar quantisation; see
+docs/engine.md for the measurements against usearch and hnswlib.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import orjson
+
+from peregrine.core.ids import KEY_DTYPE, KeyArray
+from peregrine.vector.kernels import F32, I64, normalize_rows
+from peregrine.vector.payload_index import FieldIndex, Mask
+from peregrine.vector.segment import exact_search
+from peregrine.vector.types import IndexConfig, Metric, Quantization
+
+
+def _faiss_metric(metric: Metric) -> int:
+    return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
+
+
+def field_file(path: str) -> str:
+    return hashlib.sha1(path.encode()).hexdigest()[:16] + ".npz"
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray[Any, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        np.save(fh, array)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class SealedSegment:
+    def __init__(self, segment_id: int, directory: Path, metric: Metric, config: IndexConfig):
+        self.id = segment_id
+        self.directory = directory
+        self.metric = metric
+        self.config = config
+        meta = orjson.loads((directory / "meta.json").read_bytes())
+        self._n = int(meta["rows"])
+        self.dim = int(meta["dim"])
+        self.quantization = Quantization(meta["quantization"])
+        self._vectors: F32 = np.load(directory / "vectors.npy", mmap_mode="r")
+        self._keys: KeyArray = np.load(directory / "keys.npy")
+        self._key_order: I64 = np.load(directory / "key_order.npy")
+        self._sorted_keys: KeyArray = self._keys[self._key_order]
+        self._offsets = np.load(directory / "payload_offsets.npy")
+        payload_path = directory / "payload.bin"
+        self._payload_file = open(payload_path, "rb")  # noqa: SIM115 - lives with the segment
+        self._payload_map: mmap.mmap | bytes
+        if payload_path.stat().st_size:
+            self._payload_map = mmap.mmap(self._payload_file.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            self._payload_map = b""
+        self.index = faiss.read_index(str(directory / "index.faiss"))
+        self.deleted: Mask = np.load(directory / "deleted.npy")
+        self._norms: F32 | None = None
+        self._fields: dict[str, FieldIndex] = {}
+        self._fields_lock = threading.Lock()
+        fields_dir = directory / "fields"
+        self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
+
+    @property
+    def n_rows(self) -> int:
+        return self._n
+
+    def keys_view(self) -> KeyArray:
+        return self._keys
+
+    def vectors_view(self) -> F32:
+        return self._vectors
+
+    def lookup(self, keys: KeyArray) -> tuple[I64, I64]:
+        if self._n == 0 or keys.size == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        pos = np.searchsorted(self._sorted_keys, keys)
+        pos[pos >= self._n] = 0
+        hit = self._sorted_keys[pos] == keys
+        rows = self._key_order[pos[hit]]
+        live = ~self.deleted[rows]
+        return np.flatnonzero(hit)[live].astype(np.int64), rows[live].astype(np.int64)
+
+    def payload_bytes(self, row: int) -> bytes:
+        start, stop = int(self._offsets[row]), int(self._offsets[row + 1])
+        return bytes(self._payload_map[start:stop])
+
+    def payload(self, row: int) -> dict[str, Any] | None:
+        return orjson.loads(self.payload_bytes(row))  # type: ignore[no-any-return]
+
+    def field_index(self, path: str) -> FieldIndex:
+        index = self._fields.get(path)
+        if index is not None:
+            return index
+        with self._fields_lock:
+            index = self._fields.get(path)
+            if index is None:
+                name = field_file(path)
+                if name in self._field_files:
+                    index = FieldIndex.load(self.directory / "fields" / name)
+                else:
+                    # Undeclared field: index it once, in memory, on first use.
+                    index = FieldIndex(path)
+                    index.catch_up(self.payload, self._n)
+                self._fields[path] = index
+        return index
+
+    def persist_deleted(self) -> None:
+        _atomic_save_npy(self.directory / "deleted.npy", self.deleted)
+
+    def _l2_norms(self) -> F32:
+        if self._norms is None:
+            self._norms = np.einsum("ij,ij->i", self._vectors, self._vectors).astype(np.float32)
+        return self._norms
+
+    def search(
+        self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
+    ) -> tuple[F32, I64]:
+        norms = self._l2_norms() if self.metric is Metric.L2 else None
+        if exact:
+            return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
+        selector = None
+        bitmap = None
+        ef_eff = max(ef, k)
+        if allowed is not None:
+            n_allowed = int(np.count_nonzero(allowed))
+            if n_allowed <= self.config.full_scan_threshold:
+                # Planner: a small subset is scanned exactly (recall 1.0, and
+                # cheaper than a graph walk that rejects most of its visits).
+                return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
+            bitmap = np.packbits(allowed, bitorder="little")
+            selector = faiss.IDSelectorBitmap(self._n, faiss.swig_ptr(bitmap))
+            # The walk discards rejected nodes; widen the beam by the selectivity.
+            ef_eff = int(min(ef_eff * self._n / n_allowed, max(ef_eff, 4 * ef_eff)))
+        fetch = k
+        if self.quantization is Quantization.INT8:
+            fetch = k * self.config.rescore_factor
+            ef_eff = max(ef_eff, fetch)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = ef_eff
+        if selector is not None:
+            params.sel = selector
+        fetch = min(fetch, self._n)
+        distances, labels = self.index.search(queries, fetch, params=params)
+        del bitmap  # kept alive until the search above has returned
+        labels = labels.astype(np.int64)
+        if self.quantization is Quantization.INT8:
+            return self._rescore(queries, labels, k)
+        scores = -distances if self.metric is Metric.L2 else distances
+        return np.asarray(scores, dtype=np.float32), labels
+
+    def _rescore(self, queries: F32, labels: I64, k: int) -> tuple[F32, I64]:
+        """Exact float32 scores for the quantised candidates, from the mmap."""
+        out_s = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+        out_i = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        for qi in range(queries.shape[0]):
+            cand = labels[qi][labels[qi] >= 0]
+            if cand.size == 0:
+                continue
+            norms = self._l2_norms()[cand] if self.metric is Metric.L2 else None
+            s, i = exact_search(np.asarray(self._vectors[cand]), queries[qi : qi + 1], k,
+                                self.metric, None, norms)
+            out_s[qi, : s.shape[1]] = s[0]
+            out_i[qi, : i.shape[1]] = cand[i[0]]
+        return out_s, out_i
+
+    def memory_bytes(self) -> int:
+        index_bytes = int(self.index.ntotal) * (self.index.d * (1 if self.quantization is
+                                                Quantization.INT8 else 4) + 8 * self.config.m)
+        return int(index_bytes + self._keys.nbytes + self._key_order.nbytes + self.deleted.nbytes)
+
+    def close(self) -> None:
+        if isinstance(self._payload_map, mmap.mmap):
+            self._payload_map.close()
+        self._payload_file.close()
+
+
+def build_sealed_segment(
+    directory: Path,
+    vectors: F32,
+    keys: KeyArray,
+    blobs: Sequence[bytes],
+    metric: Metric,
+    config: IndexConfig,
+    declared_fields: Sequence[str],
+) -> None:
+    """Write a complete segment directory; the caller renames nothing.
+
+    Builds into ``directory.tmp`` then renames, so ``directory`` either does
+    not exist or is whole.
+    """
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    n, dim = vectors.shape
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if metric is Metric.COSINE:
+        vectors = normalize_rows(vectors)  # idempotent; guards against drift
+    np.save(tmp / "vectors.npy", vectors)
+    keys = np.ascontiguousarray(keys, dtype=KEY_DTYPE)
+    np.save(tmp / "keys.npy", keys)
+    np.save(tmp / "key_order.npy", np.argsort(keys, kind="stable").astype(np.int64))
+    lengths = np.fromiter((len(b) for b in blobs), dtype=np.uint64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=offsets[1:])
+    with open(tmp / "payload.bin", "wb") as fh:
+        fh.write(b"".join(blobs))
+    np.save(tmp / "payload_offsets.npy", offsets)
+    np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
+    index = _build_index(vectors, metric, config)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    if declared_fields:
+        (tmp / "fields").mkdir()
+        for path in declared_fields:
+            field = FieldIndex(path)
+            field.catch_up(lambda row: orjson.loads(blobs[row]), n)
+            field.save(tmp / "fields" / field_file(path))
+    meta = {"rows": n, "dim": dim, "metric": metric.value,
+            "quantization": config.quantization.value, "format": 1}
+    (tmp / "meta.json").write_bytes(orjson.dumps(meta))
+    _fsync_tree(tmp)
+    os.replace(tmp, directory)
+
+
+def _build_index(vectors: F32, metric: Metric, config: IndexConfig) -> Any:
+    dim = vectors.shape[1]
+    if config.quantization is Quantization.INT8:
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, config.m,
+                                  _faiss_metric(metric))
+        if vectors.shape[0]:
+            index.train(vectors)
+    else:
+        index = faiss.IndexHNSWFlat(dim, config.m, _faiss_metric(metric))
+    index.hnsw.efConstruction = config.ef_construction
+    index.hnsw.efSearch = config.ef
+    if vectors.shape[0]:
+        index.add(vectors)
+    return index
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,200 @@
+"""Segments: the unit of storage, search and optimisation (as in Qdrant).
+
+A collection is a list of segments. Exactly one ``MutableSegment`` takes new
+writes into pre-allocated arrays and answers searches exactly, so a point is
+searchable the moment ``upsert`` returns. When it is full it is *frozen*
+(still searchable, still accepts tombstones) and the optimizer turns it into
+a ``SealedSegment`` with an HNSW index in the background. Rows are never
+updated in place: an overwrite appends a new row and tombstones the old one,
+which keeps every index append-only.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from peregrine.core.ids import KEY_DTYPE, KeyArray
+from peregrine.vector.kernels import F32, I64, NEG_INF, score_block, top_k
+from peregrine.vector.payload_index import FieldIndex, Mask
+from peregrine.vector.types import Metric
+
+_EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix
+
+
+class Segment(Protocol):
+    """What the collection needs from any segment."""
+
+    id: int
+    deleted: Mask
+
+    @property
+    def n_rows(self) -> int: ...
+
+    def keys_view(self) -> KeyArray: ...
+
+    def lookup(self, keys: KeyArray) -> tuple[I64, I64]: ...
+
+    def field_index(self, path: str) -> FieldIndex: ...
+
+    def payload(self, row: int) -> dict[str, Any] | None: ...
+
+    def payload_bytes(self, row: int) -> bytes: ...
+
+    def vectors_view(self) -> F32: ...
+
+    def search(
+        self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
+    ) -> tuple[F32, I64]: ...
+
+
+def exact_search(
+    vectors: F32,
+    queries: F32,
+    k: int,
+    metric: Metric,
+    allowed: Mask | None,
+    norms: F32 | None = None,
+) -> tuple[F32, I64]:
+    """Brute force over ``vectors`` (optionally a subset), best first.
+
+    With a sparse mask only the allowed rows are gathered and scored, which is
+    what makes small filtered subsets exact *and* cheap.
+    """
+    n = vectors.shape[0]
+    nq = queries.shape[0]
+    if allowed is not None:
+        rows = np.flatnonzero(allowed[:n])
+        if rows.size == 0:
+            return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+        if rows.size < n // 2:
+            sub = vectors[rows]
+            sub_norms = norms[rows] if norms is not None else None
+            scores, idx = exact_search(sub, queries, k, metric, None, sub_norms)
+            return scores, rows[idx]
+    best_s = np.empty((nq, 0), np.float32)
+    best_i = np.empty((nq, 0), np.int64)
+    for start in range(0, n, _EXACT_BLOCK):
+        stop = min(n, start + _EXACT_BLOCK)
+        block_norms = norms[start:stop] if norms is not None else None
+        scores = score_block(vectors[start:stop], queries, metric, block_norms)
+        if allowed is not None:
+            scores[:, ~allowed[start:stop]] = NEG_INF
+        s, i = top_k(scores, k)
+        best_s = np.concatenate([best_s, s], axis=1)
+        best_i = np.concatenate([best_i, i + start], axis=1)
+        if best_s.shape[1] > k:
+            s, pos = top_k(best_s, k)
+            best_s, best_i = s, np.take_along_axis(best_i, pos, axis=1)
+    valid = np.isfinite(best_s)
+    if not valid.all():
+        # Excluded rows only show up when fewer than k rows are allowed.
+        width = int(valid.sum(axis=1).max()) if valid.size else 0
+        best_s, best_i = best_s[:, :width], best_i[:, :width]
+        best_i[~np.isfinite(best_s)] = -1
+    return best_s, best_i
+
+
+class MutableSegment:
+    """Append-only in-memory segment searched exactly."""
+
+    def __init__(self, segment_id: int, dim: int, capacity: int, metric: Metric, first_seq: int):
+        self.id = segment_id
+        self.dim = dim
+        self.capacity = capacity
+        self.metric = metric
+        # WAL sequence of the first operation applied while this was the
+        # active segment: everything before it lives in sealed segments.
+        self.first_seq = first_seq
+        self.frozen = False
+        self._vectors = np.empty((capacity, dim), dtype=np.float32)
+        self._norms = np.empty(capacity, dtype=np.float32)
+        self._keys = np.empty(capacity, dtype=KEY_DTYPE)
+        self.deleted: Mask = np.zeros(capacity, dtype=np.bool_)
+        self._payload_blobs: list[bytes] = []
+        self._row_of: dict[bytes, int] = {}
+        self._n = 0
+        self._fields: dict[str, FieldIndex] = {}
+        self._fields_lock = threading.Lock()
+
+    @property
+    def n_rows(self) -> int:
+        return self._n
+
+    @property
+    def free(self) -> int:
+        return self.capacity - self._n
+
+    def append(
+        self,
+        keys: KeyArray,
+        vectors: F32,
+        blobs: list[bytes],
+    ) -> None:
+        """Caller holds the collection's exclusive lock and ensured capacity."""
+        start, count = self._n, keys.shape[0]
+        stop = start + count
+        self._vectors[start:stop] = vectors
+        self._norms[start:stop] = np.einsum("ij,ij->i", vectors, vectors)
+        self._keys[start:stop] = keys
+        self._payload_blobs.extend(blobs)
+        for offset, key in enumerate(keys.tolist()):
+            self._row_of[key] = start + offset
+        self._n = stop
+
+    def keys_view(self) -> KeyArray:
+        return self._keys[: self._n]
+
+    def vectors_view(self) -> F32:
+        return self._vectors[: self._n]
+
+    def lookup(self, keys: KeyArray) -> tuple[I64, I64]:
+        """(positions in ``keys``, rows) of keys that have a live row here."""
+        row_of = self._row_of
+        found = [(pos, row) for pos, key in enumerate(keys.tolist())
+                 if (row := row_of.get(key)) is not None and not self.deleted[row]]
+        if not found:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        arr = np.asarray(found, dtype=np.int64)
+        return arr[:, 0], arr[:, 1]
+
+    def payload(self, row: int) -> dict[str, Any] | None:
+        return orjson.loads(self._payload_blobs[row])  # type: ignore[no-any-return]
+
+    def payload_bytes(self, row: int) -> bytes:
+        return self._payload_blobs[row]
+
+    def field_index(self, path: str) -> FieldIndex:
+        index = self._fields.get(path)
+        if index is None:
+            with self._fields_lock:
+                index = self._fields.setdefault(path, FieldIndex(path))
+        index.catch_up(self.payload, self._n)
+        return index
+
+    def search(
+        self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
+    ) -> tuple[F32, I64]:
+        n = self._n
+        return exact_search(
+            self._vectors[:n], queries, k, self.metric, allowed, self._norms[:n]
+        )
+
+    def memory_bytes(self) -> int:
+        return int(self._vectors.nbytes + self._keys.nbytes + self._norms.nbytes)
+
+
+def live_mask(seg: Segment) -> Mask | None:
+    """Allowed-rows mask from tombstones alone; None when nothing is deleted."""
+    deleted = seg.deleted[: seg.n_rows]
+    if not deleted.any():
+        return None
+    return ~deleted
+
+
+def as_i64(values: npt.ArrayLike) -> I64:
+    return np.asarray(values, dtype=np.int64)

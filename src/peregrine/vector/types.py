@@ -1,0 +1,157 @@
+"""Public value types of the vector store: configs and results."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.core.ids import PointId
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
+
+
+class Metric(str, Enum):
+    """Distance functions; cosine is stored as normalised inner product."""
+
+    COSINE = "cosine"
+    DOT = "dot"
+    L2 = "l2"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self is not Metric.L2
+
+    @classmethod
+    def parse(cls, value: str | Metric) -> Metric:
+        if isinstance(value, Metric):
+            return value
+        aliases = {"cosine": "cosine", "dot": "dot", "ip": "dot", "l2": "l2", "euclid": "l2"}
+        key = aliases.get(str(value).lower())
+        if key is None:
+            raise InvalidInputError(f"unknown metric {value!r}; use 'cosine', 'dot' or 'l2'")
+        return cls(key)
+
+
+class Quantization(str, Enum):
+    """How a sealed segment stores vectors inside its ANN index."""
+
+    NONE = "none"
+    INT8 = "int8"  # scalar quantisation: 4x less RAM, rescored from float32 on disk
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """HNSW and storage parameters of a collection (Qdrant's hnsw_config + more)."""
+
+    m: int = 16
+    ef_construction: int = 100
+    ef: int = 64
+    quantization: Quantization = Quantization.NONE
+    # Rows in the mutable segment before it is sealed and indexed.
+    segment_rows: int = 20_000
+    # Filtered queries matching at most this many points skip the graph and
+    # scan the subset exactly (Qdrant's full_scan_threshold, in points).
+    full_scan_threshold: int = 10_000
+    # When more sealed segments than this exist, the optimizer merges them.
+    max_segments: int = 4
+    # Oversampling when rescoring quantized results with float32 vectors.
+    rescore_factor: int = 4
+
+    def __post_init__(self) -> None:
+        checks = {
+            "m": (self.m, 2, 256),
+            "ef_construction": (self.ef_construction, 4, 4096),
+            "ef": (self.ef, 1, 32768),
+            "segment_rows": (self.segment_rows, 16, 10_000_000),
+            "full_scan_threshold": (self.full_scan_threshold, 0, 1 << 40),
+            "max_segments": (self.max_segments, 1, 1024),
+            "rescore_factor": (self.rescore_factor, 1, 64),
+        }
+        for name, (value, lo, hi) in checks.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                raise InvalidInputError(f"index.{name} must be an integer in [{lo}, {hi}]")
+        object.__setattr__(self, "quantization", Quantization(self.quantization))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | IndexConfig | None) -> IndexConfig:
+        if data is None:
+            return cls()
+        if isinstance(data, IndexConfig):
+            return data
+        if not isinstance(data, dict):
+            raise InvalidInputError("index must be a dict of HNSW parameters")
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidInputError(f"unknown index parameter(s): {sorted(unknown)}")
+        kwargs = dict(data)
+        if "quantization" in kwargs:
+            try:
+                kwargs["quantization"] = Quantization(kwargs["quantization"] or "none")
+            except ValueError:
+                raise InvalidInputError("index.quantization must be 'none' or 'int8'") from None
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["quantization"] = self.quantization.value
+        return out
+
+
+@dataclass(frozen=True)
+class CollectionConfig:
+    name: str
+    dim: int
+    metric: Metric
+    index: IndexConfig = field(default_factory=IndexConfig)
+    # payload field -> declared index type (keyword/integer/float/bool)
+    payload_indexes: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "metric": self.metric.value,
+            "index": self.index.to_dict(),
+            "payload_indexes": dict(self.payload_indexes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CollectionConfig:
+        return cls(
+            name=data["name"],
+            dim=int(data["dim"]),
+            metric=Metric(data["metric"]),
+            index=IndexConfig.from_dict(data.get("index")),
+            payload_indexes=dict(data.get("payload_indexes", {})),
+        )
+
+
+def validate_collection_name(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+        raise InvalidInputError(
+            f"invalid collection name {name!r}: use 1-255 letters, digits, '_', '-' or '.'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result. For l2 the score is the distance (lower is better)."""
+
+    id: PointId
+    score: float
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored point as returned by retrieve/scroll."""
+
+    id: PointId
+    payload: dict[str, Any] | None = None
+    vector: list[float] | None = None
