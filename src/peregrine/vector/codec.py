@@ -75,6 +75,16 @@ def decode_delete(body: bytes) -> KeyArray:
 
 def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") -> F32:
     """(n, dim) float32, finite, normalised for cosine; else a typed error."""
+    if isinstance(vectors, np.ndarray) and vectors.dtype == np.float32 and vectors.ndim == 1 \
+            and vectors.shape[0] == dim:
+        # Fast path for the single-query hot loop.
+        out = vectors.reshape(1, dim)
+        if not np.isfinite(out.sum()):
+            raise InvalidVectorError(f"{what} contain NaN or infinite values")
+        if metric is Metric.COSINE:
+            norm = float(np.sqrt(np.dot(vectors, vectors)))
+            return out / np.float32(norm) if norm > 0 else out.copy()
+        return out
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError):

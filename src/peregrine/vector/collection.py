@@ -20,11 +20,11 @@ import numpy as np
 import orjson
 
 from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
-from peregrine.core.ids import KeyArray, decode_key, encode_id, encode_ids
+from peregrine.core.ids import KeyArray, decode_key, decode_keys, encode_id, encode_ids
 from peregrine.core.locks import ReadWriteLock
 from peregrine.vector import codec
 from peregrine.vector.filters import CompiledFilter, compile_filter
-from peregrine.vector.kernels import F32, I64, public_score, top_k
+from peregrine.vector.kernels import F32, I64, public_scores, top_k
 from peregrine.vector.manifest import Manifest
 from peregrine.vector.optimizer import Optimizer
 from peregrine.vector.payload_index import PAYLOAD_INDEX_TYPES, Mask
@@ -332,22 +332,34 @@ class Collection:
             best_s, pos = top_k(cand_s[None, :], fetch)
             cand_s, cand_r, cand_seg = best_s[0], cand_r[pos[0]], cand_seg[pos[0]]
         metric = self.config.metric
-        hits: list[Hit] = []
-        for j in range(offset, min(fetch, cand_s.shape[0])):
-            seg = found[int(cand_seg[j])][0] if cand_seg is not None else found[0][0]
-            row = int(cand_r[j])
-            score = public_score(float(cand_s[j]), metric)
-            if score_threshold is not None and (
-                score < score_threshold if metric.higher_is_better else score > score_threshold
-            ):
-                break
-            hits.append(Hit(
-                id=decode_key(seg.keys_view()[row]),
-                score=score,
-                payload=_select(seg.payload(row), with_payload),
-                vector=seg.vectors_view()[row].tolist() if with_vectors else None,
-            ))
-        return hits
+        scores = public_scores(cand_s[offset:fetch], metric)
+        rows = cand_r[offset:fetch]
+        if score_threshold is not None:
+            ok = scores >= score_threshold if metric.higher_is_better else scores <= score_threshold
+            cut = int(np.argmin(ok)) if not ok.all() else ok.size
+            scores, rows = scores[:cut], rows[:cut]
+        if cand_seg is None:
+            groups = [(found[0][0], np.arange(rows.size))]
+        else:
+            seg_of = cand_seg[offset:offset + rows.size]
+            groups = [(found[j][0], np.flatnonzero(seg_of == j)) for j in np.unique(seg_of)]
+        ids: list[Any] = [None] * rows.size
+        payloads: list[Any] = [None] * rows.size
+        vectors: list[Any] = [None] * rows.size
+        for seg, where in groups:
+            seg_rows = rows[where]
+            for w, point_id in zip(where.tolist(), decode_keys(seg.keys_view()[seg_rows]),
+                                   strict=True):
+                ids[w] = point_id
+            if with_payload:
+                for w, payload in zip(where.tolist(), seg.payloads(seg_rows), strict=True):
+                    payloads[w] = _select(payload, with_payload)
+            if with_vectors:
+                for w, vec in zip(where.tolist(), seg.vectors_view()[seg_rows].tolist(),
+                                  strict=True):
+                    vectors[w] = vec
+        return [Hit(i, sc, p, v) for i, sc, p, v in
+                zip(ids, scores.tolist(), payloads, vectors, strict=True)]
 
     def retrieve(
         self, ids: Any, with_payload: WithPayload = True, with_vectors: bool = False

@@ -45,14 +45,15 @@ def top_k(scores: F32, k: int) -> tuple[F32, I64]:
     return np.take_along_axis(part_scores, order, axis=1), idx
 
 
-def public_score(internal: float, metric: Metric) -> float:
+def public_scores(internal: F32, metric: Metric) -> npt.NDArray[np.float64]:
+    """Engine scores to the user's: l2 becomes the euclidean distance."""
     if metric is Metric.L2:
-        return float(np.sqrt(max(0.0, -internal)))
-    return float(internal)
+        return np.sqrt(np.maximum(0.0, -internal.astype(np.float64)))
+    return internal.astype(np.float64)
 
 
 def normalize_rows(vectors: F32) -> F32:
     """Unit-length rows for cosine; zero vectors stay zero (score 0 with anything)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     np.maximum(norms, np.float32(1e-30), out=norms)
     return np.asarray(vectors / norms, dtype=np.float32)

@@ -111,6 +111,12 @@ class SealedSegment:
         start, stop = int(self._offsets[row]), int(self._offsets[row + 1])
         return bytes(self._payload_map[start:stop])
 
+    def payloads(self, rows: I64) -> list[dict[str, Any] | None]:
+        data = self._payload_map
+        starts = self._offsets[rows].tolist()
+        stops = self._offsets[rows + 1].tolist()
+        return [orjson.loads(data[a:b]) for a, b in zip(starts, stops, strict=True)]
+
     def payload(self, row: int) -> dict[str, Any] | None:
         return orjson.loads(self.payload_bytes(row))  # type: ignore[no-any-return]
 

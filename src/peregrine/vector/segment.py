@@ -45,6 +45,8 @@ class Segment(Protocol):
 
     def payload_bytes(self, row: int) -> bytes: ...
 
+    def payloads(self, rows: I64) -> list[dict[str, Any] | None]: ...
+
     def vectors_view(self) -> F32: ...
 
     def search(
@@ -167,6 +169,10 @@ class MutableSegment:
 
     def payload_bytes(self, row: int) -> bytes:
         return self._payload_blobs[row]
+
+    def payloads(self, rows: I64) -> list[dict[str, Any] | None]:
+        blobs = self._payload_blobs
+        return [orjson.loads(blobs[r]) for r in rows.tolist()]
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)
