@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -105,7 +105,7 @@ def decode_keys(keys: KeyArray) -> list[PointId]:
         return []
     raw = np.ascontiguousarray(keys).view(np.uint8).reshape(-1, KEY_WIDTH)
     if not raw[:, 0].any():
-        return raw[:, 1:9].copy().view(">u8").reshape(-1).astype(np.uint64).tolist()  # type: ignore[no-any-return]
+        return cast(list[PointId], raw[:, 1:9].copy().view(">u8").reshape(-1).tolist())
     return [decode_key(bytes(row)) for row in raw]
 
 

@@ -83,8 +83,8 @@ def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") ->
             raise InvalidVectorError(f"{what} contain NaN or infinite values")
         if metric is Metric.COSINE:
             norm = float(np.sqrt(np.dot(vectors, vectors)))
-            return out / np.float32(norm) if norm > 0 else out.copy()
-        return out
+            return np.asarray(out / np.float32(norm) if norm > 0 else out.copy(), np.float32)
+        return np.asarray(out, np.float32)
     try:
         arr = np.asarray(vectors)
     except (ValueError, TypeError):

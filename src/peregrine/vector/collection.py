@@ -148,7 +148,9 @@ class Collection:
     def set_payload(self, ids: Any, payload: dict[str, Any], overwrite: bool = False) -> None:
         """Merge (or replace) the payload of existing points; missing ids are ignored."""
         codec.encode_payload(payload)
-        self._rewrite_payloads(ids, lambda old: payload if overwrite else {**(old or {}), **payload})
+        self._rewrite_payloads(
+            ids, lambda old: payload if overwrite else {**(old or {}), **payload}
+        )
 
     def delete_payload(self, ids: Any, keys: Sequence[str]) -> None:
         drop = set(keys)
@@ -317,8 +319,7 @@ class Collection:
         if not found:
             return []
         if len(found) == 1:
-            seg, scores, rows = found[0]
-            cand_s, cand_r = scores[qi], rows[qi]
+            cand_s, cand_r = found[0][1][qi], found[0][2][qi]
             cand_seg = None
         else:
             cand_s = np.concatenate([f[1][qi] for f in found])
@@ -504,7 +505,8 @@ class Collection:
         return self.count()
 
     def __repr__(self) -> str:
-        return f"Collection({self.name!r}, dim={self.config.dim}, metric={self.config.metric.value})"
+        cfg = self.config
+        return f"Collection({self.name!r}, dim={cfg.dim}, metric={cfg.metric.value})"
 
 
 def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -100,7 +101,7 @@ class Optimizer:
                 self._build(sources)
 
     # -- mechanics -------------------------------------------------------------------
-    def _build(self, sources: list[Segment]) -> None:
+    def _build(self, sources: Sequence[Segment]) -> None:
         c = self._c
         with c._rw.read():
             plan = [(seg, np.flatnonzero(~seg.deleted[: seg.n_rows])) for seg in sources]
@@ -120,7 +121,8 @@ class Optimizer:
             self.builds += 1
         replaced = {id(seg) for seg in sources}
         with c._rw.write():
-            sealed = [s for s in c.segments if isinstance(s, SealedSegment) and id(s) not in replaced]
+            sealed = [s for s in c.segments
+                      if isinstance(s, SealedSegment) and id(s) not in replaced]
             rest = [s for s in c.segments if not isinstance(s, SealedSegment)
                     and id(s) not in replaced]
             c.segments = [*sealed, *([new_seg] if new_seg else []), *rest]
@@ -137,9 +139,9 @@ class Optimizer:
             c.manifest.segments = [s.id for s in c.segments if isinstance(s, SealedSegment)]
             c.manifest.save(c.directory)
         c.wal.truncate_before(c.manifest.checkpoint + 1)
-        for seg in sources:
-            if isinstance(seg, SealedSegment):
-                seg.close()
-                shutil.rmtree(seg.directory, ignore_errors=True)
+        for old in sources:
+            if isinstance(old, SealedSegment):
+                old.close()
+                shutil.rmtree(old.directory, ignore_errors=True)
         log.info("collection %s: built segment %d (%d rows) from %d source(s)",
                  c.name, seg_id, keys.shape[0], len(sources))

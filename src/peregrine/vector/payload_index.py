@@ -63,7 +63,7 @@ def eq_key(value: Any) -> EqKey | None:
     """Hash key for equality: keeps True apart from 1, as JSON does."""
     if isinstance(value, bool):
         return ("b", value)
-    if isinstance(value, int) or isinstance(value, str):
+    if isinstance(value, (int, str)):
         return value
     return None
 

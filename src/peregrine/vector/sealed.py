@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import faiss
+import faiss as _faiss
 import numpy as np
 import orjson
 
@@ -38,6 +38,10 @@ from peregrine.vector.kernels import F32, I64, normalize_rows
 from peregrine.vector.payload_index import FieldIndex, Mask
 from peregrine.vector.segment import exact_search
 from peregrine.vector.types import IndexConfig, Metric, Quantization
+
+# FAISS ships partial stubs that miss much of the SWIG surface (search
+# parameters, selectors); treat the module as dynamically typed.
+faiss: Any = _faiss
 
 
 def _faiss_metric(metric: Metric) -> int:
@@ -257,6 +261,7 @@ def build_sealed_segment(
 
 def _build_index(vectors: F32, metric: Metric, config: IndexConfig) -> Any:
     dim = vectors.shape[1]
+    index: Any
     if config.quantization is Quantization.INT8:
         index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, config.m,
                                   _faiss_metric(metric))

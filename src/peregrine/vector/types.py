@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from peregrine.core.errors import InvalidInputError
@@ -13,7 +13,7 @@ from peregrine.core.ids import PointId
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     """Distance functions; cosine is stored as normalised inner product."""
 
     COSINE = "cosine"
@@ -35,7 +35,7 @@ class Metric(str, Enum):
         return cls(key)
 
 
-class Quantization(str, Enum):
+class Quantization(StrEnum):
     """How a sealed segment stores vectors inside its ANN index."""
 
     NONE = "none"

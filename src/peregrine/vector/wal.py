@@ -17,6 +17,7 @@ OS page cache) and a power loss loses at most one interval.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import struct
@@ -180,7 +181,7 @@ class WriteAheadLog:
         """Delete files whose records all have seq < ``seq`` (already checkpointed)."""
         with self._lock:
             files = self._files()
-            for path, nxt in zip(files, files[1:], strict=False):
+            for path, nxt in itertools.pairwise(files):
                 if int(nxt.stem) <= seq:
                     path.unlink()
 
