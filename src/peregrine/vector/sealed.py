@@ -34,7 +34,7 @@ import numpy as np
 import orjson
 
 from peregrine.core.ids import KEY_DTYPE, KeyArray
-from peregrine.vector.kernels import F32, I64, normalize_rows
+from peregrine.vector.kernels import F32, I64
 from peregrine.vector.payload_index import FieldIndex, Mask
 from peregrine.vector.segment import exact_search
 from peregrine.vector.types import IndexConfig, Metric, Quantization
@@ -86,6 +86,7 @@ class SealedSegment:
         self.index = faiss.read_index(str(directory / "index.faiss"))
         self.deleted: Mask = np.load(directory / "deleted.npy")
         self._norms: F32 | None = None
+        self._params: dict[int, Any] = {}
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
         fields_dir = directory / "fields"
@@ -172,9 +173,14 @@ class SealedSegment:
         if self.quantization is Quantization.INT8:
             fetch = k * self.config.rescore_factor
             ef_eff = max(ef_eff, fetch)
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = ef_eff
-        if selector is not None:
+        if selector is None:
+            params = self._params.get(ef_eff)
+            if params is None:  # read-only during a search, so shared by threads
+                params = self._params.setdefault(ef_eff, faiss.SearchParametersHNSW())
+                params.efSearch = ef_eff
+        else:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = ef_eff
             params.sel = selector
         fetch = min(fetch, self._n)
         distances, labels = self.index.search(queries, fetch, params=params)
@@ -230,9 +236,8 @@ def build_sealed_segment(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     n, dim = vectors.shape
+    # Rows arrive normalised for cosine already (the WAL logs them that way).
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if metric is Metric.COSINE:
-        vectors = normalize_rows(vectors)  # idempotent; guards against drift
     np.save(tmp / "vectors.npy", vectors)
     keys = np.ascontiguousarray(keys, dtype=KEY_DTYPE)
     np.save(tmp / "keys.npy", keys)
