@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from peregrine.embed.corpus import python_docstrings  # noqa: E402
-from peregrine.embed.embedder import TextEmbedder  # noqa: E402
+from peregrine.embed.corpus import python_docstrings
+from peregrine.embed.embedder import TextEmbedder
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,8 @@ def _uuid_bytes(value: str) -> bytes:
 
 def encode_ids(ids: Sequence[Any] | npt.NDArray[Any] | Iterable[Any]) -> KeyArray:
     """Turn user ids into keys; raises InvalidPointIdError on any bad id."""
+    if isinstance(ids, (str, bytes, int, float, uuid.UUID, np.generic)) or ids is None:
+        raise InvalidPointIdError("ids must be a list (or 1-D array) of point ids")
     if isinstance(ids, np.ndarray):
         if ids.ndim != 1:
             raise InvalidPointIdError("ids must be a one-dimensional sequence")

@@ -7,6 +7,7 @@ replay decodes, so a recovered batch is identical to the acknowledged one.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,19 +80,21 @@ def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") ->
             and vectors.shape[0] == dim:
         # Fast path for the single-query hot loop.
         out = vectors.reshape(1, dim)
-        if not np.isfinite(out.sum()):
+        if not np.isfinite(out).all():
             raise InvalidVectorError(f"{what} contain NaN or infinite values")
         if metric is Metric.COSINE:
-            norm = float(np.sqrt(np.dot(vectors, vectors)))
-            return np.asarray(out / np.float32(norm) if norm > 0 else out.copy(), np.float32)
+            wide = vectors.astype(np.float64)
+            norm = float(np.sqrt(np.dot(wide, wide)))
+            return np.asarray(wide / norm if norm > 0 else wide, np.float32).reshape(1, dim)
         return np.asarray(out, np.float32)
     try:
         arr = np.asarray(vectors)
-    except (ValueError, TypeError):
+    except ValueError:
+        # numpy refuses ragged nesting: some vector has another length.
+        raise DimensionMismatchError(f"{what}: every vector must have dimension {dim}") from None
+    except TypeError:
         raise InvalidVectorError(f"{what} must be a rectangular array of numbers") from None
     if arr.dtype == object or arr.dtype.kind not in "fiu":
-        if arr.dtype.kind == "O" and arr.ndim == 1:
-            raise DimensionMismatchError(f"{what}: every vector must have dimension {dim}")
         raise InvalidVectorError(f"{what} must contain only numbers (got {arr.dtype})")
     if arr.ndim == 1:
         arr = arr.reshape(1, -1) if arr.size else arr.reshape(0, dim)
@@ -136,6 +139,20 @@ def encode_payload(payload: Any, position: int = 0) -> bytes:
         raise InvalidPayloadError(f"payload #{position} must be a JSON object, not "
                                   f"{type(payload).__name__}")
     try:
-        return orjson.dumps(payload)
+        blob = orjson.dumps(payload)
     except (TypeError, orjson.JSONEncodeError) as exc:
         raise InvalidPayloadError(f"payload #{position} is not JSON-serialisable: {exc}") from None
+    if b"null" in blob and _has_non_finite(payload):
+        # orjson writes NaN/inf as null; storing a different value than given is data loss.
+        raise InvalidPayloadError(f"payload #{position} contains NaN or infinity (not JSON)")
+    return blob
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_finite(v) for v in value)
+    return False

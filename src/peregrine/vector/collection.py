@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
+from peregrine.core.errors import (
+    ClosedError,
+    InvalidInputError,
+    InvalidPayloadError,
+    StorageError,
+)
 from peregrine.core.ids import KeyArray, decode_key, decode_keys, encode_id, encode_ids
 from peregrine.core.locks import ReadWriteLock
 from peregrine.vector import codec
@@ -76,6 +81,9 @@ class Collection:
         self.mutable = self._new_mutable(self.manifest.checkpoint + 1)
         self.segments.append(self.mutable)
         self.wal = WriteAheadLog(self.directory / "wal", self._fsync, self._fsync_interval_ms)
+        # Replay tombstones sealed rows and may freeze segments: both report to
+        # the optimizer, which therefore exists first and starts afterwards.
+        self.optimizer = Optimizer(self)
         replayed = 0
         for record in self.wal.replay(self.manifest.checkpoint):
             self._apply(record.op, record.body, record.seq)
@@ -83,7 +91,6 @@ class Collection:
         if replayed:
             log.info("collection %s: replayed %d WAL records", self.config.name, replayed)
         self.wal.open_for_append()
-        self.optimizer = Optimizer(self)
         if self._background:
             self.optimizer.start()
 
@@ -147,12 +154,16 @@ class Collection:
 
     def set_payload(self, ids: Any, payload: dict[str, Any], overwrite: bool = False) -> None:
         """Merge (or replace) the payload of existing points; missing ids are ignored."""
+        if not isinstance(payload, dict):
+            raise InvalidPayloadError("payload must be a JSON object")
         codec.encode_payload(payload)
         self._rewrite_payloads(
             ids, lambda old: payload if overwrite else {**(old or {}), **payload}
         )
 
     def delete_payload(self, ids: Any, keys: Sequence[str]) -> None:
+        if isinstance(keys, str) or not all(isinstance(k, str) for k in keys):
+            raise InvalidInputError("keys must be a list of payload key names")
         drop = set(keys)
         self._rewrite_payloads(
             ids, lambda old: {k: v for k, v in (old or {}).items() if k not in drop}
@@ -290,6 +301,11 @@ class Collection:
             raise InvalidInputError("offset must be a non-negative integer")
         if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
             raise InvalidInputError("ef must be a positive integer")
+        if score_threshold is not None and (
+            isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
+        ):
+            raise InvalidInputError("score_threshold must be a number")
+        _check_with_payload(with_payload)
         compiled = compile_filter(filter)
         fetch = int(k) + offset
         ef_eff = max(ef or self.config.index.ef, fetch)
@@ -485,6 +501,7 @@ class Collection:
         restore_snapshot(self, Path(path))
 
     def info(self) -> dict[str, Any]:
+        self._check_open()
         with self._rw.read():
             sealed = [s for s in self.segments if isinstance(s, SealedSegment)]
             pending = [s for s in self.segments if isinstance(s, MutableSegment)]
@@ -507,6 +524,15 @@ class Collection:
     def __repr__(self) -> str:
         cfg = self.config
         return f"Collection({self.name!r}, dim={cfg.dim}, metric={cfg.metric.value})"
+
+
+def _check_with_payload(with_payload: Any) -> None:
+    if isinstance(with_payload, bool):
+        return
+    if isinstance(with_payload, str) or not isinstance(with_payload, (list, tuple)) or not all(
+        isinstance(k, str) for k in with_payload
+    ):
+        raise InvalidInputError("with_payload must be a bool or a list of payload keys")
 
 
 def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[str, Any] | None:

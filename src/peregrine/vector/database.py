@@ -60,6 +60,13 @@ class Database:
         except BlockingIOError:
             self._lock_file.close()
             raise StorageError(f"database {self.path} is open in another process") from None
+        try:
+            self._open_catalogue()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_catalogue(self) -> None:
         meta = self.path / "peregrine.json"
         if meta.exists():
             version = orjson.loads(meta.read_bytes()).get("format")
@@ -159,8 +166,12 @@ class Database:
         self._closed = True
         for collection in self._collections.values():
             collection.close()
-        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-        self._lock_file.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
 
     def __enter__(self) -> Database:
         return self

@@ -49,10 +49,10 @@ def compile_filter(spec: Any) -> CompiledFilter | None:
         return None
     if not isinstance(spec, dict):
         raise InvalidFilterError("filter must be a JSON object")
-    if not any(spec.get(k) for k in _CLAUSES):
-        _check_keys(spec, set(_CLAUSES), "filter")
-        return None
-    return _compile_filter_obj(spec, "filter")
+    compiled = _compile_filter_obj(spec, "filter")
+    if all(spec.get(k) in (None, [], {}) for k in _CLAUSES):
+        return None  # validated, and it constrains nothing
+    return compiled
 
 
 def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:

@@ -54,6 +54,7 @@ def public_scores(internal: F32, metric: Metric) -> npt.NDArray[np.float64]:
 
 def normalize_rows(vectors: F32) -> F32:
     """Unit-length rows for cosine; zero vectors stay zero (score 0 with anything)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
-    np.maximum(norms, np.float32(1e-30), out=norms)
-    return np.asarray(vectors / norms, dtype=np.float32)
+    wide = vectors.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))[:, None]
+    norms[norms == 0] = 1.0
+    return np.asarray(wide / norms, dtype=np.float32)

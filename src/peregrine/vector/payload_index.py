@@ -37,10 +37,10 @@ def split_path(path: str) -> list[str]:
     return [part.removesuffix("[]") for part in path.split(".") if part]
 
 
-def values_at(payload: dict[str, Any] | None, parts: Sequence[str]) -> Iterator[Any]:
-    """All terminal values at a path; arrays (terminal or intermediate) fan out."""
+def terminal_nodes(payload: dict[str, Any] | None, parts: Sequence[str]) -> list[Any]:
+    """What sits at the end of a path, arrays not yet flattened (for is_empty/is_null)."""
     if not payload:
-        return
+        return []
     stack: list[Any] = [payload]
     for part in parts:
         nxt: list[Any] = []
@@ -51,8 +51,13 @@ def values_at(payload: dict[str, Any] | None, parts: Sequence[str]) -> Iterator[
                 nxt.append(node[part])
         stack = nxt
         if not stack:
-            return
-    for value in stack:
+            return []
+    return stack
+
+
+def values_at(payload: dict[str, Any] | None, parts: Sequence[str]) -> Iterator[Any]:
+    """All terminal values at a path; arrays (terminal or intermediate) fan out."""
+    for value in terminal_nodes(payload, parts):
         if isinstance(value, list):
             yield from value
         else:
@@ -79,6 +84,7 @@ class FieldIndex:
         self._num_rows: list[int] = []
         self._present: list[int] = []
         self._null: list[int] = []
+        self._other: list[int] = []
         self.rows_indexed = 0
         self._lock = threading.Lock()
         # Frozen numpy views, rebuilt when rows_indexed has moved on.
@@ -90,6 +96,7 @@ class FieldIndex:
         )
         self._present_np: Rows = np.empty(0, np.int64)
         self._null_np: Rows = np.empty(0, np.int64)
+        self._other_np: Rows = np.empty(0, np.int64)
 
     def catch_up(self, payload_of: Callable[[int], dict[str, Any] | None], n_rows: int) -> None:
         if n_rows <= self.rows_indexed:
@@ -100,20 +107,27 @@ class FieldIndex:
             self.rows_indexed = max(self.rows_indexed, n_rows)
 
     def _add(self, row: int, payload: dict[str, Any] | None) -> None:
-        present = False
-        for value in values_at(payload, self._parts):
-            if value is None:
-                self._null.append(row)
-                continue
-            present = True
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._num_values.append(float(value))
-                self._num_rows.append(row)
-            key = eq_key(value)
-            if key is not None:
-                self._eq.setdefault(key, []).append(row)
-        if present:
+        nodes = terminal_nodes(payload, self._parts)
+        # Qdrant: empty = missing, null or []; a non-empty array (even [null]) is not.
+        if any(node is not None and node != [] for node in nodes):
             self._present.append(row)
+        if any(node is None for node in nodes):
+            self._null.append(row)
+        other = False
+        for node in nodes:
+            for value in node if isinstance(node, list) else (node,):
+                if value is None:
+                    continue
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._num_values.append(float(value))
+                    self._num_rows.append(row)
+                key = eq_key(value)
+                if key is not None:
+                    self._eq.setdefault(key, []).append(row)
+                else:
+                    other = True  # floats, objects: never equal to a keyword/integer
+        if other:
+            self._other.append(row)
 
     def _freeze(self) -> None:
         if self._frozen_at == self.rows_indexed:
@@ -127,6 +141,7 @@ class FieldIndex:
             self._num_sorted = (values[order], rows[order])
             self._present_np = np.unique(np.asarray(self._present, dtype=np.int64))
             self._null_np = np.unique(np.asarray(self._null, dtype=np.int64))
+            self._other_np = np.unique(np.asarray(self._other, dtype=np.int64))
             self._frozen_at = self.rows_indexed
 
     # -- queries: each returns a mask of length n --------------------------
@@ -150,12 +165,8 @@ class FieldIndex:
         banned = {k for v in values if (k := eq_key(v)) is not None}
         keep = [rows for k, rows in self._eq_np.items() if k not in banned]
         mask = self._mask(n, np.concatenate(keep)) if keep else np.zeros(n, dtype=np.bool_)
-        # Float values are not in the equality map but can never be banned
-        # keywords/integers unless integral and equal.
-        values_sorted, rows_sorted = self._num_sorted
-        if values_sorted.size:
-            frac = values_sorted != np.floor(values_sorted)
-            mask |= self._mask(n, rows_sorted[frac])
+        # Floats and objects are never one of the listed keywords/integers.
+        mask |= self._mask(n, self._other_np)
         return mask
 
     def match_text(self, text: str, n: int) -> Mask:
@@ -213,6 +224,7 @@ class FieldIndex:
                 num_rows=self._num_sorted[1],
                 present=self._present_np,
                 null=self._null_np,
+                other=self._other_np,
                 rows_indexed=np.asarray([self.rows_indexed], dtype=np.int64),
             )
 
@@ -231,6 +243,7 @@ class FieldIndex:
             index._num_sorted = (data["num_values"], data["num_rows"])
             index._present_np = data["present"]
             index._null_np = data["null"]
+            index._other_np = data["other"]
             index.rows_indexed = int(data["rows_indexed"][0])
         index._frozen_at = index.rows_indexed
         return index

@@ -186,6 +186,10 @@ class SealedSegment:
         distances, labels = self.index.search(queries, fetch, params=params)
         del bitmap  # kept alive until the search above has returned
         labels = labels.astype(np.int64)
+        if allowed is not None and (labels[:, : min(k, self._n)] < 0).any():
+            # The walk ran out of admissible nodes before finding k: never
+            # return fewer results than exist, fall back to the exact subset.
+            return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
         if self.quantization is Quantization.INT8:
             return self._rescore(queries, labels, k)
         scores = -distances if self.metric is Metric.L2 else distances

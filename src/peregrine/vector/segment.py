@@ -92,12 +92,12 @@ def exact_search(
         if best_s.shape[1] > k:
             s, pos = top_k(best_s, k)
             best_s, best_i = s, np.take_along_axis(best_i, pos, axis=1)
-    valid = np.isfinite(best_s)
+    valid = best_s != NEG_INF
     if not valid.all():
         # Excluded rows only show up when fewer than k rows are allowed.
         width = int(valid.sum(axis=1).max()) if valid.size else 0
         best_s, best_i = best_s[:, :width], best_i[:, :width]
-        best_i[~np.isfinite(best_s)] = -1
+        best_i[best_s == NEG_INF] = -1
     return best_s, best_i
 
 

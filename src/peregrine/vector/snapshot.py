@@ -29,7 +29,7 @@ CONFIG_FILE = "config.json"
 
 
 def create_snapshot(c: Collection, path: Path) -> Path:
-    staging = c.directory.parent / f".snapshot-{c.name}-{uuid.uuid4().hex}"
+    staging = c.directory.parent / f".snapshot-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
         with c.optimizer._lock, c._write_lock:
@@ -69,13 +69,13 @@ def extract_snapshot(path: Path, target: Path) -> CollectionConfig:
 
 
 def restore_snapshot(c: Collection, path: Path) -> None:
-    staging = c.directory.parent / f".restore-{c.name}-{uuid.uuid4().hex}"
+    staging = c.directory.parent / f".restore-{uuid.uuid4().hex}"
     config = extract_snapshot(path, staging)
     config = CollectionConfig(c.name, config.dim, config.metric, config.index,
                               config.payload_indexes)
     write_atomic(staging / CONFIG_FILE, orjson.dumps(config.to_dict()))
     c.close()
-    trash = c.directory.parent / f".trash-{c.name}-{uuid.uuid4().hex}"
+    trash = c.directory.parent / f".trash-{uuid.uuid4().hex}"
     os.replace(c.directory, trash)
     os.replace(staging, c.directory)
     shutil.rmtree(trash, ignore_errors=True)

@@ -131,7 +131,7 @@ class CollectionConfig:
 
 
 def validate_collection_name(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise InvalidInputError(
             f"invalid collection name {name!r}: use 1-255 letters, digits, '_', '-' or '.'"
         )
