@@ -82,7 +82,8 @@ def write_report(results: dict[str, Any], out: Path, plot: Path) -> None:
                      f"{point['p50_ms']:.3f} | {point['p99_ms']:.3f} | {point['batch_qps']:.0f} | "
                      f"{res['rss_mb']:.0f} |")
     lines += ["", "## Full ef sweep", "",
-              "| system | ef | recall@10 | p50 ms | p99 ms | batch QPS |", "|---|---|---|---|---|---|"]
+              "| system | ef | recall@10 | p50 ms | p99 ms | batch QPS |",
+              "|---|---|---|---|---|---|"]
     for name, res in results["subjects"].items():
         for p in res.get("sweep", []):
             lines.append(f"| {name} | {p['ef']} | {p['recall']:.3f} | {p['p50_ms']:.3f} | "
@@ -106,8 +107,8 @@ def write_report(results: dict[str, Any], out: Path, plot: Path) -> None:
     if reopen and "runs" in reopen:
         opens = sorted(r["open_s"] for r in reopen["runs"])
         first = sorted(r["open_and_first_search_s"] for r in reopen["runs"])
-        lines.append(f"- reopen a {reopen['n']:,}-vector x {reopen['dim']} collection (+5000-record "
-                     f"WAL tail): median **{opens[len(opens) // 2]:.2f} s** to open, "
+        lines.append(f"- reopen a {reopen['n']:,}-vector x {reopen['dim']} collection "
+                     f"(+5000-point WAL tail): median **{opens[len(opens) // 2]:.2f} s** to open, "
                      f"{first[len(first) // 2]:.2f} s including the first search "
                      f"(runs: {', '.join(f'{x:.2f}' for x in opens)})")
     elif reopen:
