@@ -9,6 +9,7 @@ questions on the same cached real-text vectors and prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -27,8 +28,14 @@ M, EF_CONSTRUCTION = 16, 100
 
 
 def rss_mb() -> float:
+    """RSS of this process plus its children (milvus-lite runs a server child)."""
     gc.collect()
-    return float(psutil.Process().memory_info().rss) / 2**20
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return float(total) / 2**20
 
 
 def recall_at_10(found: list[list[int]], truth: np.ndarray) -> float:

@@ -102,7 +102,12 @@ def write_report(results: dict[str, Any], out: Path, plot: Path) -> None:
             continue
         lines.append(f"- upsert {item['n']} vectors in batches of {item['batch']}, "
                      f"fsync={item['fsync']}: **{item['vectors_per_s']:,.0f} vectors/s** "
-                     f"({item['seconds']:.1f} s; background optimizer running)")
+                     f"({item['seconds']:.1f} s; background optimizer sealing meanwhile; "
+                     f"per-batch p50 {item['batch_p50_ms']:.1f} ms, max "
+                     f"{item['batch_max_ms']:.1f} ms; right after, with "
+                     f"{item['index_backlog_segments']} segment(s) still waiting for HNSW, "
+                     f"exact-path searches p50 {item['search_p50_ms_while_indexing']:.1f} ms, "
+                     f"max {item['search_max_ms_while_indexing']:.1f} ms)")
     reopen = results.get("reopen")
     if reopen and "runs" in reopen:
         opens = sorted(r["open_s"] for r in reopen["runs"])
