@@ -30,7 +30,7 @@ from peregrine.core.locks import ReadWriteLock
 from peregrine.vector import codec
 from peregrine.vector.filters import CompiledFilter, compile_filter
 from peregrine.vector.kernels import F32, I64, public_scores, top_k
-from peregrine.vector.manifest import Manifest
+from peregrine.vector.manifest import CONFIG_FILE, Manifest, write_atomic
 from peregrine.vector.optimizer import Optimizer
 from peregrine.vector.payload_index import PAYLOAD_INDEX_TYPES, Mask
 from peregrine.vector.sealed import SealedSegment
@@ -40,7 +40,6 @@ from peregrine.vector.wal import Op, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
 WithPayload = bool | Sequence[str]
 
 
@@ -475,8 +474,6 @@ class Collection:
             self._set_config(indexes)
 
     def _set_config(self, payload_indexes: dict[str, str]) -> None:
-        from peregrine.vector.manifest import write_atomic
-
         self.config = CollectionConfig(self.config.name, self.config.dim, self.config.metric,
                                        self.config.index, payload_indexes)
         write_atomic(self.directory / CONFIG_FILE, orjson.dumps(self.config.to_dict()))

@@ -24,8 +24,8 @@ from peregrine.core.errors import (
     InvalidInputError,
     StorageError,
 )
-from peregrine.vector.collection import CONFIG_FILE, Collection
-from peregrine.vector.manifest import write_atomic
+from peregrine.vector.collection import Collection
+from peregrine.vector.manifest import CONFIG_FILE, write_atomic
 from peregrine.vector.snapshot import extract_snapshot
 from peregrine.vector.types import (
     CollectionConfig,

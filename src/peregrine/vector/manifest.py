@@ -17,6 +17,7 @@ import orjson
 from peregrine.core.errors import StorageError
 
 MANIFEST = "manifest.json"
+CONFIG_FILE = "config.json"
 
 
 @dataclass

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING
 import orjson
 
 from peregrine.core.errors import InvalidInputError, StorageError
-from peregrine.vector.manifest import MANIFEST, write_atomic
+from peregrine.vector.manifest import CONFIG_FILE, MANIFEST, write_atomic
 from peregrine.vector.types import CollectionConfig
 
 if TYPE_CHECKING:
     from peregrine.vector.collection import Collection
 
-CONFIG_FILE = "config.json"
 
 
 def create_snapshot(c: Collection, path: Path) -> Path:
