@@ -210,11 +210,6 @@ class SealedSegment:
             out_i[qi, : i.shape[1]] = cand[i[0]]
         return out_s, out_i
 
-    def memory_bytes(self) -> int:
-        index_bytes = int(self.index.ntotal) * (self.index.d * (1 if self.quantization is
-                                                Quantization.INT8 else 4) + 8 * self.config.m)
-        return int(index_bytes + self._keys.nbytes + self._key_order.nbytes + self.deleted.nbytes)
-
     def close(self) -> None:
         if isinstance(self._payload_map, mmap.mmap):
             self._payload_map.close()

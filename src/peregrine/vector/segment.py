@@ -15,7 +15,6 @@ import threading
 from typing import Any, Protocol
 
 import numpy as np
-import numpy.typing as npt
 import orjson
 
 from peregrine.core.ids import KEY_DTYPE, KeyArray
@@ -190,17 +189,3 @@ class MutableSegment:
             self._vectors[:n], queries, k, self.metric, allowed, self._norms[:n]
         )
 
-    def memory_bytes(self) -> int:
-        return int(self._vectors.nbytes + self._keys.nbytes + self._norms.nbytes)
-
-
-def live_mask(seg: Segment) -> Mask | None:
-    """Allowed-rows mask from tombstones alone; None when nothing is deleted."""
-    deleted = seg.deleted[: seg.n_rows]
-    if not deleted.any():
-        return None
-    return ~deleted
-
-
-def as_i64(values: npt.ArrayLike) -> I64:
-    return np.asarray(values, dtype=np.int64)
