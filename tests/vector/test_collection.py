@@ -429,7 +429,7 @@ def test_read_your_writes(open_db: Any, background: bool) -> None:
         live += 1
         assert c.count() == live
     if background:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while c.info()["index_backlog_segments"] and time.monotonic() < deadline:
             time.sleep(0.02)
         assert c.info()["sealed_segments"] >= 1
@@ -545,7 +545,7 @@ def test_restore_then_background_seal_keeps_deletes(open_db: Any, tmp_path: Path
     assert c.retrieve([0]) == []
     c.upsert(list(range(100, 116)), np.ones((16, 8)))  # fills the mutable segment exactly
     c.upsert([200], np.ones((1, 8)))  # freezes it; the background optimizer seals it
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120
     while (c.info()["sealed_segments"] < 2 or c.info()["index_backlog_segments"]) \
             and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -217,11 +216,10 @@ def test_parallel_searches_agree_with_serial(open_db: Any) -> None:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=60)
-    assert time.monotonic() - start < 60
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
     if errors:
         raise errors[0]

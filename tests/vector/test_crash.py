@@ -166,10 +166,8 @@ def _run_crash_loop(path: Path, rounds: int, seed: int, extra: list[str]) -> dic
 @pytest.mark.slow
 def test_sigkill_loop_keeps_acknowledged_writes(tmp_path: Path) -> None:
     """7 kills, each followed by a checking reopen and a writer that continues."""
-    start = time.monotonic()
     stats = _run_crash_loop(tmp_path / "db", rounds=7, seed=20240611, extra=[])
     assert stats["rounds"] == 7 and stats["acks"] >= 7, stats
-    assert time.monotonic() - start < 90
 
 
 def test_sigkill_across_segment_boundaries_then_reopen(tmp_path: Path) -> None:
