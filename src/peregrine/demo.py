@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 import peregrine
+
+if TYPE_CHECKING:
+    from peregrine.config import ServerConfig
+    from peregrine.vector.collection import Collection
+    from peregrine.vector.service import VectorService
 
 QUERIES = (
     "parse a date string into a datetime",
@@ -91,3 +99,102 @@ def run_demo(data_dir: Path, n_texts: int = 5000, out: object = print) -> None:
             f"p50 {statistics.median(timings):.0f} µs, "
             f"p99 {timings[int(len(timings) * 0.99) - 1]:.0f} µs")
         say(f"data kept in {data_dir.resolve()}")
+
+
+DEMO_COLLECTION = "docs"
+
+
+def load_demo_collection(service: VectorService, n_texts: int = 2000,
+                         say: Callable[[str], None] = print) -> int:
+    """Embed real text into collection ``docs`` unless it is already there.
+
+    Used by ``peregrine serve --demo`` so that a fresh server has something real
+    to search. Returns the number of points in the collection.
+    """
+    from peregrine.embed.corpus import python_docstrings
+    from peregrine.embed.embedder import TextEmbedder
+
+    if service.has_collection(DEMO_COLLECTION):
+        points = service.collection(DEMO_COLLECTION).count()
+        if points:
+            say(f"demo collection {DEMO_COLLECTION!r} already holds {points} points")
+            return points
+        service.drop_collection(DEMO_COLLECTION)
+    texts = python_docstrings(limit=n_texts)
+    say(f"demo: embedding {len(texts)} docstrings of this Python installation "
+        "with all-MiniLM-L6-v2 ...")
+    t0 = time.perf_counter()
+    embedder = TextEmbedder()
+    vectors = embedder.encode(texts, batch_size=64)
+    service.create_collection(DEMO_COLLECTION, embedder.dim, "cosine")
+    for start in range(0, len(texts), 500):
+        stop = min(len(texts), start + 500)
+        payloads = [{"text": t, "length": len(t)} for t in texts[start:stop]]
+        ids, rows = np.arange(start, stop), vectors[start:stop]
+        service.write(DEMO_COLLECTION, partial(_upsert, ids=ids, rows=rows, payloads=payloads))
+    say(f"demo: {len(texts)} points in collection {DEMO_COLLECTION!r} "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return len(texts)
+
+
+def _upsert(c: Collection, ids: np.ndarray, rows: np.ndarray, payloads: list[dict[str, object]]
+            ) -> int:
+    return c.upsert(ids, rows, payloads)
+
+
+def run_served_demo(config: ServerConfig, n_texts: int, say: Callable[[str], None] = print
+                    ) -> None:
+    """``peregrine serve --demo``: wait for the server, load ``docs``, query it over HTTP."""
+    import json
+    import urllib.request
+
+    scheme = "https" if config.tls_cert else "http"
+    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
+    url = f"{scheme}://{host}:{config.port}"
+    headers = {"content-type": "application/json"}
+    if config.api_key:
+        headers["api-key"] = config.api_key
+
+    def request(path: str, body: dict[str, object] | None = None) -> object:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url + path, data=data, headers=headers,
+                                     method="GET" if body is None else "POST")
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return json.loads(response.read())
+
+    for _ in range(600):  # the server opens the store before it listens
+        try:
+            request("/readyz")
+        except Exception:
+            time.sleep(0.1)
+            continue
+        break
+    else:
+        say("demo: the server did not come up")
+        return
+    from peregrine.api.server import running_service
+
+    service = running_service()
+    if service is None:
+        say("demo: no running server in this process")
+        return
+    load_demo_collection(service, n_texts, say)
+    body = {"query": 42, "limit": 3, "with_payload": ["text"]}
+    say(f"\nPeregrine serves the Qdrant REST API at {url}  (data: {config.data}, "
+        f"API document: {url}/openapi.json)")
+    say("example query - the 3 docstrings nearest to point 42:")
+    key = f"-H 'api-key: {config.api_key}' " if config.api_key else ""
+    say(f"  curl -s -X POST {url}/collections/{DEMO_COLLECTION}/points/query "
+        f"-H 'content-type: application/json' {key}-d '{json.dumps(body)}'")
+    if scheme == "https":
+        return
+    try:
+        answer = request(f"/collections/{DEMO_COLLECTION}/points/query", body)
+    except Exception as exc:
+        say(f"example query failed: {exc}")
+        return
+    assert isinstance(answer, dict)
+    for point in answer["result"]["points"]:
+        text = str(point.get("payload", {}).get("text", ""))
+        say(f"  {point['score']:.3f}  #{point['id']}  {text[:80]!r}")
+    say("(qdrant-client works unchanged: QdrantClient(url=...). Ctrl-C stops the server.)")

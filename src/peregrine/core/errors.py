@@ -41,6 +41,10 @@ class InvalidFilterError(InvalidInputError):
     """A filter does not follow the Qdrant filter language."""
 
 
+class InvalidSnapshotError(InvalidInputError):
+    """A file offered as a snapshot is not one (or its checksum does not match)."""
+
+
 class NotFoundError(PeregrineError, KeyError):
     """A named thing does not exist."""
 

@@ -40,7 +40,9 @@ from peregrine.vector.wal import Op, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-WithPayload = bool | Sequence[str]
+# True/False, a list of keys to include, or Qdrant's {"include": [...]} /
+# {"exclude": [...]} selector.
+WithPayload = bool | Sequence[str] | dict[str, list[str]]
 
 
 class Collection:
@@ -382,6 +384,7 @@ class Collection:
     ) -> list[Record]:
         """Points by id, in the order asked; unknown ids are skipped (as Qdrant does)."""
         self._check_open()
+        _check_with_payload(with_payload)
         keys = encode_ids(ids)
         out: dict[int, Record] = {}
         with self._rw.read():
@@ -417,6 +420,7 @@ class Collection:
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
+        _check_with_payload(with_payload)
         compiled = compile_filter(filter)
         start = np.asarray([encode_id(offset)], dtype="S17")[0] if offset is not None else None
         with self._rw.read():
@@ -526,10 +530,17 @@ class Collection:
 def _check_with_payload(with_payload: Any) -> None:
     if isinstance(with_payload, bool):
         return
-    if isinstance(with_payload, str) or not isinstance(with_payload, (list, tuple)) or not all(
-        isinstance(k, str) for k in with_payload
+    keys = with_payload
+    if isinstance(with_payload, dict):
+        if len(with_payload) != 1 or next(iter(with_payload)) not in ("include", "exclude"):
+            raise InvalidInputError(
+                'a payload selector is {"include": [...]} or {"exclude": [...]}')
+        keys = next(iter(with_payload.values()))
+    if isinstance(keys, str) or not isinstance(keys, (list, tuple)) or not all(
+        isinstance(k, str) for k in keys
     ):
-        raise InvalidInputError("with_payload must be a bool or a list of payload keys")
+        raise InvalidInputError("with_payload must be a bool, a list of payload keys "
+                                'or {"include"|"exclude": [keys]}')
 
 
 def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[str, Any] | None:
@@ -537,4 +548,9 @@ def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[s
         return payload
     if not with_payload or payload is None:
         return None
+    if isinstance(with_payload, dict):
+        if "exclude" in with_payload:
+            drop = set(with_payload["exclude"])
+            return {k: v for k, v in payload.items() if k not in drop}
+        with_payload = with_payload["include"]
     return {k: payload[k] for k in with_payload if k in payload}

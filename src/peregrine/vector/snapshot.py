@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from peregrine.core.errors import InvalidInputError, StorageError
+from peregrine.core.errors import InvalidInputError, InvalidSnapshotError
 from peregrine.vector.manifest import CONFIG_FILE, MANIFEST, write_atomic
 from peregrine.vector.types import CollectionConfig
 
@@ -63,7 +63,8 @@ def extract_snapshot(path: Path, target: Path) -> CollectionConfig:
         config = CollectionConfig.from_dict(orjson.loads((target / CONFIG_FILE).read_bytes()))
     except (tarfile.TarError, OSError, orjson.JSONDecodeError, KeyError, ValueError) as exc:
         shutil.rmtree(target, ignore_errors=True)
-        raise StorageError(f"{path} is not a valid collection snapshot: {exc}") from None
+        raise InvalidSnapshotError(
+            f"{path.name} is not a valid collection snapshot: {exc}") from None
     return config
 
 

@@ -1,0 +1,65 @@
+"""Vector fields of request bodies, validated straight into float32 arrays.
+
+A JSON list of numbers or, in a msgpack body, raw little-endian float32 bytes
+(the binary fast path: no per-float parsing at all). Booleans, strings and
+nested lists are rejected here; NaN/inf and dimension checks stay in the engine.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import PlainValidator, WithJsonSchema
+
+_LE_F32 = np.dtype("<f4")
+
+
+def parse_vector(value: Any) -> np.ndarray:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) % 4:
+            raise ValueError("a binary vector is little-endian float32: its length must be "
+                             "a multiple of 4 bytes")
+        return np.frombuffer(value, dtype=_LE_F32).astype(np.float32, copy=False)
+    if isinstance(value, dict):
+        raise ValueError("named vectors are not supported: send the vector as an array")
+    if not isinstance(value, list) or not value:
+        raise ValueError("a vector is a non-empty array of numbers")
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise ValueError("a vector is a flat array of numbers") from None
+    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+        raise ValueError("a vector is a non-empty array of numbers")
+    return arr.astype(np.float32)
+
+
+def parse_vectors(value: Any) -> np.ndarray:
+    """A batch: list of vectors (2-D) or one binary blob (1-D, reshaped by the caller)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return parse_vector(value)
+    if isinstance(value, dict):
+        raise ValueError("named vectors are not supported: send vectors as arrays")
+    if not isinstance(value, list):
+        raise ValueError("vectors is an array of arrays of numbers")
+    if not value:
+        return np.empty((0, 0), dtype=np.float32)
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        raise ValueError("all vectors of a batch must have the same dimension") from None
+    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
+        raise ValueError("vectors is an array of equally long arrays of numbers")
+    return arr.astype(np.float32)
+
+
+_VECTOR_SCHEMA: dict[str, Any] = {
+    "type": "array", "items": {"type": "number"}, "minItems": 1,
+    "description": "float32 values; in a msgpack body also raw little-endian float32 bytes",
+}
+
+Vector = Annotated[np.ndarray, PlainValidator(parse_vector), WithJsonSchema(_VECTOR_SCHEMA)]
+Vectors = Annotated[
+    np.ndarray, PlainValidator(parse_vectors),
+    WithJsonSchema({"type": "array", "items": _VECTOR_SCHEMA}),
+]
