@@ -43,3 +43,4 @@ def open_db(db_path: Path) -> Iterator[Callable[..., peregrine.Database]]:
 def db(open_db: Callable[..., peregrine.Database]) -> peregrine.Database:
     """A fresh database, no background optimizer (deterministic segment layout)."""
     return open_db()
+

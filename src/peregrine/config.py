@@ -49,7 +49,8 @@ class ServerConfig:
     tracing: bool = False  # also on when OTEL_TRACES_EXPORTER names an exporter
     # What GET / reports as "version": the Qdrant API level served, so that
     # qdrant-client's compatibility check passes.
-    qdrant_version: str = "1.15.1"
+    # 1.16: clients 1.15-1.17 accept it silently; newer ones only warn.
+    qdrant_version: str = "1.16.0"
 
     def engine_threads(self) -> int:
         return self.workers if self.workers > 0 else 4 * (os.cpu_count() or 1)

@@ -164,7 +164,7 @@ def run_served_demo(config: ServerConfig, n_texts: int, say: Callable[[str], Non
 
     for _ in range(600):  # the server opens the store before it listens
         try:
-            request("/readyz")
+            urllib.request.urlopen(url + "/readyz", timeout=5).close()
         except Exception:
             time.sleep(0.1)
             continue

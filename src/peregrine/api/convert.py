@@ -50,9 +50,9 @@ def kb_to_points(kb: int, dim: int) -> int:
 
 def index_config(body: schemas.CreateCollection) -> IndexConfig:
     """Qdrant's collection parameters to the engine's; vector-level ones win."""
-    dim = body.vectors.size
+    dim = body.vector_params.size
     values: dict[str, Any] = {}
-    for hnsw in (body.hnsw_config, body.vectors.hnsw_config):
+    for hnsw in (body.hnsw_config, body.vector_params.hnsw_config):
         if hnsw is None:
             continue
         if hnsw.m is not None:
@@ -61,7 +61,7 @@ def index_config(body: schemas.CreateCollection) -> IndexConfig:
             values["ef_construction"] = hnsw.ef_construct
         if hnsw.full_scan_threshold is not None:
             values["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
-    for quant in (body.quantization_config, body.vectors.quantization_config):
+    for quant in (body.quantization_config, body.vector_params.quantization_config):
         if quant is not None:
             values["quantization"] = Quantization.INT8.value
     return IndexConfig.from_dict(values)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from peregrine.api.vectors import Vector, Vectors
 
@@ -90,7 +90,8 @@ class OptimizersConfigDiff(Model):
 
 
 class CreateCollection(Model):
-    vectors: VectorParams
+    vectors: VectorParams | dict[str, VectorParams] = Field(
+        description='one vector per point; {"": {...}} names the same unnamed vector')
     shard_number: Literal[1] | None = None
     replication_factor: Literal[1] | None = None
     write_consistency_factor: Literal[1] | None = None
@@ -99,6 +100,23 @@ class CreateCollection(Model):
     wal_config: WalConfigDiff | None = None
     optimizers_config: OptimizersConfigDiff | None = None
     quantization_config: ScalarQuantization | None = None
+    sparse_vectors: Annotated[dict[str, Any], Field(max_length=0)] | None = Field(
+        None, description="sparse vectors are not supported: only {} is accepted")
+
+    @field_validator("vectors")
+    @classmethod
+    def _one_unnamed_vector(cls, value: VectorParams | dict[str, VectorParams]) -> VectorParams:
+        if isinstance(value, VectorParams):
+            return value
+        if list(value) == [""]:
+            return value[""]
+        raise ValueError("named vectors are not supported: a collection has one unnamed "
+                         'vector (give "vectors": {"size": ..., "distance": ...})')
+
+    @property
+    def vector_params(self) -> VectorParams:
+        assert isinstance(self.vectors, VectorParams)
+        return self.vectors
 
 
 class CreateFieldIndex(Model):
@@ -221,8 +239,14 @@ class RecommendRequest(Model):
     shard_key: ShardKey = None
 
 
+class Mmr(Model):
+    diversity: float | None = Field(None, ge=0, le=1, description="0 = relevance only")
+    candidates_limit: int | None = Field(None, ge=1, description="nearest points to pick from")
+
+
 class NearestQuery(Model):
     nearest: Example
+    mmr: Mmr | None = None
 
 
 class RecommendInput(Model):

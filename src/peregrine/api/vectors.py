@@ -15,14 +15,24 @@ from pydantic import PlainValidator, WithJsonSchema
 _LE_F32 = np.dtype("<f4")
 
 
+def _unnamed(value: Any) -> Any:
+    """Qdrant names the default vector "" and clients (LangChain, LlamaIndex) send
+    ``{"": [...]}``: that is the one vector a Peregrine collection has."""
+    if isinstance(value, dict) and len(value) == 1 and "" in value:
+        return value[""]
+    return value
+
+
 def parse_vector(value: Any) -> np.ndarray:
+    value = _unnamed(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) % 4:
             raise ValueError("a binary vector is little-endian float32: its length must be "
                              "a multiple of 4 bytes")
         return np.frombuffer(value, dtype=_LE_F32).astype(np.float32, copy=False)
     if isinstance(value, dict):
-        raise ValueError("named vectors are not supported: send the vector as an array")
+        raise ValueError("named vectors are not supported: send the vector as an array "
+                         '(or as {"": [...]}, the unnamed vector)')
     if not isinstance(value, list) or not value:
         raise ValueError("a vector is a non-empty array of numbers")
     try:
@@ -36,6 +46,7 @@ def parse_vector(value: Any) -> np.ndarray:
 
 def parse_vectors(value: Any) -> np.ndarray:
     """A batch: list of vectors (2-D) or one binary blob (1-D, reshaped by the caller)."""
+    value = _unnamed(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return parse_vector(value)
     if isinstance(value, dict):

@@ -35,8 +35,8 @@ async def get_collection(call: Call) -> Any:
 async def create_collection(call: Call) -> Any:
     body: schemas.CreateCollection = call.body
     index = convert.index_config(body)
-    metric = convert.DISTANCE_TO_METRIC[body.vectors.distance]
-    await call.run(call.ctx.service.create_collection, _name(call), body.vectors.size, metric,
+    metric = convert.DISTANCE_TO_METRIC[body.vector_params.distance]
+    await call.run(call.ctx.service.create_collection, _name(call), body.vector_params.size, metric,
                    index)
     return True
 

@@ -12,6 +12,7 @@ from peregrine.api.operation import Call, Operation
 from peregrine.api.routes.points import check_batch, check_limit
 from peregrine.core.ids import PointId
 from peregrine.vector.collection import Collection
+from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.service import Example, VectorService
 
 Q = "/collections/{collection_name}/points"
@@ -102,10 +103,35 @@ def _query(service: VectorService, c: Collection, body: schemas.QueryRequest
         else:  # a point id: search with that point's stored vector
             target = service.vectors_of(c, [example])[0]
             exclude = [example]
+        if isinstance(query, schemas.NearestQuery) and query.mmr is not None:
+            return {"points": _diverse(c, target, _without(body.filter, exclude), body,
+                                       query.mmr, limit)}
     return {"points": nearest(
         c, target, filter=_without(body.filter, exclude), params=body.params, limit=limit,
         offset=body.offset, with_payload=body.with_payload, with_vector=body.with_vector,
         score_threshold=body.score_threshold)}
+
+
+def _diverse(c: Collection, target: np.ndarray, filter: dict[str, Any] | None,
+             body: schemas.QueryRequest, mmr: schemas.Mmr, limit: int) -> list[dict[str, Any]]:
+    """Nearest candidates, then a maximal-marginal-relevance pick among them."""
+    offset = body.offset or 0
+    wanted = limit + offset
+    candidates = nearest(c, target, filter=filter, params=body.params,
+                         limit=max(mmr.candidates_limit or wanted, wanted), offset=0,
+                         with_payload=body.with_payload, with_vector=True,
+                         score_threshold=body.score_threshold)
+    if not candidates:
+        return []
+    order = maximal_marginal_relevance(
+        np.array([p["score"] for p in candidates]),
+        np.array([p["vector"] for p in candidates], dtype=np.float32),
+        c.config.metric, 0.5 if mmr.diversity is None else mmr.diversity, wanted)
+    picked = [candidates[i] for i in order[offset:]]
+    if not body.with_vector:
+        for point in picked:
+            del point["vector"]
+    return picked
 
 
 async def query_points(call: Call) -> Any:
