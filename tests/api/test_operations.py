@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import ssl
 import subprocess
 import threading
 import time
@@ -152,10 +153,11 @@ def test_tls(server_factory: Factory, tmp_path: Path) -> None:
     config.write_text(f'tls_cert = "{cert}"\ntls_key = "{key}"\n')
     server = server_factory("--config", str(config), scheme="https")
     assert server.url.startswith("https://")
-    assert httpx.get(server.url + "/collections", verify=str(cert)).status_code == 200
+    trust = ssl.create_default_context(cafile=str(cert))
+    assert httpx.get(server.url + "/collections", verify=trust).status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.url + "/collections")  # untrusted certificate is refused
-    client = QdrantClient(url=server.url, prefer_grpc=False, verify=str(cert))
+    client = QdrantClient(url=server.url, prefer_grpc=False, verify=trust)  # type: ignore[arg-type]
     assert client.get_collections().collections == []
     client.close()
 

@@ -28,8 +28,8 @@ from peregrine import (
     InvalidInputError,
     InvalidPayloadError,
     InvalidPointIdError,
+    InvalidSnapshotError,
     InvalidVectorError,
-    StorageError,
 )
 
 DIM = 8
@@ -394,10 +394,10 @@ def test_bad_snapshots_change_nothing(populated: Any, open_db: Any, tmp_path: Pa
             c.restore(path)
         with pytest.raises(InvalidInputError):
             db.restore_collection(path, "new")
-    for path in (garbage, not_a_collection):
-        with pytest.raises(StorageError):
+    for path in (garbage, not_a_collection):  # the caller's file is bad: input error
+        with pytest.raises(InvalidSnapshotError):
             c.restore(path)
-        with pytest.raises(StorageError):
+        with pytest.raises(InvalidSnapshotError):
             db.restore_collection(path, "new")
     with pytest.raises(InvalidInputError):
         db.restore_collection(c.snapshot(tmp_path / "ok.snap"), "bad/name")

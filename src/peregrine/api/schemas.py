@@ -205,8 +205,9 @@ class SearchParams(Model):
     indexed_only: bool | None = None
 
 
-class SearchRequest(Model):
-    vector: Vector
+class NearestOptions(Model):
+    """What every nearest-neighbour request shares (Qdrant repeats these fields)."""
+
     filter: FilterSpec | None = None
     params: SearchParams | None = None
     limit: int = Field(ge=1)
@@ -215,6 +216,10 @@ class SearchRequest(Model):
     with_vector: WithVector | None = None
     score_threshold: float | None = None
     shard_key: ShardKey = None
+
+
+class SearchRequest(NearestOptions):
+    vector: Vector
 
 
 class SearchRequestBatch(Model):
@@ -224,19 +229,11 @@ class SearchRequestBatch(Model):
 Example = PointId | Vector
 
 
-class RecommendRequest(Model):
+class RecommendRequest(NearestOptions):
     positive: list[Example] | None = None
     negative: list[Example] | None = None
     strategy: Literal["average_vector"] | None = None
-    filter: FilterSpec | None = None
-    params: SearchParams | None = None
-    limit: int = Field(ge=1)
-    offset: int | None = Field(None, ge=0)
-    with_payload: WithPayload | None = None
-    with_vector: WithVector | None = None
-    score_threshold: float | None = None
     using: Literal[""] | None = None
-    shard_key: ShardKey = None
 
 
 class Mmr(Model):
