@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import http.client
 import json
 import os
 import platform
@@ -72,15 +73,18 @@ TARGET_P99_MS = 2.0
 TARGET_OVERHEAD_P50_MS = 0.5
 TARGET_CHROMA_RATIO = 2.0
 
-PEREGRINE_CLIENTS = ("peregrine-json", "peregrine-msgpack", "qdrant-client")
+LATENCY_BLOCK = 100  # queries a path runs in a row in the latency phase
+PEREGRINE_CLIENTS = ("peregrine-json", "peregrine-msgpack", "peregrine-json-stdlib",
+                     "qdrant-client")
 CHROMA_CLIENTS = ("chroma", "chroma-raw")
 LABELS = {
     "inproc": "Peregrine in-process (`Collection.search`)",
-    "peregrine-json": "Peregrine HTTP, JSON (`http.client` keep-alive)",
-    "peregrine-msgpack": "Peregrine HTTP, msgpack binary (`http.client` keep-alive)",
+    "peregrine-json": "Peregrine HTTP, JSON (lean keep-alive socket client)",
+    "peregrine-msgpack": "Peregrine HTTP, msgpack binary (lean keep-alive socket client)",
+    "peregrine-json-stdlib": "Peregrine HTTP, JSON (`http.client` keep-alive)",
     "qdrant-client": "Peregrine HTTP via qdrant-client 1.15 (REST `query_points`, no payload)",
     "chroma": "Chroma HTTP, its own client (`HttpClient`, `collection.query`)",
-    "chroma-raw": "Chroma HTTP, raw JSON (`http.client` keep-alive), reference only",
+    "chroma-raw": "Chroma HTTP, raw JSON (lean keep-alive socket client), reference only",
 }
 
 
@@ -110,6 +114,7 @@ class SearchClient:
     def __init__(self) -> None:
         self.server_timing: list[dict[str, float]] = []
         self.keep_timing = False
+        self.reconnects = 0
 
     def search(self, q: np.ndarray) -> list[int]:
         raise NotImplementedError
@@ -137,36 +142,102 @@ class InProcess(SearchClient):
 
 
 class _KeepAlive(SearchClient):
-    """A reused ``http.client`` connection with TCP_NODELAY: the leanest Python client."""
+    """A raw HTTP/1.1 keep-alive socket with TCP_NODELAY.
+
+    The request is formatted in one go and the answer parsed only for its status,
+    headers and body: the client costs microseconds, so what is measured is the
+    server and the loopback, not a client library (``StdlibHttp`` measures
+    ``http.client`` too, for reference).
+    """
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        import http.client
-
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
-        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        self.sock: socket.socket | None = None
         self._connect()
 
     def _connect(self) -> None:
-        self.conn.close()
+        if self.sock is not None:
+            self.sock.close()
+        self.sock = socket.create_connection((self.host, self.port), timeout=60)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile = self.sock.makefile("rb")
+
+    def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        assert self.sock is not None
+        self.sock.sendall(request)
+        status_line = self.rfile.readline()
+        if not status_line:
+            raise ConnectionError("connection closed by the server")
+        status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while True:
+            line = self.rfile.readline()
+            if line in (b"\r\n", b""):
+                break
+            key, _, value = line.partition(b":")
+            headers[key.strip().lower().decode()] = value.strip().decode()
+        if "content-length" in headers:
+            data = self.rfile.read(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            parts = []
+            while (size := int(self.rfile.readline().strip(), 16)) > 0:
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            data = b"".join(parts)
+        else:
+            raise ConnectionError("answer without a length")
+        return status, headers, data
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]
+             ) -> tuple[bytes, dict[str, str]]:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\n{head}"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        for attempt in (0, 1):
+            try:
+                status, answer_headers, data = self._exchange(request)
+                break
+            except (OSError, ValueError, IndexError) as exc:
+                # Servers close keep-alive connections idle for a while; like any HTTP
+                # client, retry once on a fresh connection.
+                self._connect()
+                self.reconnects += 1
+                if attempt:
+                    raise RequestError(f"POST {path} ({headers.get('Content-Type')}, "
+                                       f"{len(body)} B): {exc!r}") from None
+        if status != 200:
+            raise RequestError(f"POST {path} ({headers.get('Content-Type')}, {len(body)} B) "
+                               f"-> {status}: {data[:300]!r}")
+        return data, answer_headers
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+
+
+class _StdlibKeepAlive(_KeepAlive):
+    """The same exchange through ``http.client`` (what most Python code would use)."""
+
+    def _connect(self) -> None:
+        self.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
         self.conn.connect()
         if self.conn.sock is not None:
             self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = None
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, Any]:
-        try:
-            self.conn.request("POST", path, body=body, headers=headers)
-            resp = self.conn.getresponse()
-            data = resp.read()
-        except (OSError, ConnectionError) as exc:
-            self._connect()
-            raise RequestError(f"POST {path} ({headers.get('Content-Type')}, "
-                               f"{len(body)} B): {exc!r}") from None
-        if resp.status != 200:
-            raise RequestError(f"POST {path} ({headers.get('Content-Type')}, {len(body)} B) "
-                               f"-> {resp.status}: {data[:300]!r}")
-        return data, resp
+    def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        head, _, body = request.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        path = lines[0].split(" ")[1]
+        headers = dict(line.split(": ", 1) for line in lines[2:])
+        headers.pop("Content-Length", None)
+        self.conn.request("POST", path, body=body, headers=headers)
+        resp = self.conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
     def close(self) -> None:
         self.conn.close()
@@ -177,6 +248,9 @@ class PeregrineHttp(_KeepAlive):
 
     def __init__(self, url: str, fmt: str) -> None:
         super().__init__(url)
+        self._init_codec(fmt)
+
+    def _init_codec(self, fmt: str) -> None:
         self.path = f"/collections/{COLLECTION}/points/search"
         if fmt == "msgpack":
             import msgpack
@@ -194,11 +268,15 @@ class PeregrineHttp(_KeepAlive):
             self.decode = loads
 
     def search(self, q: np.ndarray) -> list[int]:
-        data, resp = self.post(self.path, self.encode(q), self.headers)
+        data, headers = self.post(self.path, self.encode(q), self.headers)
         if self.keep_timing:
-            self.server_timing.append(parse_server_timing(resp.getheader("server-timing") or ""))
+            self.server_timing.append(parse_server_timing(headers.get("server-timing", "")))
         doc = self.decode(data)
         return [int(h["id"]) for h in doc["result"]]
+
+
+class PeregrineStdlib(_StdlibKeepAlive, PeregrineHttp):
+    """The JSON path through ``http.client``: a typical Python client's own cost."""
 
 
 class QdrantHttp(SearchClient):
@@ -262,6 +340,8 @@ def make_client(kind: str, target: str) -> SearchClient:
         return PeregrineHttp(target, "json")
     if kind == "peregrine-msgpack":
         return PeregrineHttp(target, "msgpack")
+    if kind == "peregrine-json-stdlib":
+        return PeregrineStdlib(target, "json")
     if kind == "qdrant-client":
         return QdrantHttp(target)
     if kind == "chroma":
@@ -297,13 +377,19 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
                    warmup: int) -> dict[str, dict[str, Any]]:
     """Sequential queries, one at a time: a warm-up pass, then ``passes`` timed passes.
 
-    With several clients the paths are interleaved query by query (the order rotating),
-    so that this machine's drift in speed, which is large, hits every path alike.
+    With several clients the paths take turns in blocks of ``LATENCY_BLOCK`` queries
+    (the order rotating), so that this machine's drift in speed, which is large, hits
+    every path alike. Blocks rather than single queries: switching paths on every
+    query lets the heaviest client (qdrant-client's pydantic layers) evict the
+    server's caches between two searches of the others, which inflated their
+    engine time by ~0.4 ms in a trial run; an in-process loop never pays that.
     """
     names = list(clients)
-    for name in names:
-        for q in queries[:warmup]:
+    for q in queries[:warmup]:  # interleaved too: no connection sits idle meanwhile
+        for name in names:
             clients[name].search(q)
+    for c in clients.values():
+        c.reconnects = 0
     times: dict[str, list[float]] = {n: [] for n in names}
     ids: dict[str, list[list[int]]] = {n: [] for n in names}
     mismatch = dict.fromkeys(names, 0)
@@ -311,16 +397,19 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
         c.keep_timing = True
     gc.collect()
     for p in range(passes):
-        for i, q in enumerate(queries):
+        for b, start in enumerate(range(0, len(queries), LATENCY_BLOCK)):
+            block = queries[start:start + LATENCY_BLOCK]
             for j in range(len(names)):
-                name = names[(i + p + j) % len(names)]
-                t0 = time.perf_counter()
-                found = clients[name].search(q)
-                times[name].append((time.perf_counter() - t0) * 1e3)
-                if p == 0:
-                    ids[name].append(found)
-                elif found != ids[name][i]:
-                    mismatch[name] += 1
+                name = names[(b + p + j) % len(names)]
+                client = clients[name]
+                for i, q in enumerate(block, start):
+                    t0 = time.perf_counter()
+                    found = client.search(q)
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+                    if p == 0:
+                        ids[name].append(found)
+                    elif found != ids[name][i]:
+                        mismatch[name] += 1
     out: dict[str, dict[str, Any]] = {}
     for name, client in clients.items():
         arr = np.asarray(times[name])
@@ -335,7 +424,7 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
             "p50_ms": pct(arr, 50), "p90_ms": pct(arr, 90), "p99_ms": pct(arr, 99),
             "mean_ms": float(arr.mean()), "max_ms": float(arr.max()),
             "server_timing_p50_ms": timing, "ids": ids[name], "repeat_mismatch": mismatch[name],
-            "encoder": client.encoder,
+            "encoder": client.encoder, "reconnects": client.reconnects,
         }
     return out
 
@@ -352,6 +441,8 @@ def worker_throughput(kind: str, target: str, queries: np.ndarray, threads: int,
     for c in clients:
         for i in range(warmup):
             c.search(queries[(offset + i) % nq])
+    for c in clients:
+        c.reconnects = 0
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         raise SystemExit("no go")
@@ -388,10 +479,13 @@ def worker_throughput(kind: str, target: str, queries: np.ndarray, threads: int,
     for w in workers:
         w.join()
     elapsed = time.perf_counter() - start
-    for c in {id(c): c for c in clients}.values():
+    unique = {id(c): c for c in clients}.values()
+    reconnects = sum(c.reconnects for c in unique)
+    for c in unique:
         c.close()
-    return {"count": sum(counts), "errors": sum(errors), "first_error": first_error[0]
-            if first_error else None, "duration_s": duration, "elapsed_s": elapsed,
+    return {"count": sum(counts), "reconnects": reconnects, "errors": sum(errors),
+            "first_error": first_error[0] if first_error else None,
+            "duration_s": duration, "elapsed_s": elapsed,
             "latencies_ms": [round(x, 4) for row in lat for x in row]}
 
 
@@ -624,6 +718,7 @@ class Bench:
             "clients": clients, "processes": len(procs), "duration_s": duration,
             "requests": count, "rps": count / duration,
             "errors": sum(o["errors"] for o in outs),
+            "reconnects": sum(o.get("reconnects", 0) for o in outs),
             "first_error": next((o["first_error"] for o in outs if o["first_error"]), None),
             "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "per_client_rps": [round(o["count"] / duration, 1) for o in outs],
@@ -739,7 +834,7 @@ class Bench:
         http_json("PUT", f"{url}/collections/{name}", {
             "vectors": {"size": int(base.shape[1]), "distance": "Cosine"},
             "hnsw_config": {"m": M, "ef_construct": EF_CONSTRUCTION}})
-        client = _KeepAlive(url)
+        client = _StdlibKeepAlive(url)
         headers = {"Content-Type": "application/msgpack", "Accept": "application/msgpack"}
         path = f"/collections/{name}/points?wait=true"
         times: list[float] = []
@@ -815,6 +910,7 @@ class Bench:
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "machine": machine_info(),
             "versions": versions(),
+            "git": git_info(),
             "settings": {"n": args.n, "k": K, "ef": EF, "m": M, "ef_construction": EF_CONSTRUCTION,
                          "passes": args.passes, "duration_s": args.duration,
                          "clients": list(args.clients), "quick": args.quick,
@@ -884,6 +980,18 @@ def stop_server(proc: subprocess.Popen[bytes]) -> tuple[int | None, float]:
 def peregrine_cli() -> str:
     cli = Path(sys.executable).parent / "peregrine"
     return str(cli) if cli.exists() else shutil.which("peregrine") or "peregrine"
+
+
+def git_info() -> dict[str, Any]:
+    """The commit measured and the files of src/ that differed from it at the start."""
+    def git(*cmd: str) -> str:
+        proc = subprocess.run(["git", *cmd], capture_output=True, text=True, cwd=ROOT,
+                              check=False)
+        return proc.stdout if proc.returncode == 0 else ""
+
+    status = git("status", "--porcelain", "--", "src").splitlines()
+    return {"commit": git("rev-parse", "HEAD").strip(),
+            "src_modified": [line[3:] for line in status if line.strip()]}
 
 
 def machine_info() -> dict[str, Any]:
@@ -997,6 +1105,30 @@ def _overhead_lines(rows: dict[str, dict[str, Any]], summ: dict[str, Any]) -> li
                    f"{st.get('parse', 0.0) + st.get('serialize', 0.0):.3f} | "
                    f"{lat['p50_ms'] - total:.3f} |")
     return out
+
+
+def _git_line(info: dict[str, Any] | None) -> str:
+    if not info or not info.get("commit"):
+        return ""
+    line = f"Measured code: commit `{info['commit'][:12]}`"
+    if info.get("src_modified"):
+        line += f", with uncommitted changes to {', '.join(info['src_modified'])}"
+    elif "src_modified" in info:
+        line += ", src/ clean"
+    return line + (f" ({info['note']})" if info.get("note") else "") + "."
+
+
+def _max_busy(rows: dict[str, dict[str, Any]]) -> float:
+    return max((t.get("server_cores_busy", 0.0) for kind in PEREGRINE_CLIENTS
+                for t in rows.get(kind, {}).get("throughput", {}).values()), default=0.0)
+
+
+def _reconnects(rows: dict[str, dict[str, Any]]) -> int:
+    total = 0
+    for row in rows.values():
+        total += int(row.get("latency", {}).get("reconnects", 0))
+        total += sum(int(t.get("reconnects", 0)) for t in row.get("throughput", {}).values())
+    return total
 
 
 def render(res: dict[str, Any]) -> str:
@@ -1149,7 +1281,19 @@ def render(res: dict[str, Any]) -> str:
         f"Load average at start {res['loadavg_start']}, at end {res['loadavg_end']} (the end "
         "figure includes this benchmark's own client processes).",
         "- Each system ran alone: Peregrine's server was stopped (SIGTERM) before Chroma's "
-        "started. Runs are single-shot, not averaged; expect run-to-run noise of 10-20%.",
+        "started. Runs are single-shot, not averaged. On a small shared VM speed drifts a "
+        "lot (on the 2-core VM this bench was written on, one 1-client throughput point "
+        "repeated back to back ranged over 1.5x), so smaller differences between throughput "
+        "cells (JSON vs msgpack, say) are noise; the 1-client latency rows are steadier "
+        "because the paths of one server are interleaved query by query.",
+        f"- Peregrine's server is one Python process: outside faiss's search, its event loop "
+        f"and engine threads share the GIL. The busiest it got in this run was "
+        f"{_max_busy(rows):.2f} cores, so on this {m['cores']}-core machine the HTTP throughput is "
+        "bounded by the server's per-request CPU (table above) and the clients' own CPU.",
+        "- The server closes keep-alive connections after 5 s idle (uvicorn's default "
+        "`timeout_keep_alive`) without announcing it in a `Keep-Alive` header; the bench's "
+        "`http.client` connections retry once on a fresh connection and count it "
+        f"(reconnects inside timed windows in this run: {_reconnects(rows)}).",
         "- Client cost is included on purpose: each path's latency is what a Python caller "
         "sees. The JSON path encodes with orjson (numpy arrays directly), the binary path "
         "sends raw float32 bytes in msgpack. qdrant-client and Chroma's client add their "
@@ -1177,6 +1321,8 @@ def render(res: dict[str, Any]) -> str:
         "too.",
         "",
         f"Versions: {', '.join(f'{k} {val}' for k, val in v.items())}.",
+        "",
+        _git_line(res.get("git")),
         "",
     ]
     return "\n".join(lines)
@@ -1264,7 +1410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     md_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(render(res))
     print_table(res)
-    print(f"\nwrote {json_path} and {md_path}")
+    print(f"\nwrote {md_path}" if args.render_only else f"\nwrote {json_path} and {md_path}")
     return 0
 
 

@@ -30,6 +30,7 @@ class ServerConfig:
     port: int = 6333
     tls_cert: str = ""
     tls_key: str = ""
+    keep_alive_s: int = 75  # idle keep-alive connections are closed after this
     # security
     api_key: str = ""
     read_only_api_key: str = ""
@@ -41,6 +42,7 @@ class ServerConfig:
     request_timeout_s: float = 30.0
     # performance
     workers: int = 0  # engine threads; 0 = 4 x CPU cores
+    inline_reads: bool = True  # a read with no other engine work in flight skips the pool
     cache_entries: int = 10_000  # result cache; 0 disables
     cache_bytes: int = 64 << 20
     # observability

@@ -221,3 +221,42 @@ def test_graceful_shutdown_finishes_in_flight_work(server_factory: Factory,
     with httpx.Client(base_url=restarted.url) as http2:
         count = ok(http2.post("/collections/g/points/count", json={}))["count"]
     assert count in (0, 5000) and count >= acknowledged  # all or nothing; acked = kept
+
+
+def test_concurrent_clients_mix_inline_and_pooled_reads_with_writes(
+        server_factory: Factory) -> None:
+    """Reads run on the event loop when alone and on the engine pool when not; under
+    concurrent readers and a writer every answer must still be exact."""
+    server = server_factory("--cache-entries", "0")
+    with httpx.Client(base_url=server.url) as http:
+        vectors = make(http, n=500, dim=16)
+    errors: list[str] = []
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for _ in range(60):
+                i = int(rng.integers(0, 500))
+                r = client.post("/collections/c/points/search", json={
+                    "vector": vectors[i].tolist(), "limit": 1, "params": {"exact": True},
+                    "filter": {"must": [{"has_id": [i]}]}})
+                if r.status_code != 200 or [p["id"] for p in r.json()["result"]] != [i]:
+                    errors.append(r.text)
+
+    def writer() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for j in range(30):
+                r = client.put("/collections/c/points?wait=true", json={"points": [
+                    {"id": 1000 + j, "vector": [float(j)] * 16}]})
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(6)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    with httpx.Client(base_url=server.url) as http:
+        assert ok(http.post("/collections/c/points/count", json={}))["count"] == 530

@@ -63,7 +63,7 @@ class Router:
 
 
 def _headers(scope: Scope) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope["headers"]}
+    return dict(scope["headers"])  # ASGI servers give header names lower-cased
 
 
 def _media(value: bytes | None) -> bytes:
@@ -109,6 +109,7 @@ class PeregrineApp:
         config = ctx.config
         self._keys = (config.api_key.encode(), config.read_only_api_key.encode())
         self._auth = bool(config.api_key or config.read_only_api_key)
+        self._inline = config.inline_reads
         self._prefix = uuid.uuid4().hex[:8]
         self._counter = 0
 
@@ -191,11 +192,15 @@ class PeregrineApp:
                         b"%s %s?%s %d %s" % (method.encode(), path.encode(), query, fmt, body),
                         timeout)
             call.span = span
-            try:
-                call.validate_params(op, dict(parse_qsl(query.decode("latin-1"),
-                                                         keep_blank_values=True)))
-            except ValidationError as exc:
-                raise ApiError(400, describe_validation(exc, "query parameters")) from None
+            call.inline = self._inline and op.access is not Access.WRITE
+            if not query:
+                call.params = op.default_params
+            else:
+                try:
+                    call.validate_params(op, dict(parse_qsl(query.decode("latin-1"),
+                                                             keep_blank_values=True)))
+                except ValidationError as exc:
+                    raise ApiError(400, describe_validation(exc, "query parameters")) from None
             if call.params is not None and getattr(call.params, "timeout", None):
                 call.deadline = started + min(timeout, float(call.params.timeout))
             if op.adapter is not None:

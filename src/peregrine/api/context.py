@@ -18,6 +18,7 @@ class AppContext:
     metrics: Metrics
     tracing: Tracing | None = None
     ready: bool = False
+    busy: int = 0  # engine calls in flight (touched only on the event loop)
     openapi: bytes = field(default=b"", repr=False)
 
     @classmethod

@@ -74,6 +74,8 @@ def serve(config: ServerConfig) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # no proxy in front by default: skip rewriting client addresses
+        timeout_keep_alive=config.keep_alive_s,
         ssl_certfile=config.tls_cert or None,
         ssl_keyfile=config.tls_key or None,
         timeout_graceful_shutdown=max(1, int(config.request_timeout_s)),
