@@ -1094,8 +1094,8 @@ def _overhead_lines(rows: dict[str, dict[str, Any]], summ: dict[str, Any]) -> li
             continue
         if not out:
             out = ["", "Where the p50 goes (medians, so the parts only roughly add up): "
-                   "in-process search; the server's `engine` step minus that (thread-pool "
-                   "hand-off and encoding the hits); `parse` + `serialize`; and the rest, "
+                   "in-process search; the server's `engine` step minus that (caches cooled "
+                   "by request handling, encoding the hits); `parse` + `serialize`; the rest, "
                    "outside the server's timer (the client encoding and decoding, the HTTP "
                    "exchange over loopback TCP, uvicorn's own work).", "",
                    "| path | client p50 | in-process search | engine step extra | "
@@ -1173,13 +1173,17 @@ def render(res: dict[str, Any]) -> str:
         "",
         f"{s['passes']} timed passes over the queries after a warm-up pass; times are "
         "client-observed and include encoding the request and decoding the response. The "
-        "paths served by one server run in one client process, interleaved query by query, "
-        "so that the machine's drift hits them alike. The in-process engine ran before the "
+        "paths served by one server run in one client process, taking turns in blocks of "
+        f"{LATENCY_BLOCK} queries, so that the machine's drift hits them alike. The "
+        "in-process engine ran before the "
         "server started and again after it stopped; the overhead above is measured against "
         f"the mean of the two p50s ({summ['inproc_p50_ms']:.3f} ms). Server split: median of "
-        "Peregrine's `Server-Timing` header (parse / engine / serialize, ms; `engine` includes "
-        "the hand-off to the engine thread pool and encoding the hits, `parse` reading the "
-        "body and validating it).",
+        "Peregrine's `Server-Timing` header (parse / engine / serialize, ms; `engine` is the "
+        "search and encoding the hits; a lone request runs on the event loop, so no thread "
+        "hand-off; it is still slower than the in-process loop because handling the request "
+        "evicts the search's data from the CPU caches (an in-process loop that validates a "
+        "request body between searches slowed by 0.2-0.3 ms in a check); `parse` is reading "
+        "the body and validating it).",
         "",
         "| path | p50 ms | p90 ms | p99 ms | mean ms | recall@10 | same top-10 as in-process | "
         "server parse / engine / serialize ms |",
@@ -1285,7 +1289,8 @@ def render(res: dict[str, Any]) -> str:
         "lot (on the 2-core VM this bench was written on, one 1-client throughput point "
         "repeated back to back ranged over 1.5x), so smaller differences between throughput "
         "cells (JSON vs msgpack, say) are noise; the 1-client latency rows are steadier "
-        "because the paths of one server are interleaved query by query.",
+        "because the paths of one server take turns in blocks of "
+        f"{LATENCY_BLOCK} queries.",
         f"- Peregrine's server is one Python process: outside faiss's search, its event loop "
         f"and engine threads share the GIL. The busiest it got in this run was "
         f"{_max_busy(rows):.2f} cores, so on this {m['cores']}-core machine the HTTP throughput is "
