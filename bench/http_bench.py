@@ -373,6 +373,21 @@ def pct(values: Sequence[float] | np.ndarray, q: float) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def _timed_block(client: SearchClient, block: np.ndarray, start: int, pass_no: int,
+                 times: list[float], ids: list[list[int]]) -> int:
+    """Time one block of queries; returns how many answers differed from pass 0."""
+    mismatches = 0
+    for i, q in enumerate(block, start):
+        t0 = time.perf_counter()
+        found = client.search(q)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if pass_no == 0:
+            ids.append(found)
+        elif found != ids[i]:
+            mismatches += 1
+    return mismatches
+
+
 def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes: int,
                    warmup: int) -> dict[str, dict[str, Any]]:
     """Sequential queries, one at a time: a warm-up pass, then ``passes`` timed passes.
@@ -395,21 +410,21 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
     mismatch = dict.fromkeys(names, 0)
     for c in clients.values():
         c.keep_timing = True
-    gc.collect()
     for p in range(passes):
         for b, start in enumerate(range(0, len(queries), LATENCY_BLOCK)):
             block = queries[start:start + LATENCY_BLOCK]
             for j in range(len(names)):
                 name = names[(b + p + j) % len(names)]
                 client = clients[name]
-                for i, q in enumerate(block, start):
-                    t0 = time.perf_counter()
-                    found = client.search(q)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-                    if p == 0:
-                        ids[name].append(found)
-                    elif found != ids[name][i]:
-                        mismatch[name] += 1
+                # As timeit does: the client's own garbage collection (qdrant-client
+                # makes plenty) must not land inside another path's timed request.
+                gc.collect()
+                gc.disable()
+                try:
+                    timed = _timed_block(client, block, start, p, times[name], ids[name])
+                finally:
+                    gc.enable()
+                mismatch[name] += timed
     out: dict[str, dict[str, Any]] = {}
     for name, client in clients.items():
         arr = np.asarray(times[name])
