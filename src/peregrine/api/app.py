@@ -194,9 +194,7 @@ class PeregrineApp:
                 declared = headers.get(b"content-length")
                 body = await read_body(receive, ctx.config.max_body_bytes,
                                        int(declared) if declared and declared.isdigit() else None)
-            call = Call(ctx, scope, receive, path_params, fmt,
-                        b"%s %s?%s %d %s" % (method.encode(), path.encode(), query, fmt, body),
-                        timeout)
+            call = Call(ctx, scope, receive, path_params, fmt, body, timeout)
             call.span = span
             call.inline = self._inline and op.access is not Access.WRITE
             if not query:

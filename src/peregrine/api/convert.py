@@ -67,7 +67,7 @@ def index_config(body: schemas.CreateCollection) -> IndexConfig:
     return IndexConfig.from_dict(values)
 
 
-def collection_info(info: dict[str, Any], indexed_points: dict[str, int]) -> dict[str, Any]:
+def collection_info(info: dict[str, Any]) -> dict[str, Any]:
     config = info["config"]
     index = config["index"]
     dim = config["dim"]
@@ -109,7 +109,7 @@ def collection_info(info: dict[str, Any], indexed_points: dict[str, int]) -> dic
             "quantization_config": quantization,
         },
         "payload_schema": {
-            field: {"data_type": kind, "points": indexed_points.get(field, 0)}
+            field: {"data_type": kind, "points": info["indexed_points"].get(field, 0)}
             for field, kind in config.get("payload_indexes", {}).items()
         },
     }

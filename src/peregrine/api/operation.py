@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgpack
 import numpy as np
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from peregrine.api.errors import ApiError
 from peregrine.api.schemas import NoParams, QueryModel
@@ -103,17 +103,17 @@ def envelope(result: bytes, fmt: Format, seconds: float) -> bytes:
 class Call:
     """One request as a handler sees it: validated inputs and engine access."""
 
-    __slots__ = ("body", "ctx", "deadline", "fmt", "inline", "key", "params", "path",
+    __slots__ = ("body", "ctx", "deadline", "fmt", "inline", "params", "path", "raw_body",
                  "receive", "scope", "span", "timing")
 
     def __init__(self, ctx: AppContext, scope: Scope, receive: Receive, path: dict[str, str],
-                 fmt: Format, key: bytes, timeout: float) -> None:
+                 fmt: Format, raw_body: bytes, timeout: float) -> None:
         self.ctx = ctx
         self.scope = scope
         self.receive = receive
         self.path = path
         self.fmt = fmt
-        self.key = key  # identifies the request for the result cache
+        self.raw_body = raw_body
         self.body: Any = None
         self.params: Any = None
         self.timing: dict[str, float] = {}
@@ -154,13 +154,20 @@ class Call:
             self.timing["engine"] = self.timing.get("engine", 0.0) + (
                 time.perf_counter() - started)
 
+    def cache_key(self) -> bytes:
+        """The request as the result cache knows it: method, path, query, format, body."""
+        scope = self.scope
+        return b"%s %s?%s %d %s" % (scope["method"].encode(), scope["path"].encode(),
+                                   scope.get("query_string", b""), self.fmt, self.raw_body)
+
     async def cached(self, collection: str, compute: Callable[[Collection], Any]) -> Encoded:
         """Encoded result of a read, from the result cache when nothing was written since."""
         service = self.ctx.service
         fmt = self.fmt
+        key = self.cache_key()
 
         def work() -> tuple[bytes, bool]:
-            return service.cached_read(collection, self.key, lambda c: encode(compute(c), fmt))
+            return service.cached_read(collection, key, lambda c: encode(compute(c), fmt))
 
         data, hit = await self.run(work)
         self.timing["cache_hit"] = 1.0 if hit else 0.0
@@ -173,6 +180,3 @@ class Call:
         assert op.adapter is not None
         self.body = op.adapter.validate_python(document)
 
-
-def model_or_none(value: BaseModel | None) -> dict[str, Any] | None:
-    return None if value is None else value.model_dump(exclude_none=True)

@@ -35,13 +35,8 @@ def parse_vector(value: Any) -> np.ndarray:
                          '(or as {"": [...]}, the unnamed vector)')
     if not isinstance(value, list) or not value:
         raise ValueError("a vector is a non-empty array of numbers")
-    try:
-        arr = np.asarray(value)
-    except ValueError:
-        raise ValueError("a vector is a flat array of numbers") from None
-    if arr.ndim != 1 or arr.dtype.kind not in "iuf":
-        raise ValueError("a vector is a non-empty array of numbers")
-    return arr.astype(np.float32)
+    return _numeric(value, 1, "a vector is a flat array of numbers",
+                    "a vector is a non-empty array of numbers")
 
 
 def parse_vectors(value: Any) -> np.ndarray:
@@ -55,12 +50,18 @@ def parse_vectors(value: Any) -> np.ndarray:
         raise ValueError("vectors is an array of arrays of numbers")
     if not value:
         return np.empty((0, 0), dtype=np.float32)
+    return _numeric(value, 2, "all vectors of a batch must have the same dimension",
+                    "vectors is an array of equally long arrays of numbers")
+
+
+def _numeric(value: list[Any], ndim: int, ragged: str, wrong: str) -> np.ndarray:
+    """Nested JSON lists to float32, refusing ragged, nested-deeper and non-numeric ones."""
     try:
         arr = np.asarray(value)
     except ValueError:
-        raise ValueError("all vectors of a batch must have the same dimension") from None
-    if arr.ndim != 2 or arr.dtype.kind not in "iuf":
-        raise ValueError("vectors is an array of equally long arrays of numbers")
+        raise ValueError(ragged) from None
+    if arr.ndim != ndim or arr.dtype.kind not in "iuf":
+        raise ValueError(wrong)
     return arr.astype(np.float32)
 
 

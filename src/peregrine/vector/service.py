@@ -114,6 +114,33 @@ class VectorService:
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
 
+    def select_ids(self, collection: Collection, points: Sequence[PointId] | None,
+                   filter: dict[str, Any] | None) -> list[PointId]:
+        """Ids named directly, or every id a filter matches (exactly one of the two).
+
+        Resolved before the write that uses them: a point inserted in between is
+        not selected.
+        """
+        if (points is None) == (filter is None):
+            raise InvalidInputError("select points with exactly one of 'points' or 'filter'")
+        if points is not None:
+            return list(points)
+        total = collection.count(filter)
+        if total == 0:
+            return []
+        records, _ = collection.scroll(filter=filter, limit=total, with_payload=False)
+        return [r.id for r in records]
+
+    def collection_info(self, name: str) -> dict[str, Any]:
+        """``Collection.info()`` plus how many points carry each indexed field."""
+        collection = self.db.collection(name)
+        info = collection.info()
+        info["indexed_points"] = {
+            field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
+            for field in collection.config.payload_indexes
+        }
+        return info
+
     # -- queries by example --------------------------------------------------------------
     def vectors_of(self, collection: Collection, ids: Sequence[PointId]) -> np.ndarray:
         """Stored vectors of existing points, in order; a missing id is an error."""

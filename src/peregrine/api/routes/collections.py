@@ -19,17 +19,8 @@ async def list_collections(call: Call) -> Any:
 
 
 async def get_collection(call: Call) -> Any:
-    service = call.ctx.service
-
-    def info() -> dict[str, Any]:
-        collection = service.collection(_name(call))
-        indexed = {
-            field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
-            for field in collection.config.payload_indexes
-        }
-        return convert.collection_info(collection.info(), indexed)
-
-    return await call.run(info)
+    info = await call.run(call.ctx.service.collection_info, _name(call))
+    return convert.collection_info(info)
 
 
 async def create_collection(call: Call) -> Any:

@@ -75,20 +75,6 @@ async def upsert_points(call: Call) -> Any:
     return convert.update_result(call.params.wait, seq)
 
 
-def _selected_ids(c: Collection, points: list[PointId] | None,
-                  filter: dict[str, Any] | None) -> list[PointId]:
-    """Ids named directly, or every id a filter matches (exactly one of the two)."""
-    if (points is None) == (filter is None):
-        raise InvalidInputError("select points with exactly one of 'points' or 'filter'")
-    if points is not None:
-        return points
-    total = c.count(filter)
-    if total == 0:
-        return []
-    records, _ = c.scroll(filter=filter, limit=total, with_payload=False)
-    return [r.id for r in records]
-
-
 async def delete_points(call: Call) -> Any:
     body: schemas.PointsSelector = call.body
     if body.points is not None:
@@ -126,13 +112,14 @@ async def get_point(call: Call) -> Any:
 
 def _payload_write(call: Call, overwrite: bool) -> Any:
     body: schemas.SetPayload = call.body
+    service = call.ctx.service
     if body.key is not None:
         raise InvalidInputError("setting a payload at a nested 'key' is not supported")
     if body.points is not None:
         check_batch(call, len(body.points), "point ids")
 
     def change(c: Collection) -> None:
-        c.set_payload(_selected_ids(c, body.points, body.filter), body.payload, overwrite)
+        c.set_payload(service.select_ids(c, body.points, body.filter), body.payload, overwrite)
 
     return change
 
@@ -149,9 +136,10 @@ async def overwrite_payload(call: Call) -> Any:
 
 async def delete_payload(call: Call) -> Any:
     body: schemas.DeletePayload = call.body
+    service = call.ctx.service
 
     def change(c: Collection) -> None:
-        c.delete_payload(_selected_ids(c, body.points, body.filter), body.keys)
+        c.delete_payload(service.select_ids(c, body.points, body.filter), body.keys)
 
     await call.run(call.ctx.service.write, _name(call), change)
     return convert.update_result(call.params.wait)
@@ -159,9 +147,10 @@ async def delete_payload(call: Call) -> Any:
 
 async def clear_payload(call: Call) -> Any:
     body: schemas.PointsSelector = call.body
+    service = call.ctx.service
 
     def change(c: Collection) -> None:
-        c.clear_payload(_selected_ids(c, body.points, body.filter))
+        c.clear_payload(service.select_ids(c, body.points, body.filter))
 
     await call.run(call.ctx.service.write, _name(call), change)
     return convert.update_result(call.params.wait)

@@ -13,7 +13,7 @@ from peregrine.api.routes.points import check_batch, check_limit
 from peregrine.core.ids import PointId
 from peregrine.vector.collection import Collection
 from peregrine.vector.mmr import maximal_marginal_relevance
-from peregrine.vector.service import Example, VectorService
+from peregrine.vector.service import VectorService
 
 Q = "/collections/{collection_name}/points"
 
@@ -62,18 +62,13 @@ async def search_batch(call: Call) -> Any:
     return await call.cached(_name(call), lambda c: [_search(c, s) for s in body.searches])
 
 
-def _recommend(service: VectorService, c: Collection, positive: list[Example],
-               negative: list[Example]) -> tuple[np.ndarray, list[PointId]]:
-    return service.recommend_target(c, positive, negative)
-
-
 async def recommend_points(call: Call) -> Any:
     body: schemas.RecommendRequest = call.body
     check_limit(call, body.limit, body.offset)
     service = call.ctx.service
 
     def read(c: Collection) -> list[dict[str, Any]]:
-        target, ids = _recommend(service, c, body.positive or [], body.negative or [])
+        target, ids = service.recommend_target(c, body.positive or [], body.negative or [])
         return nearest(c, target, filter=_without(body.filter, ids), params=body.params,
                        limit=body.limit, offset=body.offset, with_payload=body.with_payload,
                        with_vector=body.with_vector, score_threshold=body.score_threshold)
@@ -94,8 +89,8 @@ def _query(service: VectorService, c: Collection, body: schemas.QueryRequest
         return {"points": points}
     exclude: list[PointId] = []
     if isinstance(query, schemas.RecommendQuery):
-        target, exclude = _recommend(service, c, query.recommend.positive or [],
-                                     query.recommend.negative or [])
+        target, exclude = service.recommend_target(c, query.recommend.positive or [],
+                                                   query.recommend.negative or [])
     else:
         example = query.nearest if isinstance(query, schemas.NearestQuery) else query
         if isinstance(example, np.ndarray):
