@@ -77,6 +77,10 @@ LATENCY_BLOCK = 100  # queries a path runs in a row in the latency phase
 PEREGRINE_CLIENTS = ("peregrine-json", "peregrine-msgpack", "peregrine-json-stdlib",
                      "qdrant-client")
 CHROMA_CLIENTS = ("chroma", "chroma-raw")
+# Control row: the same uvicorn stack serving an app that only busy-waits as long as the
+# in-process search takes (p50) and returns a fixed answer. Its p99 is what this machine
+# allows a request of that length, whatever the server does.
+FLOOR = "http-floor"
 LABELS = {
     "inproc": "Peregrine in-process (`Collection.search`)",
     "peregrine-json": "Peregrine HTTP, JSON (lean keep-alive socket client)",
@@ -85,6 +89,8 @@ LABELS = {
     "qdrant-client": "Peregrine HTTP via qdrant-client 1.15 (REST `query_points`, no payload)",
     "chroma": "Chroma HTTP, its own client (`HttpClient`, `collection.query`)",
     "chroma-raw": "Chroma HTTP, raw JSON (lean keep-alive socket client), reference only",
+    FLOOR: "Control: uvicorn + an app that only waits the in-process p50 (no search, no "
+           "parsing; lean client, JSON)",
 }
 
 
@@ -112,7 +118,9 @@ class SearchClient:
     encoder = ""
 
     def __init__(self) -> None:
-        self.server_timing: list[dict[str, float]] = []
+        # Raw Server-Timing headers, parsed after the timed loop (parsing costs ~9 us,
+        # which is the benchmark's bookkeeping, not the client's or the server's).
+        self.server_timing: list[str] = []
         self.keep_timing = False
         self.reconnects = 0
 
@@ -270,7 +278,7 @@ class PeregrineHttp(_KeepAlive):
     def search(self, q: np.ndarray) -> list[int]:
         data, headers = self.post(self.path, self.encode(q), self.headers)
         if self.keep_timing:
-            self.server_timing.append(parse_server_timing(headers.get("server-timing", "")))
+            self.server_timing.append(headers.get("server-timing", ""))
         doc = self.decode(data)
         return [int(h["id"]) for h in doc["result"]]
 
@@ -336,7 +344,7 @@ class ChromaRaw(_KeepAlive):
 def make_client(kind: str, target: str) -> SearchClient:
     if kind == "inproc":
         return InProcess(target)
-    if kind == "peregrine-json":
+    if kind in ("peregrine-json", FLOOR):
         return PeregrineHttp(target, "json")
     if kind == "peregrine-msgpack":
         return PeregrineHttp(target, "msgpack")
@@ -430,9 +438,10 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
         arr = np.asarray(times[name])
         timing: dict[str, float] = {}
         if client.server_timing:
-            for key in sorted({k for t in client.server_timing for k in t}):
-                timing[key] = pct([t[key] for t in client.server_timing if key in t], 50)
-            timing["total"] = pct([sum(t.values()) for t in client.server_timing], 50)
+            parsed = [parse_server_timing(h) for h in client.server_timing]
+            for key in sorted({k for t in parsed for k in t}):
+                timing[key] = pct([t[key] for t in parsed if key in t], 50)
+            timing["total"] = pct([sum(t.values()) for t in parsed], 50)
         out[name] = {
             "n_requests": len(arr), "passes": passes, "warmup": warmup,
             "interleaved_with": [n for n in names if n != name],
@@ -507,7 +516,8 @@ def worker_throughput(kind: str, target: str, queries: np.ndarray, threads: int,
 def worker_main(args: argparse.Namespace) -> int:
     queries = np.load(args.queries)
     if args.mode == "latency":
-        clients = {kind: make_client(kind, args.target) for kind in args.client.split(",")}
+        clients = {kind: make_client(kind, args.floor if kind == FLOOR else args.target)
+                   for kind in args.client.split(",")}
         try:
             res: dict[str, Any] = worker_latency(clients, queries, args.passes, args.warmup)
         finally:
@@ -517,6 +527,36 @@ def worker_main(args: argparse.Namespace) -> int:
         res = worker_throughput(args.client, args.target, queries, args.threads, args.offset,
                                 args.duration, args.warmup)
     print(json.dumps(res), flush=True)
+    return 0
+
+
+def floor_server_main(args: argparse.Namespace) -> int:
+    """Serve the control app: read the body, busy-wait, answer 10 fixed hits."""
+    import uvicorn
+
+    wait_s = args.work_us / 1e6
+    hits = [{"id": i, "version": 0, "score": 0.5, "payload": None, "vector": None}
+            for i in range(K)]
+    answer = json.dumps({"result": hits, "status": "ok", "time": wait_s}).encode()
+    head = [(b"content-type", b"application/json"),
+            (b"content-length", str(len(answer)).encode())]
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        end = time.perf_counter() + wait_s
+        while time.perf_counter() < end:
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": answer})
+
+    # The settings `peregrine serve` gives uvicorn (api/server.py).
+    uvicorn.run(app, host="127.0.0.1", port=int(args.target), http="httptools", loop="uvloop",
+                lifespan="off", log_level="warning", access_log=False, server_header=False,
+                proxy_headers=False, timeout_keep_alive=75)
     return 0
 
 
@@ -625,6 +665,8 @@ class Bench:
         self.base_path = ""
         self._inproc_ids: list[list[int]] = []
         self.server_pid: int | None = None
+        self.floor_url = ""
+        self.floor_wait_ms = 0.6
 
     # -- data -----------------------------------------------------------------------------
     def prepare_data(self) -> dict[str, Any]:
@@ -666,12 +708,18 @@ class Bench:
         """1-client latency of ``kinds``, interleaved in one worker process."""
         log(f"latency: {', '.join(kinds)} (interleaved)")
         warmup = min(self.args.queries, 200 if self.args.quick else 1000)
+        extra = {"floor": self.floor_url} if FLOOR in kinds else {}
         out = run_json(self.worker_cmd(",".join(kinds), target, "latency",
-                                       passes=self.args.passes, warmup=warmup),
+                                       passes=self.args.passes, warmup=warmup, **extra),
                        self.logs / f"latency-{kinds[0]}{tag}.err")
         for kind in kinds:
             res = out[kind]
             ids = res.pop("ids")
+            if kind == FLOOR:  # fixed answers: nothing to score
+                res["recall_at_10"] = None
+                res["wait_ms"] = self.floor_wait_ms
+                log(f"  {kind}: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms")
+                continue
             res["recall_at_10"] = recall_at_10(ids, self.truth)
             res["loadavg"] = loadavg()
             if kind == "inproc":
@@ -782,6 +830,8 @@ class Bench:
                 out[kind]["error"] = str(exc)[-2000:]
             return out
         for kind in kinds:
+            if kind == FLOOR:
+                continue
             try:
                 out[kind]["throughput"] = {str(c): self.throughput(kind, target, c)
                                            for c in self.args.clients}
@@ -812,6 +862,14 @@ class Bench:
         stop_server(proc)
         raise RuntimeError(f"server not ready after 180 s: {ready_url}")
 
+    def start_floor_server(self) -> subprocess.Popen[bytes]:
+        port = free_port()
+        self.floor_url = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_floor_server", "--target",
+               str(port), "--work-us", str(round(self.floor_wait_ms * 1000))]
+        return self.start_server(cmd, f"{self.floor_url}/", self.logs / "floor-server.log",
+                                 dict(os.environ))
+
     def peregrine_phase(self, data_dir: Path) -> dict[str, Any]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -819,7 +877,12 @@ class Bench:
                "--cache-entries", "0", "--log-level", "warning"]
         env = dict(os.environ, PEREGRINE_ACCESS_LOG="false")
         server_log = self.logs / "peregrine-server.log"
-        proc = self.start_server(cmd, f"{url}/readyz", server_log, env)
+        floor = self.start_floor_server()
+        try:
+            proc = self.start_server(cmd, f"{url}/readyz", server_log, env)
+        except BaseException:
+            stop_server(floor)
+            raise
         phase: dict[str, Any] = {"command": " ".join(cmd[1:]).replace(str(data_dir), "DIR")
                                  .replace(str(port), "PORT"),
                                  "env": {"PEREGRINE_ACCESS_LOG": "false"}}
@@ -830,10 +893,13 @@ class Bench:
             if info.get("points_count") != self.args.n or info.get("status") != "green":
                 log(f"  WARNING: collection info {info.get('status')} "
                     f"{info.get('points_count')} points")
-            phase.update(self.measure(PEREGRINE_CLIENTS, url))
+            phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR), url))
+            stop_server(floor)
             if self.args.http_ingest:
                 phase["http_ingest"] = self.http_ingest(url)
         finally:
+            if floor.poll() is None:
+                stop_server(floor)
             self.server_pid = None
             phase["exit_code"], phase["stop_s"] = stop_server(proc)
             phase["server_log_tail"] = server_log.read_text(errors="replace")[-3000:]
@@ -942,6 +1008,7 @@ class Bench:
              "--base", self.base_path, "--n", str(args.n)], self.logs / "build.err")
         log(f"  built in {res['peregrine_build']['build_s']:.1f} s")
         res["inproc"] = self.measure(["inproc"], str(pg_dir))["inproc"]
+        self.floor_wait_ms = float(res["inproc"].get("latency", {}).get("p50_ms", 0.6))
         res["peregrine_server"] = self.peregrine_phase(pg_dir)
         # The in-process latency once more after the server phase: this machine drifts, and
         # the HTTP overhead is judged against both in-process runs' samples together.
@@ -1084,6 +1151,10 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             p["vs_chroma"] = rps / chroma_rps
             p["vs_chroma_ok"] = p["vs_chroma"] >= TARGET_CHROMA_RATIO
         out["paths"][kind] = p
+    floor = rows.get(FLOOR, {}).get("latency")
+    if floor:
+        out["floor"] = {"wait_ms": floor.get("wait_ms"), "p50_ms": floor["p50_ms"],
+                        "p99_ms": floor["p99_ms"]}
     return out
 
 
@@ -1182,6 +1253,15 @@ def render(res: dict[str, Any]) -> str:
               f" {_ok(p.get('vs_chroma_ok'))}" if "vs_chroma" in p else "n/a")
         lines.append(f"| {LABELS[kind]} | {p['p99_ms']:.3f} ms, {_ok(p['p99_ok'])} | {over} | "
                      f"{vs} |")
+    floor = summ.get("floor")
+    if floor:
+        lines += ["", f"Control, same run: uvicorn with the settings `peregrine serve` uses, "
+                  f"serving an app that only busy-waits {floor['wait_ms']:.3f} ms (the "
+                  "in-process search p50) and returns a fixed answer, took p50 "
+                  f"{floor['p50_ms']:.3f} ms and **p99 {floor['p99_ms']:.3f} ms** for the same "
+                  "lean client, its requests taking turns with the Peregrine paths. That is "
+                  "what this machine allows a request of that length through that HTTP stack, "
+                  "before any parsing or search."]
     lines += [
         "",
         "## Latency, 1 client (sequential)",
@@ -1215,10 +1295,11 @@ def render(res: dict[str, Any]) -> str:
                          row["latency_after_server"]))
         for label, lat in runs:
             same = lat.get("same_top10_as_inproc")
+            recall = lat.get("recall_at_10")
             lines.append(f"| {label} | {lat['p50_ms']:.3f} | {lat['p90_ms']:.3f} | "
                          f"{lat['p99_ms']:.3f} | {lat['mean_ms']:.3f} | "
-                         f"{lat['recall_at_10']:.4f} | {'' if same is None else f'{same:.1%}'} "
-                         f"| {_timing(lat)} |")
+                         f"{'n/a' if recall is None else f'{recall:.4f}'} | "
+                         f"{'' if same is None else f'{same:.1%}'} | {_timing(lat)} |")
     lines += _overhead_lines(rows, summ)
     clients = [str(c) for c in s["clients"]]
     lines += [
@@ -1361,8 +1442,9 @@ def print_table(res: dict[str, Any]) -> None:
             continue
         tp = row.get("throughput", {})
         rps = " ".join(f"{tp[c]['rps']:>9.0f}" if c in tp else f"{'':>9}" for c in clients)
+        recall = lat.get("recall_at_10")
         print(f"{kind:<20} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} "
-              f"{lat['recall_at_10']:>7.4f} {rps}")
+              f"{'n/a' if recall is None else f'{recall:.4f}':>7} {rps}")
     print()
     for kind, p in res["summary"]["paths"].items():
         parts = [f"p99 {p['p99_ms']:.3f} ms ({'ok' if p['p99_ok'] else 'MISSED'})"]
@@ -1407,17 +1489,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("_worker", "_build", "_chroma_load"):
+    if argv and argv[0] in ("_worker", "_build", "_chroma_load", "_floor_server"):
         sub = argparse.ArgumentParser()
-        for name in ("--client", "--target", "--queries", "--mode", "--dir", "--base"):
+        for name in ("--client", "--target", "--queries", "--mode", "--dir", "--base", "--floor"):
             sub.add_argument(name, default="")
         for name, default in (("--passes", 2), ("--warmup", 100), ("--threads", 1),
-                              ("--offset", 0), ("--n", 0)):
+                              ("--offset", 0), ("--n", 0), ("--work-us", 0)):
             sub.add_argument(name, type=int, default=default)
         sub.add_argument("--duration", type=float, default=10.0)
         sargs = sub.parse_args(argv[1:])
         handler = {"_worker": worker_main, "_build": build_main,
-                   "_chroma_load": chroma_load_main}[argv[0]]
+                   "_chroma_load": chroma_load_main, "_floor_server": floor_server_main}[argv[0]]
         return handler(sargs)
     args = parse_args(argv)
     json_path, md_path = Path(args.json), Path(args.out)

@@ -42,6 +42,7 @@ class Router:
         self.static: dict[tuple[str, str], Operation] = {}
         self.dynamic: dict[str, list[tuple[re.Pattern[str], Operation]]] = {}
         self.paths: list[re.Pattern[str]] = []
+        self._memo: dict[tuple[str, str], tuple[Operation, dict[str, str]]] = {}
         for op in operations:
             if "{" not in op.path:
                 self.static[(op.method, op.path)] = op
@@ -50,14 +51,26 @@ class Router:
             self.dynamic.setdefault(op.method, []).append((pattern, op))
             self.paths.append(pattern)
 
+    _MEMO_LIMIT = 4096
+
     def match(self, method: str, path: str) -> tuple[Operation, dict[str, str]]:
+        """The operation and path parameters (the caller must not modify them)."""
         op = self.static.get((method, path))
         if op is not None:
             return op, {}
+        # Clients repeat the same few paths (one per collection and operation):
+        # remember their matches instead of trying a dozen patterns each time.
+        key = (method, path)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
         for pattern, op in self.dynamic.get(method, ()):
             m = pattern.match(path)
             if m:
-                return op, m.groupdict()
+                if len(self._memo) >= self._MEMO_LIMIT:
+                    self._memo.clear()
+                found = self._memo[key] = (op, m.groupdict())
+                return found
         if any(p.match(path) for p in self.paths):
             raise ApiError(405, f"Method {method} is not allowed on {path}")
         raise ApiError(404, f"Not found: no route for {method} {path}")
@@ -233,8 +246,8 @@ class PeregrineApp:
             call.timing["serialize"] = time.perf_counter() - done
             status = 200
             if op.search_like and "engine" in call.timing and not call.timing.get("cache_hit"):
-                ctx.metrics.search.labels(path_params.get("collection_name", ""),
-                                          op.name).observe(call.timing["engine"])
+                ctx.metrics.observe_search(path_params.get("collection_name", ""), op.name,
+                                           call.timing["engine"])
             await self._send(send, status, payload, fmt, request_id, call.timing)
         except Exception as exc:
             status = status_of(exc)

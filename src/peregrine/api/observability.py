@@ -96,6 +96,7 @@ class Metrics:
                                 ["collection", "operation"], buckets=LATENCY_BUCKETS,
                                 registry=self.registry)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._search_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
@@ -106,6 +107,13 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def observe_search(self, collection: str, operation: str, seconds: float) -> None:
+        key = (collection, operation)
+        child = self._search_children.get(key)
+        if child is None:
+            child = self._search_children[key] = self.search.labels(collection, operation)
+        child.observe(seconds)
 
 
 # -- logs ---------------------------------------------------------------------------
