@@ -81,6 +81,10 @@ CHROMA_CLIENTS = ("chroma", "chroma-raw")
 # in-process search takes (p50) and returns a fixed answer. Its p99 is what this machine
 # allows a request of that length, whatever the server does.
 FLOOR = "http-floor"
+# The in-process engine again, on a copy of the data directory opened by the latency
+# client while the server runs, its blocks taking turns with the HTTP paths: the HTTP
+# overhead is then measured at the same moments, not across this machine's drift.
+INPROC_PAIRED = "inproc-paired"
 LABELS = {
     "inproc": "Peregrine in-process (`Collection.search`)",
     "peregrine-json": "Peregrine HTTP, JSON (lean keep-alive socket client)",
@@ -89,6 +93,8 @@ LABELS = {
     "qdrant-client": "Peregrine HTTP via qdrant-client 1.15 (REST `query_points`, no payload)",
     "chroma": "Chroma HTTP, its own client (`HttpClient`, `collection.query`)",
     "chroma-raw": "Chroma HTTP, raw JSON (lean keep-alive socket client), reference only",
+    INPROC_PAIRED: "Peregrine in-process, taking turns with the HTTP paths (copy of the data "
+                   "directory)",
     FLOOR: "Control: uvicorn + an app that only waits the in-process p50 (no search, no "
            "parsing; lean client, JSON)",
 }
@@ -342,7 +348,7 @@ class ChromaRaw(_KeepAlive):
 
 
 def make_client(kind: str, target: str) -> SearchClient:
-    if kind == "inproc":
+    if kind in ("inproc", INPROC_PAIRED):
         return InProcess(target)
     if kind in ("peregrine-json", FLOOR):
         return PeregrineHttp(target, "json")
@@ -516,7 +522,8 @@ def worker_throughput(kind: str, target: str, queries: np.ndarray, threads: int,
 def worker_main(args: argparse.Namespace) -> int:
     queries = np.load(args.queries)
     if args.mode == "latency":
-        clients = {kind: make_client(kind, args.floor if kind == FLOOR else args.target)
+        targets = {FLOOR: args.floor, INPROC_PAIRED: args.inproc}
+        clients = {kind: make_client(kind, targets.get(kind, args.target))
                    for kind in args.client.split(",")}
         try:
             res: dict[str, Any] = worker_latency(clients, queries, args.passes, args.warmup)
@@ -666,6 +673,7 @@ class Bench:
         self._inproc_ids: list[list[int]] = []
         self.server_pid: int | None = None
         self.floor_url = ""
+        self.paired_dir = Path()
         self.floor_wait_ms = 0.6
 
     # -- data -----------------------------------------------------------------------------
@@ -709,6 +717,8 @@ class Bench:
         log(f"latency: {', '.join(kinds)} (interleaved)")
         warmup = min(self.args.queries, 200 if self.args.quick else 1000)
         extra = {"floor": self.floor_url} if FLOOR in kinds else {}
+        if INPROC_PAIRED in kinds:
+            extra["inproc"] = str(self.paired_dir)
         out = run_json(self.worker_cmd(",".join(kinds), target, "latency",
                                        passes=self.args.passes, warmup=warmup, **extra),
                        self.logs / f"latency-{kinds[0]}{tag}.err")
@@ -722,8 +732,8 @@ class Bench:
                 continue
             res["recall_at_10"] = recall_at_10(ids, self.truth)
             res["loadavg"] = loadavg()
-            if kind == "inproc":
-                self._inproc_ids = ids
+            if kind in ("inproc", INPROC_PAIRED):
+                self._inproc_ids = self._inproc_ids or ids
             elif kind in PEREGRINE_CLIENTS and self._inproc_ids:
                 res["same_top10_as_inproc"] = sum(
                     a == b for a, b in zip(ids, self._inproc_ids, strict=True)) / len(ids)
@@ -830,7 +840,7 @@ class Bench:
                 out[kind]["error"] = str(exc)[-2000:]
             return out
         for kind in kinds:
-            if kind == FLOOR:
+            if kind in (FLOOR, INPROC_PAIRED):  # latency only
                 continue
             try:
                 out[kind]["throughput"] = {str(c): self.throughput(kind, target, c)
@@ -893,7 +903,7 @@ class Bench:
             if info.get("points_count") != self.args.n or info.get("status") != "green":
                 log(f"  WARNING: collection info {info.get('status')} "
                     f"{info.get('points_count')} points")
-            phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR), url))
+            phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR, INPROC_PAIRED), url))
             stop_server(floor)
             if self.args.http_ingest:
                 phase["http_ingest"] = self.http_ingest(url)
@@ -1008,6 +1018,9 @@ class Bench:
              "--base", self.base_path, "--n", str(args.n)], self.logs / "build.err")
         log(f"  built in {res['peregrine_build']['build_s']:.1f} s")
         res["inproc"] = self.measure(["inproc"], str(pg_dir))["inproc"]
+        self.paired_dir = self.work / "peregrine-copy"
+        shutil.rmtree(self.paired_dir, ignore_errors=True)
+        shutil.copytree(pg_dir, self.paired_dir)
         self.floor_wait_ms = float(res["inproc"].get("latency", {}).get("p50_ms", 0.6))
         res["peregrine_server"] = self.peregrine_phase(pg_dir)
         # The in-process latency once more after the server phase: this machine drifts, and
@@ -1132,6 +1145,9 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     p50s = [lat["p50_ms"] for key in ("latency", "latency_after_server")
             if (lat := rows["inproc"].get(key))]
     inproc_p50 = sum(p50s) / len(p50s) if p50s else None
+    paired = rows.get(INPROC_PAIRED, {}).get("latency")
+    if paired:  # measured at the same moments as the HTTP paths: the fairer baseline
+        inproc_p50 = paired["p50_ms"]
     chroma_rps = rows.get("chroma", {}).get("throughput", {}).get(top, {}).get("rps")
     out: dict[str, Any] = {"top_clients": int(top), "inproc_p50_ms": inproc_p50,
                            "inproc_p50_runs_ms": p50s,
@@ -1270,9 +1286,11 @@ def render(res: dict[str, Any]) -> str:
         "client-observed and include encoding the request and decoding the response. The "
         "paths served by one server run in one client process, taking turns in blocks of "
         f"{LATENCY_BLOCK} queries, so that the machine's drift hits them alike. The "
-        "in-process engine ran before the "
-        "server started and again after it stopped; the overhead above is measured against "
-        f"the mean of the two p50s ({summ['inproc_p50_ms']:.3f} ms). Server split: median of "
+        "in-process engine ran alone before the server started and again after it stopped, "
+        "and a third time taking turns with the HTTP paths (on a copy of the data directory "
+        "opened by the client process); the overhead above is measured against "
+        + ("that third, paired run's p50" if INPROC_PAIRED in rows else "the mean of the two p50s")
+        + f" ({summ['inproc_p50_ms']:.3f} ms). Server split: median of "
         "Peregrine's `Server-Timing` header (parse / engine / serialize, ms; `engine` is the "
         "search and encoding the hits; a lone request runs on the event loop, so no thread "
         "hand-off; it is still slower than the in-process loop because handling the request "
@@ -1497,7 +1515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("_worker", "_build", "_chroma_load", "_floor_server"):
         sub = argparse.ArgumentParser()
-        for name in ("--client", "--target", "--queries", "--mode", "--dir", "--base", "--floor"):
+        for name in ("--client", "--target", "--queries", "--mode", "--dir", "--base", "--floor",
+                     "--inproc"):
             sub.add_argument(name, default="")
         for name, default in (("--passes", 2), ("--warmup", 100), ("--threads", 1),
                               ("--offset", 0), ("--n", 0), ("--work-us", 0)):
