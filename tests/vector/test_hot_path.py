@@ -81,6 +81,13 @@ def test_huge_pages_leave_an_index_answering_the_same() -> None:
     np.testing.assert_array_equal(before[0], after[0])
 
 
+def test_huge_pages_skip_small_empty_and_other_indexes() -> None:
+    flat = faiss.IndexFlatIP(384)
+    flat.add(np.zeros((20000, 384), dtype=np.float32))  # 29 MiB, but not an HNSW index
+    assert hugepages.index_buffers(flat, faiss) == []
+    assert hugepages.index_buffers(faiss.IndexHNSWFlat(384, 16), faiss) == []  # empty
+
+
 def test_huge_pages_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEREGRINE_HUGE_PAGES", "0")
     assert not hugepages.enabled()

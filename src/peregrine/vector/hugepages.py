@@ -43,19 +43,22 @@ def enabled() -> bool:
 
 
 def index_buffers(index: Any, faiss: Any) -> list[tuple[int, int]]:
-    """(address, bytes) of an HNSW index's vector codes and level-0..n neighbour lists."""
+    """(address, bytes) of an HNSW index's vector codes and neighbour lists.
+
+    Only buffers worth a system call; an index of another kind gives none.
+    """
     out: list[tuple[int, int]] = []
     try:
         storage = faiss.downcast_index(index.storage)
-        codes = storage.codes
-        out.append((int(faiss.rev_swig_ptr(codes.data(), 1).ctypes.data),
-                    int(index.ntotal) * int(storage.code_size)))
-        neighbors = index.hnsw.neighbors
-        out.append((int(faiss.rev_swig_ptr(neighbors.data(), 1).ctypes.data),
-                    int(neighbors.size()) * 4))
-    except (AttributeError, TypeError, RuntimeError):
+        arrays = [(storage.codes, int(index.ntotal) * int(storage.code_size)),
+                  (index.hnsw.neighbors, int(index.hnsw.neighbors.size()) * 4)]
+        for vector, size in arrays:
+            if size >= _MIN_BYTES:
+                out.append((int(faiss.rev_swig_ptr(vector.data(), 1).ctypes.data), size))
+    except Exception:  # an optimisation only: never fail loading a segment over it
         log.debug("no huge pages for %s", type(index).__name__, exc_info=True)
-    return [(address, size) for address, size in out if size >= _MIN_BYTES]
+        return []
+    return out
 
 
 def back_with_huge_pages(buffers: list[tuple[int, int]]) -> None:
