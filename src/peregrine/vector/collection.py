@@ -215,9 +215,11 @@ class Collection:
 
     def _tombstone(self, keys: KeyArray) -> None:
         for seg in self.segments:
-            _, rows = seg.lookup(keys)
+            _, rows = seg.lookup(keys)  # live rows only
             if rows.size:
+                rows = np.unique(rows)  # a delete may name a point twice
                 seg.deleted[rows] = True
+                seg.n_deleted += int(rows.size)
                 if isinstance(seg, SealedSegment):
                     self.optimizer.dirty.add(seg.id)
 
@@ -238,7 +240,7 @@ class Collection:
     def _allowed(self, seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
         deleted = seg.deleted[: seg.n_rows]
         if compiled is None:
-            return ~deleted if deleted.any() else None
+            return ~deleted if seg.n_deleted else None
         return compiled(seg) & ~deleted
 
     def _matching_keys(self, compiled: CompiledFilter | None) -> KeyArray:

@@ -88,6 +88,7 @@ class SealedSegment:
         self.index = faiss.read_index(str(directory / "index.faiss"))
         hugepages.back_with_huge_pages(hugepages.index_buffers(self.index, faiss))
         self.deleted: Mask = np.load(directory / "deleted.npy")
+        self.n_deleted = int(np.count_nonzero(self.deleted))
         self._norms: F32 | None = None
         self._int_ids: npt.NDArray[np.uint64] | None = None  # see point_ids()
         self._ids_checked = False

@@ -30,6 +30,9 @@ class Segment(Protocol):
 
     id: int
     deleted: Mask
+    # How many rows ``deleted`` marks: its writers keep it in step, so that a
+    # search can tell "no tombstones" without scanning the whole mask.
+    n_deleted: int
 
     @property
     def n_rows(self) -> int: ...
@@ -118,6 +121,7 @@ class MutableSegment:
         self._norms = np.empty(capacity, dtype=np.float32)
         self._keys = np.empty(capacity, dtype=KEY_DTYPE)
         self.deleted: Mask = np.zeros(capacity, dtype=np.bool_)
+        self.n_deleted = 0
         self._payload_blobs: list[bytes] = []
         self._row_of: dict[bytes, int] = {}
         self._n = 0
