@@ -178,8 +178,12 @@ class SealedSegment:
         if selector is None:
             params = self._params.get(ef_eff)
             if params is None:  # read-only during a search, so shared by threads
-                params = self._params.setdefault(ef_eff, faiss.SearchParametersHNSW())
-                params.efSearch = ef_eff
+                # Set up completely before publishing: a thread that found a
+                # half-made object would search with FAISS's default beam (16),
+                # which returns fewer than k hits when k > 16.
+                fresh = faiss.SearchParametersHNSW()
+                fresh.efSearch = ef_eff
+                params = self._params.setdefault(ef_eff, fresh)
         else:
             params = faiss.SearchParametersHNSW()
             params.efSearch = ef_eff
