@@ -1,4 +1,4 @@
-"""Search results through deletes, overwrites and sealing, and huge pages for HNSW indexes."""
+"""Shortcuts of the search hot path: tombstone counts, decoded id columns, huge pages."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ import peregrine
 from peregrine.vector import hugepages
 
 
-def test_deletes_and_overwrites_stay_invisible_through_optimize_and_reopen(
-        db_path: Path) -> None:
+def _tombstones_in_step(c: peregrine.Collection) -> None:
+    for seg in c.segments:
+        assert seg.n_deleted == int(np.count_nonzero(seg.deleted[: seg.n_rows])), seg
+
+
+def test_tombstone_count_follows_deletes_overwrites_optimize_and_reopen(db_path: Path) -> None:
     rng = np.random.default_rng(5)
     vecs = rng.standard_normal((140, 8)).astype(np.float32)
     with peregrine.open(db_path) as db:
@@ -23,15 +27,20 @@ def test_deletes_and_overwrites_stay_invisible_through_optimize_and_reopen(
         c.upsert(list(range(100)), vecs[:100])
         c.optimize()
         c.upsert(list(range(100, 140)), vecs[100:])
-        assert c.delete(ids=[1, 1, 2, 120, 120]) == 3
+        _tombstones_in_step(c)
+        assert all(seg.n_deleted == 0 for seg in c.segments)
+        assert c.delete(ids=[1, 1, 2, 120, 120]) == 3  # a point named twice counts once
         c.upsert([3, 130], vecs[:2])  # overwrites tombstone the old rows
+        _tombstones_in_step(c)
         live = set(range(140)) - {1, 2, 120}
         for exact in (True, False):
             assert {h.id for h in c.search(vecs[0], k=200, exact=exact)} <= live
         assert {h.id for h in c.search(vecs[0], k=200, exact=True)} == live
         c.optimize()
+        _tombstones_in_step(c)
     with peregrine.open(db_path) as db:
         c = db.collection("c")
+        _tombstones_in_step(c)
         assert {h.id for h in c.search(vecs[0], k=200, exact=True)} == live
 
 

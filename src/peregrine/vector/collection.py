@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from peregrine.core.errors import (
@@ -25,7 +26,7 @@ from peregrine.core.errors import (
     InvalidPayloadError,
     StorageError,
 )
-from peregrine.core.ids import KeyArray, decode_key, decode_keys, encode_id, encode_ids
+from peregrine.core.ids import KeyArray, decode_key, encode_id, encode_ids
 from peregrine.core.locks import ReadWriteLock
 from peregrine.vector import codec
 from peregrine.vector.filters import CompiledFilter, compile_filter
@@ -214,9 +215,11 @@ class Collection:
 
     def _tombstone(self, keys: KeyArray) -> None:
         for seg in self.segments:
-            _, rows = seg.lookup(keys)
+            _, rows = seg.lookup(keys)  # live rows only
             if rows.size:
+                rows = np.unique(rows)  # a delete may name a point twice
                 seg.deleted[rows] = True
+                seg.n_deleted += int(rows.size)
                 if isinstance(seg, SealedSegment):
                     self.optimizer.dirty.add(seg.id)
 
@@ -235,10 +238,9 @@ class Collection:
 
     # -- reads ----------------------------------------------------------------
     def _allowed(self, seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
-        n = seg.n_rows
-        deleted = seg.deleted[:n]
+        deleted = seg.deleted[: seg.n_rows]
         if compiled is None:
-            return ~deleted if deleted.any() else None
+            return ~deleted if seg.n_deleted else None
         return compiled(seg) & ~deleted
 
     def _matching_keys(self, compiled: CompiledFilter | None) -> KeyArray:
@@ -357,17 +359,15 @@ class Collection:
             cut = int(np.argmin(ok)) if not ok.all() else ok.size
             scores, rows = scores[:cut], rows[:cut]
         if cand_seg is None:
-            groups = [(found[0][0], np.arange(rows.size))]
-        else:
-            seg_of = cand_seg[offset:offset + rows.size]
-            groups = [(found[j][0], np.flatnonzero(seg_of == j)) for j in np.unique(seg_of)]
+            return _segment_hits(found[0][0], rows, scores, with_payload, with_vectors)
+        seg_of = cand_seg[offset:offset + rows.size]
+        groups = [(found[j][0], np.flatnonzero(seg_of == j)) for j in np.unique(seg_of)]
         ids: list[Any] = [None] * rows.size
         payloads: list[Any] = [None] * rows.size
         vectors: list[Any] = [None] * rows.size
         for seg, where in groups:
             seg_rows = rows[where]
-            for w, point_id in zip(where.tolist(), decode_keys(seg.keys_view()[seg_rows]),
-                                   strict=True):
+            for w, point_id in zip(where.tolist(), seg.point_ids(seg_rows), strict=True):
                 ids[w] = point_id
             if with_payload:
                 for w, payload in zip(where.tolist(), seg.payloads(seg_rows), strict=True):
@@ -554,3 +554,15 @@ def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[s
             return {k: v for k, v in payload.items() if k not in drop}
         with_payload = with_payload["include"]
     return {k: payload[k] for k in with_payload if k in payload}
+
+
+def _segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float64],
+                  with_payload: WithPayload, with_vectors: bool) -> list[Hit]:
+    """Hits that all come from one segment (the usual case): no regrouping."""
+    ids = seg.point_ids(rows)
+    none: list[Any] = [None] * len(ids)
+    payloads = ([_select(p, with_payload) for p in seg.payloads(rows)] if with_payload
+                else none)
+    vectors = seg.vectors_view()[rows].tolist() if with_vectors else none
+    return [Hit(i, sc, p, v) for i, sc, p, v in
+            zip(ids, scores.tolist(), payloads, vectors, strict=True)]

@@ -130,6 +130,7 @@ class Optimizer:
             c.wal.sync()  # tombstones on disk must never be ahead of a durable WAL
             if new_seg is not None:
                 new_seg.deleted[:] = np.concatenate([seg.deleted[rows] for seg, rows in plan])
+                new_seg.n_deleted = int(np.count_nonzero(new_seg.deleted))
                 new_seg.persist_deleted()
             for seg in sealed:
                 if seg.id in self.dirty:

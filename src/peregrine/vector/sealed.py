@@ -31,9 +31,10 @@ from typing import Any
 
 import faiss as _faiss
 import numpy as np
+import numpy.typing as npt
 import orjson
 
-from peregrine.core.ids import KEY_DTYPE, KeyArray
+from peregrine.core.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector import hugepages
 from peregrine.vector.kernels import F32, I64
 from peregrine.vector.payload_index import FieldIndex, Mask
@@ -87,7 +88,10 @@ class SealedSegment:
         self.index = faiss.read_index(str(directory / "index.faiss"))
         hugepages.back_with_huge_pages(hugepages.index_buffers(self.index, faiss))
         self.deleted: Mask = np.load(directory / "deleted.npy")
+        self.n_deleted = int(np.count_nonzero(self.deleted))
         self._norms: F32 | None = None
+        self._int_ids: npt.NDArray[np.uint64] | None = None  # see point_ids()
+        self._ids_checked = False
         self._params: dict[int, Any] = {}
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
@@ -117,6 +121,18 @@ class SealedSegment:
     def payload_bytes(self, row: int) -> bytes:
         start, stop = int(self._offsets[row]), int(self._offsets[row + 1])
         return bytes(self._payload_map[start:stop])
+
+    def point_ids(self, rows: I64) -> list[PointId]:
+        if not self._ids_checked:
+            raw = self._keys.view(np.uint8).reshape(-1, KEY_WIDTH)
+            # All-integer ids (tag byte 0) decode once into one uint64 column;
+            # otherwise (UUIDs present) every lookup decodes its own keys.
+            if not raw[:, 0].any():
+                self._int_ids = raw[:, 1:9].copy().view(">u8").reshape(-1).astype(np.uint64)
+            self._ids_checked = True
+        if self._int_ids is None:
+            return decode_keys(self._keys[rows])
+        return self._int_ids[rows].tolist()  # type: ignore[no-any-return]
 
     def payloads(self, rows: I64) -> list[dict[str, Any] | None]:
         data = self._payload_map

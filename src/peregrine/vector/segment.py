@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from peregrine.core.ids import KEY_DTYPE, KeyArray
+from peregrine.core.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
 from peregrine.vector.kernels import F32, I64, NEG_INF, score_block, top_k
 from peregrine.vector.payload_index import FieldIndex, Mask
 from peregrine.vector.types import Metric
@@ -30,6 +30,9 @@ class Segment(Protocol):
 
     id: int
     deleted: Mask
+    # How many rows ``deleted`` marks: its writers keep it in step, so that a
+    # search can tell "no tombstones" without scanning the whole mask.
+    n_deleted: int
 
     @property
     def n_rows(self) -> int: ...
@@ -45,6 +48,8 @@ class Segment(Protocol):
     def payload_bytes(self, row: int) -> bytes: ...
 
     def payloads(self, rows: I64) -> list[dict[str, Any] | None]: ...
+
+    def point_ids(self, rows: I64) -> list[PointId]: ...
 
     def vectors_view(self) -> F32: ...
 
@@ -116,6 +121,7 @@ class MutableSegment:
         self._norms = np.empty(capacity, dtype=np.float32)
         self._keys = np.empty(capacity, dtype=KEY_DTYPE)
         self.deleted: Mask = np.zeros(capacity, dtype=np.bool_)
+        self.n_deleted = 0
         self._payload_blobs: list[bytes] = []
         self._row_of: dict[bytes, int] = {}
         self._n = 0
@@ -172,6 +178,9 @@ class MutableSegment:
     def payloads(self, rows: I64) -> list[dict[str, Any] | None]:
         blobs = self._payload_blobs
         return [orjson.loads(blobs[r]) for r in rows.tolist()]
+
+    def point_ids(self, rows: I64) -> list[PointId]:
+        return decode_keys(self._keys[rows])
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)
