@@ -55,6 +55,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+# A sibling module; this file runs as a script (sys.path[0] is bench/), workers included.
+import cpu_pinning
+from cpu_pinning import CpuPinning
+
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_PY = ROOT / ".venv-peers" / "bin" / "python"
 RESULTS_JSON = ROOT / "bench" / "results" / "http_bench.json"
@@ -74,6 +78,7 @@ TARGET_OVERHEAD_P50_MS = 0.5
 TARGET_CHROMA_RATIO = 2.0
 
 LATENCY_BLOCK = 100  # queries a path runs in a row in the latency phase
+PIN_SETTLE = 10  # untimed queries after pinning, before a pinned block's timed ones
 PEREGRINE_CLIENTS = ("peregrine-json", "peregrine-msgpack", "peregrine-json-stdlib",
                      "qdrant-client")
 CHROMA_CLIENTS = ("chroma", "chroma-raw")
@@ -85,6 +90,11 @@ FLOOR = "http-floor"
 # client while the server runs, its blocks taking turns with the HTTP paths: the HTTP
 # overhead is then measured at the same moments, not across this machine's drift.
 INPROC_PAIRED = "inproc-paired"
+# The same path again with the server's threads on one vCPU and the client on another
+# (bench/cpu_pinning.py says why); latency only, taking turns with the unpinned paths.
+PINNED = "+pinned"
+PINNED_PEREGRINE = ("peregrine-json", "peregrine-msgpack", FLOOR)
+PINNED_CHROMA = ("chroma",)
 LABELS = {
     "inproc": "Peregrine in-process (`Collection.search`)",
     "peregrine-json": "Peregrine HTTP, JSON (lean keep-alive socket client)",
@@ -98,6 +108,12 @@ LABELS = {
     FLOOR: "Control: uvicorn + an app that only waits the in-process p50 (no search, no "
            "parsing; lean client, JSON)",
 }
+LABELS.update({kind + PINNED: LABELS[kind] + "; **server and client pinned to separate vCPUs**"
+               for kind in (*PINNED_PEREGRINE, *PINNED_CHROMA)})
+
+
+def base_kind(kind: str) -> str:
+    return kind.removesuffix(PINNED)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +364,7 @@ class ChromaRaw(_KeepAlive):
 
 
 def make_client(kind: str, target: str) -> SearchClient:
+    kind = base_kind(kind)
     if kind in ("inproc", INPROC_PAIRED):
         return InProcess(target)
     if kind in ("peregrine-json", FLOOR):
@@ -403,7 +420,8 @@ def _timed_block(client: SearchClient, block: np.ndarray, start: int, pass_no: i
 
 
 def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes: int,
-                   warmup: int) -> dict[str, dict[str, Any]]:
+                   warmup: int, pins: dict[str, CpuPinning] | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """Sequential queries, one at a time: a warm-up pass, then ``passes`` timed passes.
 
     With several clients the paths take turns in blocks of ``LATENCY_BLOCK`` queries
@@ -412,7 +430,10 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
     query lets the heaviest client (qdrant-client's pydantic layers) evict the
     server's caches between two searches of the others, which inflated their
     engine time by ~0.4 ms in a trial run; an in-process loop never pays that.
+    A path in ``pins`` runs its blocks with the server and this process pinned to
+    separate CPUs, after a few untimed queries that refill the caches the move cooled.
     """
+    pins = pins or {}
     names = list(clients)
     for q in queries[:warmup]:  # interleaved too: no connection sits idle meanwhile
         for name in names:
@@ -435,7 +456,11 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
                 gc.collect()
                 gc.disable()
                 try:
-                    timed = _timed_block(client, block, start, p, times[name], ids[name])
+                    with pins.get(name) or contextlib.nullcontext():
+                        for q in block[:PIN_SETTLE]:
+                            if name in pins:
+                                client.search(q)
+                        timed = _timed_block(client, block, start, p, times[name], ids[name])
                 finally:
                     gc.enable()
                 mismatch[name] += timed
@@ -523,10 +548,13 @@ def worker_main(args: argparse.Namespace) -> int:
     queries = np.load(args.queries)
     if args.mode == "latency":
         targets = {FLOOR: args.floor, INPROC_PAIRED: args.inproc}
-        clients = {kind: make_client(kind, targets.get(kind, args.target))
+        clients = {kind: make_client(kind, targets.get(base_kind(kind), args.target))
                    for kind in args.client.split(",")}
+        pins = {kind: CpuPinning(args.floor_pid if base_kind(kind) == FLOOR else args.server_pid)
+                for kind in clients if kind.endswith(PINNED)}
         try:
-            res: dict[str, Any] = worker_latency(clients, queries, args.passes, args.warmup)
+            res: dict[str, Any] = worker_latency(clients, queries, args.passes, args.warmup,
+                                                 pins)
         finally:
             for client in clients.values():
                 client.close()
@@ -673,6 +701,7 @@ class Bench:
         self._inproc_ids: list[list[int]] = []
         self.server_pid: int | None = None
         self.floor_url = ""
+        self.floor_pid: int | None = None
         self.paired_dir = Path()
         self.floor_wait_ms = 0.6
 
@@ -712,20 +741,26 @@ class Bench:
             cmd += [f"--{key.replace('_', '-')}", str(value)]
         return cmd
 
+    @staticmethod
+    def pinned(kinds: Sequence[str]) -> tuple[str, ...]:
+        return tuple(kind + PINNED for kind in kinds) if cpu_pinning.available() else ()
+
     def latency(self, kinds: Sequence[str], target: str, tag: str = "") -> dict[str, Any]:
         """1-client latency of ``kinds``, interleaved in one worker process."""
         log(f"latency: {', '.join(kinds)} (interleaved)")
         warmup = min(self.args.queries, 200 if self.args.quick else 1000)
-        extra = {"floor": self.floor_url} if FLOOR in kinds else {}
+        extra: dict[str, Any] = {"floor": self.floor_url} if FLOOR in kinds else {}
         if INPROC_PAIRED in kinds:
             extra["inproc"] = str(self.paired_dir)
+        if any(kind.endswith(PINNED) for kind in kinds):
+            extra.update(server_pid=self.server_pid, floor_pid=self.floor_pid)
         out = run_json(self.worker_cmd(",".join(kinds), target, "latency",
                                        passes=self.args.passes, warmup=warmup, **extra),
                        self.logs / f"latency-{kinds[0]}{tag}.err")
         for kind in kinds:
             res = out[kind]
             ids = res.pop("ids")
-            if kind == FLOOR:  # fixed answers: nothing to score
+            if base_kind(kind) == FLOOR:  # fixed answers: nothing to score
                 res["recall_at_10"] = None
                 res["wait_ms"] = self.floor_wait_ms
                 log(f"  {kind}: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms")
@@ -734,7 +769,7 @@ class Bench:
             res["loadavg"] = loadavg()
             if kind in ("inproc", INPROC_PAIRED):
                 self._inproc_ids = self._inproc_ids or ids
-            elif kind in PEREGRINE_CLIENTS and self._inproc_ids:
+            elif base_kind(kind) in PEREGRINE_CLIENTS and self._inproc_ids:
                 res["same_top10_as_inproc"] = sum(
                     a == b for a, b in zip(ids, self._inproc_ids, strict=True)) / len(ids)
             log(f"  {kind}: p50 {res['p50_ms']:.3f} ms  p99 {res['p99_ms']:.3f} ms  "
@@ -840,7 +875,7 @@ class Bench:
                 out[kind]["error"] = str(exc)[-2000:]
             return out
         for kind in kinds:
-            if kind in (FLOOR, INPROC_PAIRED):  # latency only
+            if kind in (FLOOR, INPROC_PAIRED) or kind.endswith(PINNED):  # latency only
                 continue
             try:
                 out[kind]["throughput"] = {str(c): self.throughput(kind, target, c)
@@ -888,6 +923,7 @@ class Bench:
         env = dict(os.environ, PEREGRINE_ACCESS_LOG="false")
         server_log = self.logs / "peregrine-server.log"
         floor = self.start_floor_server()
+        self.floor_pid = floor.pid
         try:
             proc = self.start_server(cmd, f"{url}/readyz", server_log, env)
         except BaseException:
@@ -903,7 +939,8 @@ class Bench:
             if info.get("points_count") != self.args.n or info.get("status") != "green":
                 log(f"  WARNING: collection info {info.get('status')} "
                     f"{info.get('points_count')} points")
-            phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR, INPROC_PAIRED), url))
+            phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR, INPROC_PAIRED,
+                                       *self.pinned(PINNED_PEREGRINE)), url))
             stop_server(floor)
             if self.args.http_ingest:
                 phase["http_ingest"] = self.http_ingest(url)
@@ -983,7 +1020,7 @@ class Bench:
                 [str(PEERS_PY), str(Path(__file__).resolve()), "_chroma_load", "--target", url,
                  "--base", self.base_path, "--n", str(self.args.n)], self.logs / "chroma-load.err")
             log(f"  chroma loaded in {phase['build']['build_s']:.1f} s")
-            phase.update(self.measure(CHROMA_CLIENTS, url))
+            phase.update(self.measure((*CHROMA_CLIENTS, *self.pinned(PINNED_CHROMA)), url))
         except RuntimeError as exc:
             log(f"  FAILED: {exc}")
             phase["error"] = str(exc)[-2000:]
@@ -1152,7 +1189,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"top_clients": int(top), "inproc_p50_ms": inproc_p50,
                            "inproc_p50_runs_ms": p50s,
                            "chroma_rps_top": chroma_rps, "paths": {}}
-    for kind in PEREGRINE_CLIENTS:
+    pinned = [kind + PINNED for kind in PINNED_PEREGRINE if kind != FLOOR]
+    for kind in (*PEREGRINE_CLIENTS, *pinned):
         row = rows.get(kind, {})
         lat = row.get("latency")
         if not lat:
@@ -1167,9 +1205,10 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             p["vs_chroma"] = rps / chroma_rps
             p["vs_chroma_ok"] = p["vs_chroma"] >= TARGET_CHROMA_RATIO
         out["paths"][kind] = p
-    floor = rows.get(FLOOR, {}).get("latency")
-    if floor:
-        out["floor"] = {"wait_ms": floor.get("wait_ms"), "p50_ms": floor["p50_ms"],
+    for key, kind in (("floor", FLOOR), ("floor_pinned", FLOOR + PINNED)):
+        floor = rows.get(kind, {}).get("latency")
+        if floor:
+            out[key] = {"wait_ms": floor.get("wait_ms"), "p50_ms": floor["p50_ms"],
                         "p99_ms": floor["p99_ms"]}
     return out
 
@@ -1266,7 +1305,8 @@ def render(res: dict[str, Any]) -> str:
         over = (f"{p['overhead_p50_ms']:+.3f} ms, {_ok(p.get('overhead_ok'))}"
                 if "overhead_p50_ms" in p else "n/a")
         vs = (f"{p['vs_chroma']:.2f}x ({p['rps_top']:.0f} vs {summ['chroma_rps_top']:.0f} req/s),"
-              f" {_ok(p.get('vs_chroma_ok'))}" if "vs_chroma" in p else "n/a")
+              f" {_ok(p.get('vs_chroma_ok'))}" if "vs_chroma" in p
+              else "latency only" if kind.endswith(PINNED) else "n/a")
         lines.append(f"| {LABELS[kind]} | {p['p99_ms']:.3f} ms, {_ok(p['p99_ok'])} | {over} | "
                      f"{vs} |")
     floor = summ.get("floor")
@@ -1278,6 +1318,19 @@ def render(res: dict[str, Any]) -> str:
                   "lean client, its requests taking turns with the Peregrine paths. That is "
                   "what this machine allows a request of that length through that HTTP stack, "
                   "before any parsing or search."]
+    floor_pinned = summ.get("floor_pinned")
+    if floor_pinned:
+        lines += ["", "Pinned rows: the same requests, in blocks taking turns with the others, "
+                  "with every thread of the server on the last vCPU and the client process on "
+                  "the first "
+                  "(as one gives a system under test and its load generator their own cores; "
+                  "`taskset -c 1 peregrine serve ...` does it for a deployment). On this VM a "
+                  "halted vCPU waits for the host to wake it, and unpinned processes get "
+                  "moved between the two vCPUs and woken across them; pinned, that tail "
+                  f"shrinks: the control took p99 {floor_pinned['p99_ms']:.3f} ms pinned vs "
+                  f"{floor['p99_ms'] if floor else float('nan'):.3f} ms unpinned. Chroma's "
+                  "server got the same treatment (rows below). Each pinned block starts with "
+                  f"{PIN_SETTLE} untimed queries, because moving the threads cools their caches."]
     lines += [
         "",
         "## Latency, 1 client (sequential)",
@@ -1455,19 +1508,19 @@ def render(res: dict[str, Any]) -> str:
 
 def print_table(res: dict[str, Any]) -> None:
     clients = [str(c) for c in res["settings"]["clients"]]
-    head = (f"{'path':<20} {'p50 ms':>8} {'p99 ms':>8} {'recall':>7} "
+    head = (f"{'path':<26} {'p50 ms':>8} {'p99 ms':>8} {'recall':>7} "
             + " ".join(f"{'rps@' + c:>9}" for c in clients))
     print(head)
     print("-" * len(head))
     for kind, row in _rows(res).items():
         lat = row.get("latency")
         if not lat:
-            print(f"{kind:<20} failed: {row.get('error', '')[:70]}")
+            print(f"{kind:<26} failed: {row.get('error', '')[:70]}")
             continue
         tp = row.get("throughput", {})
         rps = " ".join(f"{tp[c]['rps']:>9.0f}" if c in tp else f"{'':>9}" for c in clients)
         recall = lat.get("recall_at_10")
-        print(f"{kind:<20} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} "
+        print(f"{kind:<26} {lat['p50_ms']:>8.3f} {lat['p99_ms']:>8.3f} "
               f"{'n/a' if recall is None else f'{recall:.4f}':>7} {rps}")
     print()
     for kind, p in res["summary"]["paths"].items():
@@ -1478,7 +1531,7 @@ def print_table(res: dict[str, Any]) -> None:
         if "vs_chroma" in p:
             ok = "ok" if p["vs_chroma_ok"] else "MISSED"
             parts.append(f"{p['vs_chroma']:.2f}x Chroma ({ok})")
-        print(f"{kind:<20} " + ", ".join(parts))
+        print(f"{kind:<26} " + ", ".join(parts))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1519,7 +1572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "--inproc"):
             sub.add_argument(name, default="")
         for name, default in (("--passes", 2), ("--warmup", 100), ("--threads", 1),
-                              ("--offset", 0), ("--n", 0), ("--work-us", 0)):
+                              ("--offset", 0), ("--n", 0), ("--work-us", 0),
+                              ("--server-pid", 0), ("--floor-pid", 0)):
             sub.add_argument(name, type=int, default=default)
         sub.add_argument("--duration", type=float, default=10.0)
         sargs = sub.parse_args(argv[1:])
