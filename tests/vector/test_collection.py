@@ -836,6 +836,18 @@ def test_empty_collection_reads(db: peregrine.Database) -> None:
     assert c.info()["sealed_segments"] == 0
 
 
+def test_ids_matching_evaluates_filter_over_live_points(db: peregrine.Database) -> None:
+    c = db.create_collection("c", 2, index={"segment_rows": 16})
+    c.upsert(list(range(20)), np.ones((20, 2)), [{"odd": i % 2} for i in range(20)])
+    c.optimize()
+    c.upsert([21, 3], np.ones((2, 2)), [{"odd": 1}, {"odd": 0}])  # 3 moves to even
+    c.delete(ids=[5])
+    odd = {"must": [{"key": "odd", "match": {"value": 1}}]}
+    assert c.ids_matching(odd) == [1, 7, 9, 11, 13, 15, 17, 19, 21]
+    assert c.ids_matching(None) == sorted({*range(20), 21} - {5})
+    assert c.ids_matching({"must": [{"key": "odd", "match": {"value": 7}}]}) == []
+
+
 def test_info_on_dropped_collection_raises_closed(db: peregrine.Database) -> None:
     c = db.create_collection("c", 4)
     c.upsert([1], [[1, 2, 3, 4]])

@@ -164,7 +164,7 @@ class Call:
         """Encoded result of a read, from the result cache when nothing was written since."""
         service = self.ctx.service
         fmt = self.fmt
-        key = self.cache_key() if service.cache.enabled else b""  # the key copies the body
+        key = self.cache_key() if service.caches_reads else b""  # the key copies the body
 
         def work() -> tuple[bytes, bool]:
             return service.cached_read(collection, key, lambda c: encode(compute(c), fmt))

@@ -26,7 +26,7 @@ from peregrine.core.errors import (
     InvalidPayloadError,
     StorageError,
 )
-from peregrine.core.ids import KeyArray, decode_key, encode_id, encode_ids
+from peregrine.core.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
 from peregrine.core.locks import ReadWriteLock
 from peregrine.vector import codec
 from peregrine.vector.filters import CompiledFilter, compile_filter
@@ -378,6 +378,13 @@ class Collection:
                     vectors[w] = vec
         return [Hit(i, sc, p, v) for i, sc, p, v in
                 zip(ids, scores.tolist(), payloads, vectors, strict=True)]
+
+    def ids_matching(self, filter: dict[str, Any] | None) -> list[PointId]:
+        """Every live point id the filter selects, in id order (one filter pass)."""
+        self._check_open()
+        compiled = compile_filter(filter)
+        with self._rw.read():
+            return decode_keys(self._matching_keys(compiled))
 
     def retrieve(
         self, ids: Any, with_payload: WithPayload = True, with_vectors: bool = False

@@ -97,6 +97,11 @@ class VectorService:
         finally:
             self._bump(name)
 
+    @property
+    def caches_reads(self) -> bool:
+        """Whether ``cached_read`` uses its key (callers skip building one otherwise)."""
+        return self.cache.enabled
+
     def cached_read(self, name: str, key: bytes,
                     compute: Callable[[Collection], bytes]) -> tuple[bytes, bool]:
         """(encoded result, whether it came from the cache)."""
@@ -125,11 +130,7 @@ class VectorService:
             raise InvalidInputError("select points with exactly one of 'points' or 'filter'")
         if points is not None:
             return list(points)
-        total = collection.count(filter)
-        if total == 0:
-            return []
-        records, _ = collection.scroll(filter=filter, limit=total, with_payload=False)
-        return [r.id for r in records]
+        return collection.ids_matching(filter)
 
     def collection_info(self, name: str) -> dict[str, Any]:
         """``Collection.info()`` plus how many points carry each indexed field."""
