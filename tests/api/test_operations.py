@@ -72,6 +72,10 @@ def test_health_metrics_request_ids_and_logs(server_factory: Factory) -> None:
     assert metric(text, "peregrine_collection_wal_bytes", collection="c") > 0
     assert metric(text, "process_resident_memory_bytes") > 10e6
     metric(text, "peregrine_result_cache_hit_ratio")
+    with httpx.Client(base_url=server.url) as http:  # a dropped collection's series go
+        ok(http.delete("/collections/c"))
+        after = http.get("/metrics").text
+    assert 'collection="c"' not in after
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     mine = [e for e in lines if e["request_id"] == "my-trace-42"]
     assert mine and mine[0]["route"] == route and mine[0]["status"] == 200

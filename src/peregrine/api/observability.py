@@ -108,6 +108,12 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def forget_collection(self, collection: str) -> None:
+        """Drop a deleted collection's search histograms (a new one starts from zero)."""
+        for key in [k for k in self._search_children if k[0] == collection]:
+            del self._search_children[key]
+            self.search.remove(*key)
+
     def observe_search(self, collection: str, operation: str, seconds: float) -> None:
         key = (collection, operation)
         child = self._search_children.get(key)

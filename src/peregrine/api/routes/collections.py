@@ -33,7 +33,9 @@ async def create_collection(call: Call) -> Any:
 
 
 async def delete_collection(call: Call) -> Any:
-    return await call.run(call.ctx.service.drop_collection, _name(call))
+    dropped = await call.run(call.ctx.service.drop_collection, _name(call))
+    call.ctx.metrics.forget_collection(_name(call))
+    return dropped
 
 
 async def collection_exists(call: Call) -> Any:
