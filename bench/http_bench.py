@@ -456,9 +456,10 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
                 gc.collect()
                 gc.disable()
                 try:
-                    with pins.get(name) or contextlib.nullcontext():
-                        for q in block[:PIN_SETTLE]:
-                            if name in pins:
+                    pin = pins.get(name)
+                    with pin or contextlib.nullcontext():
+                        if pin is not None:  # untimed: moving the threads cooled their caches
+                            for q in block[:PIN_SETTLE]:
                                 client.search(q)
                         timed = _timed_block(client, block, start, p, times[name], ids[name])
                 finally:
