@@ -93,3 +93,27 @@ def test_huge_pages_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not hugepages.enabled()
     hugepages.back_with_huge_pages([(4096, 1 << 30)])  # would be refused if it ran
     assert hugepages._pending.empty()
+
+
+class _ShortWalk:
+    """Stands in for a FAISS index whose graph walk reaches only half of k nodes."""
+
+    def __init__(self, index: Any) -> None:
+        self.index = index
+
+    def search(self, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        distances, labels = self.index.search(x, k, params=params)
+        labels[:, k // 2:] = -1
+        return distances, labels
+
+
+def test_short_unfiltered_walk_falls_back_to_exact(db: peregrine.Database) -> None:
+    rng = np.random.default_rng(8)
+    vecs = rng.standard_normal((300, 8)).astype(np.float32)
+    c = db.create_collection("c", 8, "l2")
+    c.upsert(list(range(300)), vecs)
+    c.optimize()
+    (seg,) = [s for s in c.segments if s.n_rows]
+    seg.index = _ShortWalk(seg.index)  # type: ignore[union-attr]
+    exact = [h.id for h in c.search(vecs[3], k=10, exact=True)]
+    assert [h.id for h in c.search(vecs[3], k=10)] == exact  # 10 hits, not 5

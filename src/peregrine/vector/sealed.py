@@ -208,9 +208,10 @@ class SealedSegment:
         distances, labels = self.index.search(queries, fetch, params=params)
         del bitmap  # kept alive until the search above has returned
         labels = labels.astype(np.int64)
-        if allowed is not None and (labels[:, : min(k, self._n)] < 0).any():
-            # The walk ran out of admissible nodes before finding k: never
-            # return fewer results than exist, fall back to the exact subset.
+        if (labels[:, : min(k, self._n)] < 0).any():
+            # The walk ran out of (admissible) nodes before finding k, as a
+            # sparse filter or a poorly connected graph can make it: never
+            # return fewer results than exist, fall back to the exact scan.
             return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
         if self.quantization is Quantization.INT8:
             return self._rescore(queries, labels, k)
