@@ -360,24 +360,17 @@ class Collection:
             scores, rows = scores[:cut], rows[:cut]
         if cand_seg is None:
             return _segment_hits(found[0][0], rows, scores, with_payload, with_vectors)
+        # Hits from several segments: build each segment's, then put them back in
+        # score order.
         seg_of = cand_seg[offset:offset + rows.size]
-        groups = [(found[j][0], np.flatnonzero(seg_of == j)) for j in np.unique(seg_of)]
-        ids: list[Any] = [None] * rows.size
-        payloads: list[Any] = [None] * rows.size
-        vectors: list[Any] = [None] * rows.size
-        for seg, where in groups:
-            seg_rows = rows[where]
-            for w, point_id in zip(where.tolist(), seg.point_ids(seg_rows), strict=True):
-                ids[w] = point_id
-            if with_payload:
-                for w, payload in zip(where.tolist(), seg.payloads(seg_rows), strict=True):
-                    payloads[w] = _select(payload, with_payload)
-            if with_vectors:
-                for w, vec in zip(where.tolist(), seg.vectors_view()[seg_rows].tolist(),
-                                  strict=True):
-                    vectors[w] = vec
-        return [Hit(i, sc, p, v) for i, sc, p, v in
-                zip(ids, scores.tolist(), payloads, vectors, strict=True)]
+        hits: list[Any] = [None] * rows.size
+        for j in np.unique(seg_of).tolist():
+            where = np.flatnonzero(seg_of == j)
+            part = _segment_hits(found[j][0], rows[where], scores[where], with_payload,
+                                 with_vectors)
+            for w, hit in zip(where.tolist(), part, strict=True):
+                hits[w] = hit
+        return hits
 
     def ids_matching(self, filter: dict[str, Any] | None) -> list[PointId]:
         """Every live point id the filter selects, in id order (one filter pass)."""

@@ -90,8 +90,12 @@ class SealedSegment:
         self.deleted: Mask = np.load(directory / "deleted.npy")
         self.n_deleted = int(np.count_nonzero(self.deleted))
         self._norms: F32 | None = None
-        self._int_ids: npt.NDArray[np.uint64] | None = None  # see point_ids()
-        self._ids_checked = False
+        # All-integer ids (tag byte 0) as one uint64 column, decoded once; None
+        # when UUIDs are present, and then every lookup decodes its own keys.
+        raw = self._keys.view(np.uint8).reshape(-1, KEY_WIDTH)
+        self._int_ids: npt.NDArray[np.uint64] | None = (
+            None if raw[:, 0].any() else raw[:, 1:9].copy().view(">u8").reshape(-1)
+            .astype(np.uint64))
         self._params: dict[int, Any] = {}
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
@@ -123,13 +127,6 @@ class SealedSegment:
         return bytes(self._payload_map[start:stop])
 
     def point_ids(self, rows: I64) -> list[PointId]:
-        if not self._ids_checked:
-            raw = self._keys.view(np.uint8).reshape(-1, KEY_WIDTH)
-            # All-integer ids (tag byte 0) decode once into one uint64 column;
-            # otherwise (UUIDs present) every lookup decodes its own keys.
-            if not raw[:, 0].any():
-                self._int_ids = raw[:, 1:9].copy().view(">u8").reshape(-1).astype(np.uint64)
-            self._ids_checked = True
         if self._int_ids is None:
             return decode_keys(self._keys[rows])
         return self._int_ids[rows].tolist()  # type: ignore[no-any-return]
