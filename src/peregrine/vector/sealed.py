@@ -102,7 +102,7 @@ class SealedSegment:
         self._vectors: F32 = np.load(directory / "vectors.npy", mmap_mode="r")
         # The same memory as a plain ndarray: np.memmap's indexing wraps every
         # result in another memmap, which costs more than rescoring's gather.
-        self._rows: F32 = np.asarray(self._vectors)
+        self._vector_array: F32 = np.asarray(self._vectors)
         self._keys: KeyArray = np.load(directory / "keys.npy")
         self._key_order: I64 = np.load(directory / "key_order.npy")
         self._sorted_keys: KeyArray = self._keys[self._key_order]
@@ -252,7 +252,7 @@ class SealedSegment:
         caches every further numpy call costs microseconds, so this keeps to
         the two that do real work.
         """
-        vectors = self._rows
+        vectors = self._vector_array
         l2 = self.metric is Metric.L2
         best_s: list[list[float]] = []
         best_i: list[list[int]] = []
@@ -332,10 +332,12 @@ def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
     """int8 when asked for; float16 when every row survives it; else float32."""
     if config.quantization is Quantization.INT8:
         return GraphCodes.INT8
-    if vectors.shape[0] == 0 or float(np.abs(vectors).max()) > _FP16_MAX_ABS:
+    if vectors.shape[0] == 0:
         return GraphCodes.FLOAT32
-    for start in range(0, vectors.shape[0], 65_536):  # bounds the temporaries
-        block = vectors[start : start + 65_536]
+    for start in range(0, vectors.shape[0], 16_384):  # bounds the temporaries (~25 MB)
+        block = vectors[start : start + 16_384]
+        if float(np.abs(block).max()) > _FP16_MAX_ABS:
+            return GraphCodes.FLOAT32
         error = block - block.astype(np.float16).astype(np.float32)
         err = np.einsum("ij,ij->i", error, error)
         norm = np.einsum("ij,ij->i", block, block)
