@@ -45,7 +45,7 @@ import orjson
 
 from peregrine.core.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector import hugepages
-from peregrine.vector.kernels import F32, I64
+from peregrine.vector.kernels import F32, I64, score_block
 from peregrine.vector.payload_index import FieldIndex, Mask
 from peregrine.vector.segment import exact_search
 from peregrine.vector.types import IndexConfig, Metric, Quantization
@@ -95,14 +95,13 @@ class SealedSegment:
         meta = orjson.loads((directory / "meta.json").read_bytes())
         self._n = int(meta["rows"])
         self.dim = int(meta["dim"])
-        self.quantization = Quantization(meta["quantization"])
         # Segments written before graph codes were recorded hold float32 or int8.
         self.codes = GraphCodes(meta.get("codes") or (
-            GraphCodes.INT8 if self.quantization is Quantization.INT8 else GraphCodes.FLOAT32))
-        self._vectors: F32 = np.load(directory / "vectors.npy", mmap_mode="r")
-        # The same memory as a plain ndarray: np.memmap's indexing wraps every
+            GraphCodes.INT8 if meta["quantization"] == Quantization.INT8.value
+            else GraphCodes.FLOAT32))
+        # Memory-mapped, seen as a plain ndarray: np.memmap's indexing wraps every
         # result in another memmap, which costs more than rescoring's gather.
-        self._vector_array: F32 = np.asarray(self._vectors)
+        self._vectors: F32 = np.asarray(np.load(directory / "vectors.npy", mmap_mode="r"))
         self._keys: KeyArray = np.load(directory / "keys.npy")
         self._key_order: I64 = np.load(directory / "key_order.npy")
         self._sorted_keys: KeyArray = self._keys[self._key_order]
@@ -247,23 +246,18 @@ class SealedSegment:
     def _rescore(self, queries: F32, labels: I64, k: int) -> tuple[F32, I64]:
         """Exact float32 scores of the graph's candidates (-1: none), best k first.
 
-        Per query: one row gather and one small matmul, then a Python sort of
-        the few candidates. Right after a graph walk has flushed the CPU
+        Per query: one row gather and the shared scoring kernel, then a Python
+        sort of the few candidates. Right after a graph walk has flushed the CPU
         caches every further numpy call costs microseconds, so this keeps to
-        the two that do real work.
+        the ones that do real work.
         """
-        vectors = self._vector_array
-        l2 = self.metric is Metric.L2
         best_s: list[list[float]] = []
         best_i: list[list[int]] = []
-        for query, cand in zip(np.ascontiguousarray(queries), labels, strict=True):
-            ids = [i for i in cand.tolist() if i >= 0]
-            rows = vectors.take(ids, axis=0)
-            if l2:
-                diff = rows - query
-                scores = (-np.einsum("ij,ij->i", diff, diff)).tolist()
-            else:
-                scores = (rows @ query).tolist()
+        queries = np.ascontiguousarray(queries)  # same rounding whatever the caller's layout
+        for qi, cand in enumerate(labels.tolist()):
+            ids = [i for i in cand if i >= 0]
+            rows = self._vectors.take(ids, axis=0)
+            scores = score_block(rows, queries[qi : qi + 1], self.metric)[0].tolist()
             # Stable, like the exact scan: equal scores keep the graph's order.
             order = sorted(range(len(ids)), key=scores.__getitem__, reverse=True)[:k]
             pad = k - len(order)
