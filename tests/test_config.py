@@ -31,6 +31,16 @@ def test_layers_override_in_order(tmp_path: Path) -> None:
     assert via_env.port == 7000
 
 
+def test_idle_poll_is_off_unless_asked_for(tmp_path: Path) -> None:
+    """It keeps every idle CPU at 100%: never a default (core/idle_poll.py)."""
+    assert load_config(env={}).idle_poll is False
+    assert load_config(env={"PEREGRINE_IDLE_POLL": "true"}).idle_poll is True
+    file = tmp_path / "p.toml"
+    file.write_text("idle_poll = true\n")
+    assert load_config(file, env={}).idle_poll is True
+    assert load_config(env={}, overrides={"idle_poll": True}).idle_poll is True
+
+
 @pytest.mark.parametrize(("text", "env", "message"), [
     ("prot = 1\n", {}, "unknown setting"),
     ("port = [\n", {}, "cannot read"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from peregrine.core import idle_poll
 from peregrine.core.errors import InvalidInputError
 
 ENV_PREFIX = "PEREGRINE_"
@@ -45,6 +46,7 @@ class ServerConfig:
     inline_reads: bool = True  # a read with no other engine work in flight skips the pool
     cache_entries: int = 10_000  # result cache; 0 disables
     cache_bytes: int = 64 << 20
+    idle_poll: bool = False  # keep idle CPUs polling, not halting (core/idle_poll.py)
     # observability
     log_level: str = "info"
     access_log: bool = True
@@ -74,6 +76,8 @@ class ServerConfig:
                 raise InvalidInputError(f"{name} must be positive")
         if self.request_timeout_s <= 0:
             raise InvalidInputError("request_timeout_s must be positive")
+        if self.idle_poll and not idle_poll.available():
+            raise InvalidInputError("idle_poll needs Linux (SCHED_IDLE and CPU affinity)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidInputError("log_level must be debug, info, warning or error")
         return self

@@ -4,6 +4,7 @@ auth, TLS, limits, traces and graceful shutdown, each against a real server proc
 from __future__ import annotations
 
 import json
+import os
 import signal
 import ssl
 import subprocess
@@ -19,6 +20,8 @@ import numpy as np
 import pytest
 from apiutil import ServerProcess, error, ok
 from qdrant_client import QdrantClient, models
+
+from peregrine.core import idle_poll
 
 Factory = Callable[..., ServerProcess]
 
@@ -228,6 +231,26 @@ def test_graceful_shutdown_finishes_in_flight_work(server_factory: Factory,
     with httpx.Client(base_url=restarted.url) as http2:
         count = ok(http2.post("/collections/g/points/count", json={}))["count"]
     assert count in (0, 5000) and count >= acknowledged  # all or nothing; acked = kept
+
+
+@pytest.mark.skipif(not idle_poll.available(), reason="Linux only")
+def test_idle_poll_server_polls_while_serving_and_leaves_nothing_behind(
+        server_factory: Factory) -> None:
+    """`--idle-poll`: one SCHED_IDLE poller per CPU while serving; none after SIGTERM."""
+    server = server_factory("--idle-poll")
+    pid = server.proc.pid
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    pollers = [p for p in children if os.sched_getscheduler(p) == os.SCHED_IDLE]
+    assert len(pollers) == len(os.sched_getaffinity(0)), server.log()
+    with httpx.Client(base_url=server.url) as http:
+        make(http, n=50, dim=8)
+        assert len(ok(http.post("/collections/c/points/search",
+                                json={"vector": [0.1] * 8, "limit": 3}))) == 3
+    assert server.stop(signal.SIGTERM) == 0, server.log()
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{p}").exists() for p in pollers) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not any(Path(f"/proc/{p}").exists() for p in pollers)
 
 
 def test_concurrent_clients_mix_inline_and_pooled_reads_with_writes(

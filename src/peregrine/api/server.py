@@ -22,6 +22,7 @@ from peregrine.api.observability import configure_logging
 from peregrine.api.openapi import build_openapi
 from peregrine.api.routes import all_operations
 from peregrine.config import ServerConfig
+from peregrine.core.idle_poll import IdlePoller
 from peregrine.vector.service import VectorService
 
 log = logging.getLogger("peregrine.server")
@@ -82,12 +83,17 @@ def serve(config: ServerConfig) -> int:
     )
     server = GracefulServer(uv_config)
     _running.append(app.ctx.service)
+    # Started from this (main) thread: the pollers die with it, even on SIGKILL.
+    poller = IdlePoller().start() if config.idle_poll else None
     log.info("serving", extra={"fields": {
         "url": f"{scheme}://{config.host}:{config.port}", "data": config.data,
-        "auth": bool(config.api_key or config.read_only_api_key)}})
+        "auth": bool(config.api_key or config.read_only_api_key),
+        "idle_poll_cpus": poller.cpus if poller else []}})
     try:
         server.run()
     finally:
+        if poller is not None:
+            poller.stop()
         if app.ctx.ready:  # startup happened but shutdown did not run (bind failure)
             app.ctx.close()
     if not server.started:
