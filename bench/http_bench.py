@@ -78,7 +78,6 @@ TARGET_OVERHEAD_P50_MS = 0.5
 TARGET_CHROMA_RATIO = 2.0
 
 LATENCY_BLOCK = 100  # queries a path runs in a row in the latency phase
-PIN_SETTLE = 10  # untimed queries after pinning, before a pinned block's timed ones
 PEREGRINE_CLIENTS = ("peregrine-json", "peregrine-msgpack", "peregrine-json-stdlib",
                      "qdrant-client")
 CHROMA_CLIENTS = ("chroma", "chroma-raw")
@@ -95,6 +94,14 @@ INPROC_PAIRED = "inproc-paired"
 PINNED = "+pinned"
 PINNED_PEREGRINE = ("peregrine-json", "peregrine-msgpack", FLOOR)
 PINNED_CHROMA = ("chroma",)
+# The same path again with idle vCPUs polling instead of halting, as `peregrine serve
+# --idle-poll` runs (src/peregrine/core/idle_poll.py): this run starts those pollers,
+# stopped, and the client resumes them for these rows' blocks only, because their effect
+# is machine-wide and the other rows must not get it. Latency only.
+IDLE_POLL = "+idlepoll"
+IDLE_POLL_PEREGRINE = PINNED_PEREGRINE
+IDLE_POLL_CHROMA = PINNED_CHROMA
+VARIANT_SETTLE = 10  # untimed queries at the start of a pinned or idle-poll block
 LABELS = {
     "inproc": "Peregrine in-process (`Collection.search`)",
     "peregrine-json": "Peregrine HTTP, JSON (lean keep-alive socket client)",
@@ -110,10 +117,29 @@ LABELS = {
 }
 LABELS.update({kind + PINNED: LABELS[kind] + "; **server and client pinned to separate vCPUs**"
                for kind in (*PINNED_PEREGRINE, *PINNED_CHROMA)})
+LABELS.update({kind + IDLE_POLL: LABELS[kind] + "; **idle vCPUs polling** (`--idle-poll`)"
+               for kind in (*IDLE_POLL_PEREGRINE, *IDLE_POLL_CHROMA)})
 
 
 def base_kind(kind: str) -> str:
-    return kind.removesuffix(PINNED)
+    return kind.removesuffix(PINNED).removesuffix(IDLE_POLL)
+
+
+class PolledBlock:
+    """The run's idle pollers resumed (SIGCONT) for one block, stopped (SIGSTOP) after."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self.pids = list(pids)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        for pid in self.pids:
+            os.kill(pid, sig)
+
+    def __enter__(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def __exit__(self, *exc: object) -> None:
+        self._signal(signal.SIGSTOP)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +446,8 @@ def _timed_block(client: SearchClient, block: np.ndarray, start: int, pass_no: i
 
 
 def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes: int,
-                   warmup: int, pins: dict[str, CpuPinning] | None = None
+                   warmup: int,
+                   variants: dict[str, contextlib.AbstractContextManager[Any]] | None = None
                    ) -> dict[str, dict[str, Any]]:
     """Sequential queries, one at a time: a warm-up pass, then ``passes`` timed passes.
 
@@ -430,10 +457,11 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
     query lets the heaviest client (qdrant-client's pydantic layers) evict the
     server's caches between two searches of the others, which inflated their
     engine time by ~0.4 ms in a trial run; an in-process loop never pays that.
-    A path in ``pins`` runs its blocks with the server and this process pinned to
-    separate CPUs, after a few untimed queries that refill the caches the move cooled.
+    A path in ``variants`` runs each block inside its context manager (the server
+    and this process pinned to separate CPUs, or idle pollers running), after a few
+    untimed queries that refill the caches a move of threads cooled.
     """
-    pins = pins or {}
+    variants = variants or {}
     names = list(clients)
     for q in queries[:warmup]:  # interleaved too: no connection sits idle meanwhile
         for name in names:
@@ -456,10 +484,10 @@ def worker_latency(clients: dict[str, SearchClient], queries: np.ndarray, passes
                 gc.collect()
                 gc.disable()
                 try:
-                    pin = pins.get(name)
-                    with pin or contextlib.nullcontext():
-                        if pin is not None:  # untimed: moving the threads cooled their caches
-                            for q in block[:PIN_SETTLE]:
+                    variant = variants.get(name)
+                    with variant or contextlib.nullcontext():
+                        if variant is not None:  # untimed: a move of threads cools caches
+                            for q in block[:VARIANT_SETTLE]:
                                 client.search(q)
                         timed = _timed_block(client, block, start, p, times[name], ids[name])
                 finally:
@@ -551,11 +579,15 @@ def worker_main(args: argparse.Namespace) -> int:
         targets = {FLOOR: args.floor, INPROC_PAIRED: args.inproc}
         clients = {kind: make_client(kind, targets.get(base_kind(kind), args.target))
                    for kind in args.client.split(",")}
-        pins = {kind: CpuPinning(args.floor_pid if base_kind(kind) == FLOOR else args.server_pid)
-                for kind in clients if kind.endswith(PINNED)}
+        variants: dict[str, contextlib.AbstractContextManager[Any]] = {
+            kind: CpuPinning(args.floor_pid if base_kind(kind) == FLOOR else args.server_pid)
+            for kind in clients if kind.endswith(PINNED)}
+        pollers = [int(pid) for pid in args.poller_pids.split(",") if pid]
+        variants.update({kind: PolledBlock(pollers) for kind in clients
+                         if kind.endswith(IDLE_POLL)})
         try:
             res: dict[str, Any] = worker_latency(clients, queries, args.passes, args.warmup,
-                                                 pins)
+                                                 variants)
         finally:
             for client in clients.values():
                 client.close()
@@ -705,6 +737,7 @@ class Bench:
         self.floor_pid: int | None = None
         self.paired_dir = Path()
         self.floor_wait_ms = 0.6
+        self.poller: Any = None  # peregrine.core.idle_poll.IdlePoller, stopped between blocks
 
     # -- data -----------------------------------------------------------------------------
     def prepare_data(self) -> dict[str, Any]:
@@ -746,6 +779,9 @@ class Bench:
     def pinned(kinds: Sequence[str]) -> tuple[str, ...]:
         return tuple(kind + PINNED for kind in kinds) if cpu_pinning.available() else ()
 
+    def idle_polled(self, kinds: Sequence[str]) -> tuple[str, ...]:
+        return tuple(kind + IDLE_POLL for kind in kinds) if self.poller is not None else ()
+
     def latency(self, kinds: Sequence[str], target: str, tag: str = "") -> dict[str, Any]:
         """1-client latency of ``kinds``, interleaved in one worker process."""
         log(f"latency: {', '.join(kinds)} (interleaved)")
@@ -755,6 +791,8 @@ class Bench:
             extra["inproc"] = str(self.paired_dir)
         if any(kind.endswith(PINNED) for kind in kinds):
             extra.update(server_pid=self.server_pid, floor_pid=self.floor_pid)
+        if any(kind.endswith(IDLE_POLL) for kind in kinds) and self.poller is not None:
+            extra["poller_pids"] = ",".join(map(str, self.poller.pids))
         out = run_json(self.worker_cmd(",".join(kinds), target, "latency",
                                        passes=self.args.passes, warmup=warmup, **extra),
                        self.logs / f"latency-{kinds[0]}{tag}.err")
@@ -876,7 +914,7 @@ class Bench:
                 out[kind]["error"] = str(exc)[-2000:]
             return out
         for kind in kinds:
-            if kind in (FLOOR, INPROC_PAIRED) or kind.endswith(PINNED):  # latency only
+            if kind in (FLOOR, INPROC_PAIRED) or kind != base_kind(kind):  # latency only
                 continue
             try:
                 out[kind]["throughput"] = {str(c): self.throughput(kind, target, c)
@@ -885,6 +923,15 @@ class Bench:
                 log(f"  FAILED: {exc}")
                 out[kind]["error"] = str(exc)[-2000:]
         return out
+
+    def start_idle_poller(self) -> None:
+        """The pollers of `peregrine serve --idle-poll`, stopped until a row's block."""
+        from peregrine.core import idle_poll
+
+        if idle_poll.available() and len(os.sched_getaffinity(0)) >= 2:
+            self.poller = idle_poll.IdlePoller().start()
+            self.poller.pause()
+            log(f"idle pollers on CPUs {self.poller.cpus} (stopped): pids {self.poller.pids}")
 
     # -- servers --------------------------------------------------------------------------
     def start_server(self, cmd: list[str], ready_url: str, log_path: Path,
@@ -941,7 +988,8 @@ class Bench:
                 log(f"  WARNING: collection info {info.get('status')} "
                     f"{info.get('points_count')} points")
             phase.update(self.measure((*PEREGRINE_CLIENTS, FLOOR, INPROC_PAIRED,
-                                       *self.pinned(PINNED_PEREGRINE)), url))
+                                       *self.pinned(PINNED_PEREGRINE),
+                                       *self.idle_polled(IDLE_POLL_PEREGRINE)), url))
             stop_server(floor)
             if self.args.http_ingest:
                 phase["http_ingest"] = self.http_ingest(url)
@@ -1021,7 +1069,8 @@ class Bench:
                 [str(PEERS_PY), str(Path(__file__).resolve()), "_chroma_load", "--target", url,
                  "--base", self.base_path, "--n", str(self.args.n)], self.logs / "chroma-load.err")
             log(f"  chroma loaded in {phase['build']['build_s']:.1f} s")
-            phase.update(self.measure((*CHROMA_CLIENTS, *self.pinned(PINNED_CHROMA)), url))
+            phase.update(self.measure((*CHROMA_CLIENTS, *self.pinned(PINNED_CHROMA),
+                                       *self.idle_polled(IDLE_POLL_CHROMA)), url))
         except RuntimeError as exc:
             log(f"  FAILED: {exc}")
             phase["error"] = str(exc)[-2000:]
@@ -1060,16 +1109,21 @@ class Bench:
         shutil.rmtree(self.paired_dir, ignore_errors=True)
         shutil.copytree(pg_dir, self.paired_dir)
         self.floor_wait_ms = float(res["inproc"].get("latency", {}).get("p50_ms", 0.6))
-        res["peregrine_server"] = self.peregrine_phase(pg_dir)
-        # The in-process latency once more after the server phase: this machine drifts, and
-        # the HTTP overhead is judged against both in-process runs' samples together.
-        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            again = self.latency(["inproc"], str(pg_dir), tag="-after")["inproc"]
-            res["inproc"]["latency_after_server"] = again
-        if not args.skip_chroma:
-            ch_dir = self.work / "chroma"
-            shutil.rmtree(ch_dir, ignore_errors=True)
-            res["chroma_server"] = self.chroma_phase(ch_dir)
+        self.start_idle_poller()
+        try:
+            res["peregrine_server"] = self.peregrine_phase(pg_dir)
+            # The in-process latency once more after the server phase: this machine drifts,
+            # and the HTTP overhead is judged against both in-process runs' samples together.
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+                again = self.latency(["inproc"], str(pg_dir), tag="-after")["inproc"]
+                res["inproc"]["latency_after_server"] = again
+            if not args.skip_chroma:
+                ch_dir = self.work / "chroma"
+                shutil.rmtree(ch_dir, ignore_errors=True)
+                res["chroma_server"] = self.chroma_phase(ch_dir)
+        finally:
+            if self.poller is not None:
+                self.poller.stop()
         res["loadavg_end"] = loadavg()
         res["summary"] = summarize(res)
         if not args.keep:
@@ -1190,8 +1244,9 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"top_clients": int(top), "inproc_p50_ms": inproc_p50,
                            "inproc_p50_runs_ms": p50s,
                            "chroma_rps_top": chroma_rps, "paths": {}}
-    pinned = [kind + PINNED for kind in PINNED_PEREGRINE if kind != FLOOR]
-    for kind in (*PEREGRINE_CLIENTS, *pinned):
+    variants = [kind + suffix for suffix in (PINNED, IDLE_POLL)
+                for kind in PINNED_PEREGRINE if kind != FLOOR]
+    for kind in (*PEREGRINE_CLIENTS, *variants):
         row = rows.get(kind, {})
         lat = row.get("latency")
         if not lat:
@@ -1206,7 +1261,8 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
             p["vs_chroma"] = rps / chroma_rps
             p["vs_chroma_ok"] = p["vs_chroma"] >= TARGET_CHROMA_RATIO
         out["paths"][kind] = p
-    for key, kind in (("floor", FLOOR), ("floor_pinned", FLOOR + PINNED)):
+    for key, kind in (("floor", FLOOR), ("floor_pinned", FLOOR + PINNED),
+                      ("floor_idlepoll", FLOOR + IDLE_POLL)):
         floor = rows.get(kind, {}).get("latency")
         if floor:
             out[key] = {"wait_ms": floor.get("wait_ms"), "p50_ms": floor["p50_ms"],
@@ -1307,7 +1363,7 @@ def render(res: dict[str, Any]) -> str:
                 if "overhead_p50_ms" in p else "n/a")
         vs = (f"{p['vs_chroma']:.2f}x ({p['rps_top']:.0f} vs {summ['chroma_rps_top']:.0f} req/s),"
               f" {_ok(p.get('vs_chroma_ok'))}" if "vs_chroma" in p
-              else "latency only" if kind.endswith(PINNED) else "n/a")
+              else "latency only" if kind != base_kind(kind) else "n/a")
         lines.append(f"| {LABELS[kind]} | {p['p99_ms']:.3f} ms, {_ok(p['p99_ok'])} | {over} | "
                      f"{vs} |")
     floor = summ.get("floor")
@@ -1336,7 +1392,24 @@ def render(res: dict[str, Any]) -> str:
                   f"{floor_pinned['p99_ms']:.3f} ms pinned vs {unpinned_p99:.3f} ms unpinned. "
                   "Chroma's "
                   "server got the same treatment (rows below). Each pinned block starts with "
-                  f"{PIN_SETTLE} untimed queries, because moving the threads cools their caches."]
+                  f"{VARIANT_SETTLE} untimed queries, because moving the threads cools their "
+                  "caches."]
+    floor_polled = summ.get("floor_idlepoll")
+    if floor_polled:
+        unpolled_p99 = floor["p99_ms"] if floor else float("nan")
+        verdict = ("in this run that tail shrank" if floor_polled["p99_ms"] < unpolled_p99
+                   else "in this run that tail did not shrink")
+        lines += ["", "Idle-poll rows: the same requests, in blocks taking turns with the "
+                  "others, while one process per vCPU at `SCHED_IDLE` priority loops on "
+                  "`sched_yield()`, which is what `peregrine serve --idle-poll` starts "
+                  "(src/peregrine/core/idle_poll.py). They run only when nothing else "
+                  "wants a vCPU and give it up at once when something does, but the vCPU "
+                  "never halts, so no request waits for the host to wake one; the price is "
+                  "every idle vCPU at 100%. The effect is machine-wide (it helps the client "
+                  "as much as the server), so the pollers are stopped outside these rows' "
+                  f"blocks, and Chroma got the same rows. {verdict.capitalize()}: the control "
+                  f"took p99 {floor_polled['p99_ms']:.3f} ms with idle polling vs "
+                  f"{unpolled_p99:.3f} ms without."]
     lines += [
         "",
         "## Latency, 1 client (sequential)",
@@ -1582,7 +1655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in ("_worker", "_build", "_chroma_load", "_floor_server"):
         sub = argparse.ArgumentParser()
         for name in ("--client", "--target", "--queries", "--mode", "--dir", "--base", "--floor",
-                     "--inproc"):
+                     "--inproc", "--poller-pids"):
             sub.add_argument(name, default="")
         for name, default in (("--passes", 2), ("--warmup", 100), ("--threads", 1),
                               ("--offset", 0), ("--n", 0), ("--work-us", 0),
