@@ -88,3 +88,23 @@ def test_no_cpus_is_an_error() -> None:
     with pytest.raises(ValueError, match="at least one CPU"):
         IdlePoller(cpus=[])
 
+
+
+@pytest.mark.parametrize(("membership", "files", "quota"), [
+    ("0::/pod/app\n", {"pod/app/cpu.max": "150000 100000\n"}, 1.5),
+    ("0::/pod/app\n", {"pod/app/cpu.max": "max 100000\n"}, None),
+    ("3:cpu,cpuacct:/job\n1:memory:/job\n",
+     {"cpu,cpuacct/job/cpu.cfs_quota_us": "50000\n",
+      "cpu,cpuacct/job/cpu.cfs_period_us": "100000\n"}, 0.5),
+    ("3:cpu,cpuacct:/job\n", {"cpu,cpuacct/job/cpu.cfs_quota_us": "-1\n",
+                              "cpu,cpuacct/job/cpu.cfs_period_us": "100000\n"}, None),
+    ("0::/gone\n", {}, None),
+])
+def test_cpu_quota_reads_cgroup_v1_and_v2(tmp_path: Path, membership: str,
+                                          files: dict[str, str], quota: float | None) -> None:
+    """A server polling under a container's CPU limit would throttle itself: it warns."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "cgroup").write_text(membership)
+    assert idle_poll.cpu_quota(tmp_path, tmp_path / "cgroup") == quota

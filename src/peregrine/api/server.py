@@ -22,7 +22,7 @@ from peregrine.api.observability import configure_logging
 from peregrine.api.openapi import build_openapi
 from peregrine.api.routes import all_operations
 from peregrine.config import ServerConfig
-from peregrine.core.idle_poll import IdlePoller
+from peregrine.core.idle_poll import IdlePoller, cpu_quota
 from peregrine.vector.service import VectorService
 
 log = logging.getLogger("peregrine.server")
@@ -85,6 +85,9 @@ def serve(config: ServerConfig) -> int:
     _running.append(app.ctx.service)
     # Started from this (main) thread: the pollers die with it, even on SIGKILL.
     poller = IdlePoller().start() if config.idle_poll else None
+    if poller is not None and (quota := cpu_quota()) is not None:
+        log.warning("idle_poll under a CPU quota: the pollers' time counts against it",
+                    extra={"fields": {"cpu_quota": quota}})
     log.info("serving", extra={"fields": {
         "url": f"{scheme}://{config.host}:{config.port}", "data": config.data,
         "auth": bool(config.api_key or config.read_only_api_key),

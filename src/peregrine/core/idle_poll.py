@@ -13,7 +13,9 @@ never halts.
 
 Processes, not threads: a spinning Python thread would hold the GIL the server
 needs. The price is every idle CPU busy at 100% (billed, and hot), so
-``peregrine serve`` only does this when asked (``--idle-poll``).
+``peregrine serve`` only does this when asked (``--idle-poll``). Under a CPU
+quota (a container's CPU limit) it is worse than useless: the pollers' time
+counts against the quota, and the server gets throttled.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from types import TracebackType
 
 # Runs in each poller: die with the process that started it (PR_SET_PDEATHSIG),
@@ -40,6 +43,40 @@ y = os.sched_yield
 while True:
     y()
 """
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"),
+              membership: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs' worth of time this process's cgroup may use, or None without a quota."""
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # cgroup v2: "max 100000" or "<quota> <period>"
+            quota, _, period = _read(root / rel / "cpu.max").partition(" ")
+        elif "cpu" in controllers.split(","):  # cgroup v1: quota -1 means none
+            base = root / controllers
+            quota, period = _read(base / rel / "cpu.cfs_quota_us"), _read(
+                base / rel / "cpu.cfs_period_us")
+        else:
+            continue
+        try:
+            q, p = int(quota), int(period)
+        except ValueError:
+            continue
+        if q > 0 and p > 0:
+            return q / p
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def available() -> bool:
