@@ -83,8 +83,11 @@ def serve(config: ServerConfig) -> int:
     )
     server = GracefulServer(uv_config)
     _running.append(app.ctx.service)
-    # Started from this (main) thread: the pollers die with it, even on SIGKILL.
-    poller = IdlePoller().start() if config.idle_poll else None
+    try:  # from this (main) thread: the pollers die with it, even on SIGKILL
+        poller = IdlePoller().start() if config.idle_poll else None
+    except BaseException:
+        app.ctx.close()  # nothing started yet: close the store we opened
+        raise
     if poller is not None and (quota := cpu_quota()) is not None:
         log.warning("idle_poll under a CPU quota: the pollers' time counts against it",
                     extra={"fields": {"cpu_quota": quota}})
