@@ -1557,7 +1557,8 @@ def render(res: dict[str, Any]) -> str:
         "p50, and 0.85-1.34 ms outside the server against 0.23 ms, while the kernel "
         "counted no steal time. The host slows the whole VM for a moment, so the p99 sits "
         "near twice the p50; pinning takes out the cross-vCPU wake-ups (the control's "
-        "pinned row), not these slow phases.",
+        "pinned row) and idle polling the halts themselves (its idle-poll row), not these "
+        "slow phases.",
         "- Client cost is included on purpose: each path's latency is what a Python caller "
         "sees. The JSON path encodes with orjson (numpy arrays directly), the binary path "
         "sends raw float32 bytes in msgpack. qdrant-client and Chroma's client add their "
