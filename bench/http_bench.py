@@ -1270,6 +1270,12 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _tail_verdict(variant_p99: float, plain_p99: float) -> str:
+    """What this run showed of a variant's control row, not what the variant usually does."""
+    return ("in this run that tail shrank" if variant_p99 < plain_p99
+            else "in this run that tail did not shrink")
+
+
 def _ok(flag: bool | None) -> str:
     return "n/a" if flag is None else ("**met**" if flag else "**missed**")
 
@@ -1378,9 +1384,7 @@ def render(res: dict[str, Any]) -> str:
     floor_pinned = summ.get("floor_pinned")
     if floor_pinned:
         unpinned_p99 = floor["p99_ms"] if floor else float("nan")
-        # Say what this run showed, not what pinning usually does.
-        verdict = ("in this run that tail shrank" if floor_pinned["p99_ms"] < unpinned_p99
-                   else "in this run that tail did not shrink")
+        verdict = _tail_verdict(floor_pinned["p99_ms"], unpinned_p99)
         lines += ["", "Pinned rows: the same requests, in blocks taking turns with the others, "
                   "with every thread of the server on the last vCPU and the client process on "
                   "the first "
@@ -1397,8 +1401,7 @@ def render(res: dict[str, Any]) -> str:
     floor_polled = summ.get("floor_idlepoll")
     if floor_polled:
         unpolled_p99 = floor["p99_ms"] if floor else float("nan")
-        verdict = ("in this run that tail shrank" if floor_polled["p99_ms"] < unpolled_p99
-                   else "in this run that tail did not shrink")
+        verdict = _tail_verdict(floor_polled["p99_ms"], unpolled_p99)
         lines += ["", "Idle-poll rows: the same requests, in blocks taking turns with the "
                   "others, while one process per vCPU at `SCHED_IDLE` priority loops on "
                   "`sched_yield()`, which is what `peregrine serve --idle-poll` starts "
