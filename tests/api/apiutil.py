@@ -14,6 +14,17 @@ from typing import Any
 
 import httpx
 
+# `python -m peregrine ...`, told by the kernel (PR_SET_PDEATHSIG, which survives the exec)
+# to get a SIGTERM when the test process dies: a pytest killed mid-run takes its servers
+# along instead of leaving them holding ports and temp directories.
+_DYING_WITH_PARENT = [
+    sys.executable, "-c",
+    "import ctypes, os, signal, sys\n"
+    "if sys.platform.startswith('linux'):\n"
+    "    ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
+    "os.execv(sys.executable, [sys.executable, '-m', 'peregrine', *sys.argv[1:]])",
+]
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -33,8 +44,7 @@ class ServerProcess:
         self._out = self.out_path.open("wb")
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "peregrine", "serve", "--data", str(data),
-             "--port", str(self.port), *args],
+            [*_DYING_WITH_PARENT, "serve", "--data", str(data), "--port", str(self.port), *args],
             stdout=self._out, stderr=self._log, env=full_env,
         )
         self._wait_ready(scheme)
