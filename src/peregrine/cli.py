@@ -48,6 +48,8 @@ _SERVE_FLAGS = {
     "--max-limit": ("max_limit", int, "largest limit + offset (default 10000)"),
     "--request-timeout": ("request_timeout_s", float, "seconds per request (default 30)"),
     "--cache-entries": ("cache_entries", int, "result cache size; 0 disables (default 10000)"),
+    "--idle-poll": ("idle_poll", bool, "keep idle CPUs polling instead of halting: lower "
+                    "wake-up latency on a VM, at the cost of every idle CPU at 100%%"),
 }
 
 
@@ -56,7 +58,6 @@ def _serve(args: argparse.Namespace) -> int:
     from peregrine.config import load_config
 
     overrides = {key: getattr(args, key) for key, _, _ in _SERVE_FLAGS.values()}
-    overrides["idle_poll"] = args.idle_poll
     config = load_config(args.config, overrides=overrides)
     if args.demo:
         _start_demo_loader(config, args.demo_n)
@@ -87,10 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "environment variables < flags (see docs/server.md).")
     serve.add_argument("--config", default=None, help="TOML config file")
     for flag, (key, kind, text) in _SERVE_FLAGS.items():
-        serve.add_argument(flag, dest=key, type=kind, default=None, help=text)
-    serve.add_argument("--idle-poll", dest="idle_poll", action="store_const", const=True,
-                       default=None, help="keep idle CPUs polling instead of halting: lower "
-                       "wake-up latency on a VM, at the cost of every idle CPU at 100%%")
+        if kind is bool:  # a switch: present means on, absent leaves the config's value
+            serve.add_argument(flag, dest=key, action="store_const", const=True,
+                               default=None, help=text)
+        else:
+            serve.add_argument(flag, dest=key, type=kind, default=None, help=text)
     serve.add_argument("--demo", action="store_true",
                        help="load a real-text demo collection 'docs' and print an example query")
     serve.add_argument("--demo-n", type=int, default=2000, help="texts in the demo collection")

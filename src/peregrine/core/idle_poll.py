@@ -25,7 +25,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -135,15 +135,6 @@ class IdlePoller:
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
         self.paused = False
-
-    @contextlib.contextmanager
-    def resumed(self) -> Iterator[None]:
-        """Poll for the duration of a block, paused again after it."""
-        self.resume()
-        try:
-            yield
-        finally:
-            self.pause()
 
     def stop(self) -> None:
         procs, self._procs = self._procs, []
