@@ -2,7 +2,7 @@
 
 Base and query vectors are all-MiniLM-L6-v2 embeddings (384-d, L2-normalised
 float32) of real text found offline on this machine: Python docstrings and
-Debian package descriptions (see ``peregrine.embed.corpus``). Queries are
+Debian package descriptions (see ``corpus``). Queries are
 held-out texts that are not in the base. Exact top-100 neighbours by inner
 product (= cosine, the vectors being normalised) are computed with numpy.
 
@@ -205,7 +205,9 @@ def build_dataset(n_base: int, n_queries: int = 1000, *, log: bool = True) -> Pa
     final = dataset_dir(n_base, n_queries)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    texts: list[str] = embed.real_text_corpus(n_base + n_queries)
+    from corpus import real_text_corpus  # bench/ is on sys.path: scripts run from it
+
+    texts: list[str] = real_text_corpus(n_base + n_queries)
     timings["corpus_s"] = time.perf_counter() - t0
     if log:
         print(f"corpus: {len(texts)} unique texts in {timings['corpus_s']:.1f}s", flush=True)

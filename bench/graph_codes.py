@@ -32,8 +32,8 @@ import faiss
 import numpy as np
 import orjson
 
-from peregrine.core.ids import encode_ids
-from peregrine.vector.sealed import GraphCodes, SealedSegment, build_sealed_segment
+from peregrine.vector.ids import encode_ids
+from peregrine.vector.segment.sealed import GraphCodes, SealedSegment, build_sealed_segment
 from peregrine.vector.types import IndexConfig, Metric
 
 HERE = Path(__file__).resolve().parent

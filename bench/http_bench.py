@@ -737,7 +737,7 @@ class Bench:
         self.floor_pid: int | None = None
         self.paired_dir = Path()
         self.floor_wait_ms = 0.6
-        self.poller: Any = None  # peregrine.core.idle_poll.IdlePoller, stopped between blocks
+        self.poller: Any = None  # peregrine.runtime.idle_poll.IdlePoller, stopped between blocks
 
     # -- data -----------------------------------------------------------------------------
     def prepare_data(self) -> dict[str, Any]:
@@ -926,7 +926,7 @@ class Bench:
 
     def start_idle_poller(self) -> None:
         """The pollers of `peregrine serve --idle-poll`, stopped until a row's block."""
-        from peregrine.core import idle_poll
+        from peregrine.runtime import idle_poll
 
         if idle_poll.available() and len(os.sched_getaffinity(0)) >= 2:
             self.poller = idle_poll.IdlePoller().start()

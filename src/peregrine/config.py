@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from peregrine.core import idle_poll
 from peregrine.core.errors import InvalidInputError
+from peregrine.runtime import idle_poll
 
 ENV_PREFIX = "PEREGRINE_"
 

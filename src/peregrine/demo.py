@@ -21,7 +21,7 @@ import peregrine
 
 if TYPE_CHECKING:
     from peregrine.config import ServerConfig
-    from peregrine.vector.collection import Collection
+    from peregrine.vector.collection.collection import Collection
     from peregrine.vector.service import VectorService
 
 QUERIES = (
@@ -34,7 +34,7 @@ QUERIES = (
 
 
 def run_demo(data_dir: Path, n_texts: int = 5000, out: object = print) -> None:
-    from peregrine.embed.corpus import python_docstrings
+    from peregrine.demo_corpus import python_docstrings
     from peregrine.embed.embedder import TextEmbedder
 
     say = out if callable(out) else print
@@ -111,7 +111,7 @@ def load_demo_collection(service: VectorService, n_texts: int = 2000,
     Used by ``peregrine serve --demo`` so that a fresh server has something real
     to search. Returns the number of points in the collection.
     """
-    from peregrine.embed.corpus import python_docstrings
+    from peregrine.demo_corpus import python_docstrings
     from peregrine.embed.embedder import TextEmbedder
 
     if service.has_collection(DEMO_COLLECTION):

@@ -21,7 +21,7 @@ import pytest
 from apiutil import ServerProcess, error, ok
 from qdrant_client import QdrantClient, models
 
-from peregrine.core import idle_poll
+from peregrine.runtime import idle_poll
 
 Factory = Callable[..., ServerProcess]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from peregrine.core import idle_poll
-from peregrine.core.idle_poll import IdlePoller
+from peregrine.runtime import idle_poll
+from peregrine.runtime.idle_poll import IdlePoller
 
 pytestmark = pytest.mark.skipif(not idle_poll.available(), reason="Linux only")
 
@@ -68,7 +68,7 @@ def test_pause_stops_the_pollers_and_resume_restarts_them() -> None:
 def test_pollers_die_with_their_parent_even_on_sigkill() -> None:
     script = textwrap.dedent("""
         import sys, time
-        from peregrine.core.idle_poll import IdlePoller
+        from peregrine.runtime.idle_poll import IdlePoller
         poller = IdlePoller().start()
         print(*poller.pids, flush=True)
         time.sleep(600)

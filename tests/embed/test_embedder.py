@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from peregrine.embed.corpus import python_docstrings
+from peregrine.demo_corpus import python_docstrings
 from peregrine.embed.embedder import TextEmbedder
 
 

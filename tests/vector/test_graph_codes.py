@@ -11,7 +11,7 @@ import pytest
 from vutil import METRICS, check_topk, score_tol, scores, stored_vector
 
 import peregrine
-from peregrine.vector.sealed import GraphCodes, SealedSegment, graph_codes
+from peregrine.vector.segment.sealed import GraphCodes, SealedSegment, graph_codes
 from peregrine.vector.types import IndexConfig, Quantization
 
 

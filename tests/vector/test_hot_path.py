@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import peregrine
-from peregrine.vector import hugepages
+from peregrine.runtime import hugepages
 
 
 def _tombstones_in_step(c: peregrine.Collection) -> None:

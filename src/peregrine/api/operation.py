@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope
 
     from peregrine.api.context import AppContext
-    from peregrine.vector.collection import Collection
+    from peregrine.vector.collection.collection import Collection
 
 T = TypeVar("T")
 

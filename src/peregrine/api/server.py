@@ -22,7 +22,7 @@ from peregrine.api.observability import configure_logging
 from peregrine.api.openapi import build_openapi
 from peregrine.api.routes import all_operations
 from peregrine.config import ServerConfig
-from peregrine.core.idle_poll import IdlePoller, cpu_quota
+from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.vector.service import VectorService
 
 log = logging.getLogger("peregrine.server")

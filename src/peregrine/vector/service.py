@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from peregrine.core.errors import InvalidInputError, NotFoundError
-from peregrine.core.ids import PointId
-from peregrine.vector.collection import Collection
-from peregrine.vector.database import Database, open_database
+from peregrine.vector.collection.collection import Collection
+from peregrine.vector.collection.database import Database, open_database
+from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
+from peregrine.vector.ids import PointId
 from peregrine.vector.result_cache import CacheStats, ResultCache
-from peregrine.vector.snapshot_store import SnapshotInfo, SnapshotStore
 from peregrine.vector.types import IndexConfig, Metric
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from peregrine.core.errors import InvalidInputError
-from peregrine.core.ids import PointId
+from peregrine.vector.ids import PointId
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from peregrine.api import convert, schemas
 from peregrine.api.operation import Access, Call, Operation
-from peregrine.vector.collection import Collection
+from peregrine.vector.collection.collection import Collection
 
 
 def _name(call: Call) -> str:

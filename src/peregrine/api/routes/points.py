@@ -10,8 +10,8 @@ from peregrine.api import convert, schemas
 from peregrine.api.errors import ApiError
 from peregrine.api.operation import Access, Call, Operation
 from peregrine.core.errors import DimensionMismatchError, InvalidInputError, NotFoundError
-from peregrine.core.ids import PointId
-from peregrine.vector.collection import Collection
+from peregrine.vector.collection.collection import Collection
+from peregrine.vector.ids import PointId
 
 
 def _name(call: Call) -> str:

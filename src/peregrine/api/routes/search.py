@@ -10,8 +10,8 @@ import numpy as np
 from peregrine.api import convert, schemas
 from peregrine.api.operation import Call, Operation
 from peregrine.api.routes.points import check_batch, check_limit
-from peregrine.core.ids import PointId
-from peregrine.vector.collection import Collection
+from peregrine.vector.collection.collection import Collection
+from peregrine.vector.ids import PointId
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.service import VectorService
 

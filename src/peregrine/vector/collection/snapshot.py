@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from peregrine.core.errors import InvalidInputError, InvalidSnapshotError
-from peregrine.vector.manifest import CONFIG_FILE, MANIFEST, write_atomic
+from peregrine.vector.collection.manifest import CONFIG_FILE, MANIFEST, write_atomic
 from peregrine.vector.types import CollectionConfig
 
 if TYPE_CHECKING:
-    from peregrine.vector.collection import Collection
+    from peregrine.vector.collection.collection import Collection
 
 
 

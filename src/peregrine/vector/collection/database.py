@@ -24,16 +24,16 @@ from peregrine.core.errors import (
     InvalidInputError,
     StorageError,
 )
-from peregrine.vector.collection import Collection
-from peregrine.vector.manifest import CONFIG_FILE, write_atomic
-from peregrine.vector.snapshot import extract_snapshot
+from peregrine.vector.collection.collection import Collection
+from peregrine.vector.collection.manifest import CONFIG_FILE, write_atomic
+from peregrine.vector.collection.snapshot import extract_snapshot
+from peregrine.vector.collection.wal import FsyncPolicy
 from peregrine.vector.types import (
     CollectionConfig,
     IndexConfig,
     Metric,
     validate_collection_name,
 )
-from peregrine.vector.wal import FsyncPolicy
 
 FORMAT_VERSION = 1
 

@@ -43,11 +43,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from peregrine.core.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
-from peregrine.vector import hugepages
-from peregrine.vector.kernels import F32, I64, score_block
-from peregrine.vector.payload_index import FieldIndex, Mask
-from peregrine.vector.segment import exact_search
+from peregrine.runtime import hugepages
+from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
+from peregrine.vector.segment.kernels import F32, I64, score_block
+from peregrine.vector.segment.mutable import exact_search
+from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import IndexConfig, Metric, Quantization
 
 # FAISS ships partial stubs that miss much of the SWIG surface (search

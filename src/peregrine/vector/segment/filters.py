@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from peregrine.core.errors import InvalidFilterError, InvalidPointIdError
-from peregrine.core.ids import KeyArray, encode_ids
-from peregrine.vector.payload_index import FieldIndex, Mask
+from peregrine.vector.ids import KeyArray, encode_ids
+from peregrine.vector.segment.payload_index import FieldIndex, Mask
 
 
 class Filterable(Protocol):

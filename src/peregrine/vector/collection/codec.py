@@ -22,8 +22,8 @@ from peregrine.core.errors import (
     InvalidPayloadError,
     InvalidVectorError,
 )
-from peregrine.core.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, check_unique, encode_ids
-from peregrine.vector.kernels import F32, normalize_rows
+from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, check_unique, encode_ids
+from peregrine.vector.segment.kernels import F32, normalize_rows
 from peregrine.vector.types import Metric
 
 _UPSERT_HEAD = struct.Struct("<II")

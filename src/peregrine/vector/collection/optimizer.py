@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from peregrine.vector.sealed import SealedSegment, build_sealed_segment
-from peregrine.vector.segment import MutableSegment, Segment
+from peregrine.vector.segment.mutable import MutableSegment, Segment
+from peregrine.vector.segment.sealed import SealedSegment, build_sealed_segment
 
 if TYPE_CHECKING:
-    from peregrine.vector.collection import Collection
+    from peregrine.vector.collection.collection import Collection
 
 log = logging.getLogger(__name__)
 

@@ -26,18 +26,18 @@ from peregrine.core.errors import (
     InvalidPayloadError,
     StorageError,
 )
-from peregrine.core.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
 from peregrine.core.locks import ReadWriteLock
-from peregrine.vector import codec
-from peregrine.vector.filters import CompiledFilter, compile_filter
-from peregrine.vector.kernels import F32, I64, public_scores, top_k
-from peregrine.vector.manifest import CONFIG_FILE, Manifest, write_atomic
-from peregrine.vector.optimizer import Optimizer
-from peregrine.vector.payload_index import PAYLOAD_INDEX_TYPES, Mask
-from peregrine.vector.sealed import SealedSegment
-from peregrine.vector.segment import MutableSegment, Segment
+from peregrine.vector.collection import codec
+from peregrine.vector.collection.manifest import CONFIG_FILE, Manifest, write_atomic
+from peregrine.vector.collection.optimizer import Optimizer
+from peregrine.vector.collection.wal import Op, WriteAheadLog
+from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
+from peregrine.vector.segment.filters import CompiledFilter, compile_filter
+from peregrine.vector.segment.kernels import F32, I64, public_scores, top_k
+from peregrine.vector.segment.mutable import MutableSegment, Segment
+from peregrine.vector.segment.payload_index import PAYLOAD_INDEX_TYPES, Mask
+from peregrine.vector.segment.sealed import SealedSegment
 from peregrine.vector.types import CollectionConfig, Hit, Record
-from peregrine.vector.wal import Op, WriteAheadLog
 
 log = logging.getLogger(__name__)
 
@@ -489,14 +489,14 @@ class Collection:
         self.optimizer.run_full()
 
     def snapshot(self, path: str | Path) -> Path:
-        from peregrine.vector.snapshot import create_snapshot
+        from peregrine.vector.collection.snapshot import create_snapshot
 
         self._check_open()
         return create_snapshot(self, Path(path))
 
     def restore(self, path: str | Path) -> None:
         """Replace this collection's contents with a snapshot's (same name kept)."""
-        from peregrine.vector.snapshot import restore_snapshot
+        from peregrine.vector.collection.snapshot import restore_snapshot
 
         self._check_open()
         restore_snapshot(self, Path(path))

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from peregrine.core.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
-from peregrine.vector.kernels import F32, I64, NEG_INF, score_block, top_k
-from peregrine.vector.payload_index import FieldIndex, Mask
+from peregrine.vector.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
+from peregrine.vector.segment.kernels import F32, I64, NEG_INF, score_block, top_k
+from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import Metric
 
 _EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix

@@ -1,0 +1,1 @@
+"""Collections: a segment holder with its WAL, optimizer and snapshots; the database."""

@@ -1,0 +1,1 @@
+"""Segments: the unit of storage, search and optimisation, and what they search with."""
