@@ -16,11 +16,11 @@ Answers, side by side in one run on the same cached all-MiniLM-L6-v2 vectors
   (parse / engine / serialize) of Peregrine's responses.
 
 Each server runs alone (never both at once) and is stopped with SIGTERM after
-its phase. Peregrine's result cache is disabled (``--cache-entries 0``) and
-both servers' per-request logging is off. Everything talking to Chroma runs
-under ``.venv-peers/bin/python`` (its pins clash with ours), by re-running this
-file there as a worker; this file therefore imports only the standard library
-and numpy at module level.
+its phase. Peregrine's result cache is disabled (``--vector-cache-entries 0``)
+and both servers' per-request logging is off. Everything talking to Chroma runs
+under ``.venv-peers/bin/python`` (its pins clash with ours), by re-running
+``bench/http_bench.py`` there as a worker; this package therefore imports only
+the standard library and numpy at module level.
 
     .venv/bin/python bench/http_bench.py             # 200k x 384, ~15 min
     .venv/bin/python bench/http_bench.py --quick     # 20k, 3 s per point: smoke test

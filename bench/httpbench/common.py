@@ -45,10 +45,11 @@ PINNED = "+pinned"
 PINNED_PEREGRINE = ("peregrine-json", "peregrine-msgpack", FLOOR)
 PINNED_CHROMA = ("chroma",)
 # The same path again with idle vCPUs polling instead of halting, as `peregrine serve
-# --idle-poll` runs (src/peregrine/core/idle_poll.py): this run starts those pollers,
-# stopped, and the client resumes them for these rows' blocks only, because their effect
-# is machine-wide and the other rows must not get it. Latency only.
+# --runtime-idle-poll` runs (src/peregrine/runtime/idle_poll.py): this run starts those
+# pollers, stopped, and the client resumes them for these rows' blocks only, because their
+# effect is machine-wide and the other rows must not get it. Latency only.
 IDLE_POLL = "+idlepoll"
+IDLE_POLL_FLAG = "--runtime-idle-poll"  # the `peregrine serve` flag that starts those pollers
 IDLE_POLL_PEREGRINE = PINNED_PEREGRINE
 IDLE_POLL_CHROMA = PINNED_CHROMA
 VARIANT_SETTLE = 10  # untimed queries at the start of a pinned or idle-poll block
@@ -67,7 +68,7 @@ LABELS = {
 }
 LABELS.update({kind + PINNED: LABELS[kind] + "; **server and client pinned to separate vCPUs**"
                for kind in (*PINNED_PEREGRINE, *PINNED_CHROMA)})
-LABELS.update({kind + IDLE_POLL: LABELS[kind] + "; **idle vCPUs polling** (`--idle-poll`)"
+LABELS.update({kind + IDLE_POLL: LABELS[kind] + f"; **idle vCPUs polling** (`{IDLE_POLL_FLAG}`)"
                for kind in (*IDLE_POLL_PEREGRINE, *IDLE_POLL_CHROMA)})
 
 

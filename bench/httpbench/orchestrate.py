@@ -75,7 +75,7 @@ class Bench(Measurements):
 
 
     def start_idle_poller(self) -> None:
-        """The pollers of `peregrine serve --idle-poll`, stopped until a row's block."""
+        """The pollers of `peregrine serve --runtime-idle-poll`, stopped until a row's block."""
         from peregrine.runtime import idle_poll
 
         if idle_poll.available() and len(os.sched_getaffinity(0)) >= 2:
@@ -116,8 +116,7 @@ class Bench(Measurements):
     def peregrine_phase(self, data_dir: Path) -> dict[str, Any]:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        cmd = [peregrine_cli(), "serve", "--data", str(data_dir), "--port", str(port),
-               "--cache-entries", "0", "--log-level", "warning"]
+        cmd = serve_command(data_dir, port)
         env = dict(os.environ, PEREGRINE_ACCESS_LOG="false")
         server_log = self.logs / "peregrine-server.log"
         floor = self.start_floor_server()
@@ -312,3 +311,14 @@ def stop_server(proc: subprocess.Popen[bytes]) -> tuple[int | None, float]:
 def peregrine_cli() -> str:
     cli = Path(sys.executable).parent / "peregrine"
     return str(cli) if cli.exists() else shutil.which("peregrine") or "peregrine"
+
+
+def serve_command(data_dir: Path, port: int) -> list[str]:
+    """The `peregrine serve` command line of the server phase, the one place it is built.
+
+    The result cache is off, so every request searches, and only warnings are logged
+    (the access log is off through ``PEREGRINE_ACCESS_LOG``). The idle pollers are not
+    asked for here: the run starts its own, to resume them for some blocks only.
+    """
+    return [peregrine_cli(), "serve", "--data", str(data_dir), "--http-port", str(port),
+            "--vector-cache-entries", "0", "--log-level", "warning"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from httpbench.common import (
     GREEN_WAIT_S,
+    IDLE_POLL_FLAG,
     INPROC_PAIRED,
     LABELS,
     LATENCY_BLOCK,
@@ -97,8 +98,8 @@ def render(res: dict[str, Any]) -> str:
         f"embeddings x {res['data']['dim']} (all-MiniLM-L6-v2, cosine; {res['data']['source']}), "
         f"{res['data']['queries']} held-out queries with exact ground truth. HNSW M={s['m']}, "
         f"ef_construction={s['ef_construction']}, search ef={s['ef']}, top-{s['k']} for every "
-        "system. Peregrine's result cache is off (`--cache-entries 0`) and so are both servers' "
-        "per-request logs.",
+        "system. Peregrine's result cache is off (`--vector-cache-entries 0`) and so are both "
+        "servers' per-request logs.",
         "",
     ]
     if s.get("quick"):
@@ -151,8 +152,8 @@ def render(res: dict[str, Any]) -> str:
         verdict = _tail_verdict(floor_polled["p99_ms"], unpolled_p99)
         lines += ["", "Idle-poll rows: the same requests, in blocks taking turns with the "
                   "others, while one process per vCPU at `SCHED_IDLE` priority loops on "
-                  "`sched_yield()`, which is what `peregrine serve --idle-poll` starts "
-                  "(src/peregrine/core/idle_poll.py). They run only when nothing else "
+                  f"`sched_yield()`, which is what `peregrine serve {IDLE_POLL_FLAG}` starts "
+                  "(src/peregrine/runtime/idle_poll.py). They run only when nothing else "
                   "wants a vCPU and give it up at once when something does, but the vCPU "
                   "never halts, so no request waits for the host to wake one; the price is "
                   "every idle vCPU at 100%. The effect is machine-wide (it helps the client "
