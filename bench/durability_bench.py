@@ -52,10 +52,10 @@ def ingest(n: int, batch: int, fsync: str) -> dict[str, Any]:
                 s0 = time.perf_counter()
                 col.search(q, 10)
                 search_ms.append((time.perf_counter() - s0) * 1e3)
-            during_build = col.info()["index_backlog_segments"] > 0
+            during_build = col.info().index_backlog_segments > 0
         return {"n": n, "batch": batch, "fsync": fsync, "seconds": elapsed,
-                "vectors_per_s": n / elapsed, "sealed_during_ingest": info["sealed_segments"],
-                "index_backlog_segments": info["index_backlog_segments"],
+                "vectors_per_s": n / elapsed, "sealed_during_ingest": info.sealed_segments,
+                "index_backlog_segments": info.index_backlog_segments,
                 "batch_p50_ms": float(np.percentile(batch_ms, 50)),
                 "batch_max_ms": float(np.max(batch_ms)),
                 "search_p50_ms_while_indexing": float(np.percentile(search_ms, 50)),

@@ -41,7 +41,7 @@ def test_serve_demo_loads_real_text_and_prints_a_working_query(tmp_path: Path) -
     with out.open("w") as stdout:
         proc = subprocess.Popen(
             [sys.executable, "-m", "peregrine", "serve", "--data", str(tmp_path / "db"),
-             "--port", str(port), "--demo", "--demo-n", "200"],
+             "--http-port", str(port), "--demo", "--demo-n", "200"],
             stdout=stdout, stderr=subprocess.DEVNULL, text=True)
         try:
             deadline = time.monotonic() + 300

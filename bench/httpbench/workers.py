@@ -280,8 +280,8 @@ def build_main(args: argparse.Namespace) -> int:
     db.close()
     total = time.perf_counter() - t0
     print(json.dumps({"build_s": total, "upsert_s": upsert_s, "index_s": total - upsert_s,
-                      "sealed_segments": info["sealed_segments"],
-                      "unindexed_rows": info["unindexed_rows"], "points": info["points"]}))
+                      "sealed_segments": info.sealed_segments,
+                      "unindexed_rows": info.unindexed_points, "points": info.points}))
     return 0
 
 

@@ -6,21 +6,23 @@
 from peregrine.core.errors import (
     AlreadyExistsError,
     ClosedError,
-    CollectionNotFoundError,
-    DimensionMismatchError,
-    DuplicateIdError,
-    InvalidFilterError,
     InvalidInputError,
-    InvalidPayloadError,
-    InvalidPointIdError,
-    InvalidSnapshotError,
-    InvalidVectorError,
     NotFoundError,
     PeregrineError,
     StorageError,
 )
 from peregrine.vector import Collection, Database, Hit, IndexConfig, Metric, Record
 from peregrine.vector import open_database as open
+from peregrine.vector.errors import (
+    CollectionNotFoundError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    InvalidFilterError,
+    InvalidPayloadError,
+    InvalidPointIdError,
+    InvalidSnapshotError,
+    InvalidVectorError,
+)
 
 __version__ = "0.1.0"
 

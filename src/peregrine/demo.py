@@ -11,7 +11,6 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +19,7 @@ import numpy as np
 import peregrine
 
 if TYPE_CHECKING:
-    from peregrine.config import ServerConfig
-    from peregrine.vector.collection.collection import Collection
+    from peregrine.bootstrap import Peregrine, Settings
     from peregrine.vector.service import VectorService
 
 QUERIES = (
@@ -115,7 +113,7 @@ def load_demo_collection(service: VectorService, n_texts: int = 2000,
     from peregrine.embed.embedder import TextEmbedder
 
     if service.has_collection(DEMO_COLLECTION):
-        points = service.collection(DEMO_COLLECTION).count()
+        points = service.count(DEMO_COLLECTION)
         if points:
             say(f"demo collection {DEMO_COLLECTION!r} already holds {points} points")
             return points
@@ -130,30 +128,34 @@ def load_demo_collection(service: VectorService, n_texts: int = 2000,
     for start in range(0, len(texts), 500):
         stop = min(len(texts), start + 500)
         payloads = [{"text": t, "length": len(t)} for t in texts[start:stop]]
-        ids, rows = np.arange(start, stop), vectors[start:stop]
-        service.write(DEMO_COLLECTION, partial(_upsert, ids=ids, rows=rows, payloads=payloads))
+        service.upsert(DEMO_COLLECTION, list(range(start, stop)), vectors[start:stop], payloads)
     say(f"demo: {len(texts)} points in collection {DEMO_COLLECTION!r} "
         f"({time.perf_counter() - t0:.0f} s)")
     return len(texts)
 
 
-def _upsert(c: Collection, ids: np.ndarray, rows: np.ndarray, payloads: list[dict[str, object]]
-            ) -> int:
-    return c.upsert(ids, rows, payloads)
+def start_served_demo(process: Peregrine, n_texts: int) -> None:
+    """Run ``run_served_demo`` beside the server that ``process`` is about to serve."""
+    import threading
+
+    threading.Thread(target=run_served_demo, args=(process.faces.vector, process.settings,
+                                                   n_texts), daemon=True,
+                     name="demo-loader").start()
 
 
-def run_served_demo(config: ServerConfig, n_texts: int, say: Callable[[str], None] = print
-                    ) -> None:
+def run_served_demo(service: VectorService, settings: Settings, n_texts: int,
+                    say: Callable[[str], None] = print) -> None:
     """``peregrine serve --demo``: wait for the server, load ``docs``, query it over HTTP."""
     import json
     import urllib.request
 
-    scheme = "https" if config.tls_cert else "http"
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::", "") else config.host
-    url = f"{scheme}://{host}:{config.port}"
+    http = settings.http
+    scheme = "https" if http.tls_cert else "http"
+    host = "127.0.0.1" if http.host in ("0.0.0.0", "::", "") else http.host
+    url = f"{scheme}://{host}:{http.port}"
     headers = {"content-type": "application/json"}
-    if config.api_key:
-        headers["api-key"] = config.api_key
+    if http.api_key:
+        headers["api-key"] = http.api_key
 
     def request(path: str, body: dict[str, object] | None = None) -> object:
         data = None if body is None else json.dumps(body).encode()
@@ -172,18 +174,12 @@ def run_served_demo(config: ServerConfig, n_texts: int, say: Callable[[str], Non
     else:
         say("demo: the server did not come up")
         return
-    from peregrine.api.server import running_service
-
-    service = running_service()
-    if service is None:
-        say("demo: no running server in this process")
-        return
     load_demo_collection(service, n_texts, say)
     body = {"query": 42, "limit": 3, "with_payload": ["text"]}
-    say(f"\nPeregrine serves the Qdrant REST API at {url}  (data: {config.data}, "
+    say(f"\nPeregrine serves the Qdrant REST API at {url}  (data: {settings.data}, "
         f"API document: {url}/openapi.json)")
     say("example query - the 3 docstrings nearest to point 42:")
-    key = f"-H 'api-key: {config.api_key}' " if config.api_key else ""
+    key = f"-H 'api-key: {http.api_key}' " if http.api_key else ""
     say(f"  curl -s -X POST {url}/collections/{DEMO_COLLECTION}/points/query "
         f"-H 'content-type: application/json' {key}-d '{json.dumps(body)}'")
     if scheme == "https":

@@ -102,10 +102,10 @@ def test_search_matches_numpy(db: peregrine.Database, metric: str, state: str) -
     _populate(c, model, rng, state)
     info = c.info()
     if state == "sealed":
-        assert info["sealed_segments"] == 1 and info["unindexed_rows"] == 0
+        assert info.sealed_segments == 1 and info.unindexed_points == 0
     else:
-        assert info["unindexed_rows"] > 64  # frozen, never-sealed segments take part
-    assert c.count() == len(model.points) == info["points"]
+        assert info.unindexed_points > 64  # frozen, never-sealed segments take part
+    assert c.count() == len(model.points) == info.points
     assert_same_points(dump(c), model.expected_dump(), atol=1e-5)
 
     good = wanted = 0
@@ -162,7 +162,7 @@ def test_upsert_overwrites_vector_and_payload(db: peregrine.Database, seal_first
     c.upsert([3, 7, 39], new, [{"v": 2}, {"v": 2}, None])
     assert c.count() == 40
     recs = c.retrieve([3, 7, 39], with_vectors=True)
-    assert [r.payload for r in recs] == [{"v": 2}, {"v": 2}, None]
+    assert [r.payload for r in recs] == [{"v": 2}, {"v": 2}, {}]  # no payload reads as {}
     for r, v in zip(recs, new, strict=True):
         np.testing.assert_allclose(r.vector, stored_vector("cosine", v), atol=1e-6)
     # searching with the new vector finds it at score 1; the old version is gone
@@ -175,8 +175,8 @@ def test_upsert_overwrites_vector_and_payload(db: peregrine.Database, seal_first
     assert next(h.score for h in hits if h.id == 3) < 0.999
     assert c.count({"must": [{"key": "v", "match": {"value": 1}}]}) == 37
     c.optimize()
-    assert c.count() == 40 and c.info()["sealed_segments"] == 1
-    assert [r.payload for r in c.retrieve([3, 7, 39])] == [{"v": 2}, {"v": 2}, None]
+    assert c.count() == 40 and c.info().sealed_segments == 1
+    assert [r.payload for r in c.retrieve([3, 7, 39])] == [{"v": 2}, {"v": 2}, {}]
     # overwrite the same id many times: still one point
     for v in range(5):
         c.upsert([3], [[float(v + 1)] * 8], [{"v": 10 + v}])
@@ -385,7 +385,7 @@ def test_payload_edit_operations(db: peregrine.Database) -> None:
     assert c.retrieve([4])[0].payload == {"color": "red"}
 
     c.clear_payload([5, 30])
-    assert c.retrieve([5])[0].payload is None and c.retrieve([30])[0].payload is None
+    assert c.retrieve([5])[0].payload == {} and c.retrieve([30])[0].payload == {}
 
     c.set_payload([6, 7], {"color": "blue"})
     # vectors are untouched by payload edits
@@ -430,9 +430,9 @@ def test_read_your_writes(open_db: Any, background: bool) -> None:
         assert c.count() == live
     if background:
         deadline = time.monotonic() + 120
-        while c.info()["index_backlog_segments"] and time.monotonic() < deadline:
+        while c.info().index_backlog_segments and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert c.info()["sealed_segments"] >= 1
+        assert c.info().sealed_segments >= 1
 
 
 def _state(c: peregrine.Collection, queries: np.ndarray) -> tuple[Any, ...]:
@@ -440,7 +440,7 @@ def _state(c: peregrine.Collection, queries: np.ndarray) -> tuple[Any, ...]:
         c.count(),
         dump(c),
         [[(h.id, h.score) for h in c.search(q, k=5, exact=True)] for q in queries],
-        c.info()["config"],
+        c.info().config,
     )
 
 
@@ -546,10 +546,10 @@ def test_restore_then_background_seal_keeps_deletes(open_db: Any, tmp_path: Path
     c.upsert(list(range(100, 116)), np.ones((16, 8)))  # fills the mutable segment exactly
     c.upsert([200], np.ones((1, 8)))  # freezes it; the background optimizer seals it
     deadline = time.monotonic() + 120
-    while (c.info()["sealed_segments"] < 2 or c.info()["index_backlog_segments"]) \
+    while (c.info().sealed_segments < 2 or c.info().index_backlog_segments) \
             and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert c.info()["sealed_segments"] == 2
+    assert c.info().sealed_segments == 2
     db.close()
     c = open_db().collection("c")
     assert c.retrieve([0]) == []
@@ -696,7 +696,7 @@ def test_int8_quantization_recall(db: peregrine.Database, metric: str) -> None:
         c.upsert(list(range(start, start + 500)), vecs[start:start + 500])
     c.optimize()
     info = c.info()
-    assert info["sealed_segments"] == 1 and info["config"]["index"]["quantization"] == "int8"
+    assert info.sealed_segments == 1 and info.config.index.quantization.value == "int8"
     stored = np.stack([stored_vector(metric, v) for v in vecs])
     good = wanted = 0
     for q in rng.standard_normal((50, dim)).astype(np.float32):
@@ -833,7 +833,7 @@ def test_empty_collection_reads(db: peregrine.Database) -> None:
     c.delete(ids=[1])
     c.optimize()  # everything deleted: no segment left, still usable
     assert c.count() == 0 and c.search([1, 2, 3, 4], k=5) == []
-    assert c.info()["sealed_segments"] == 0
+    assert c.info().sealed_segments == 0
 
 
 def test_ids_matching_evaluates_filter_over_live_points(db: peregrine.Database) -> None:

@@ -184,7 +184,7 @@ def test_concurrent_reads_writes_and_sealing(open_db: Any, with_optimize_calls: 
             for w, m in enumerate(models) for i, v in m.items()}
     assert c.count() == len(want)
     assert_same_points(dump(c), want)
-    assert c.info()["sealed_segments"] >= 1
+    assert c.info().sealed_segments >= 1
     c.optimize()
     assert_same_points(dump(c), want)
     db.close()

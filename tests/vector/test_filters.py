@@ -1,10 +1,12 @@
 """The Qdrant filter language, checked against an independent Python evaluator.
 
 ``matches(payload, point_id, filter)`` below is a plain recursive reading of
-Qdrant's semantics (lib/segment/src/payload_storage/query_checker.rs and
-condition_checker.rs): a field condition looks at every value found at its
-dotted path (arrays fan out, also in the middle of a path), and holds if any
-one value satisfies it. Random payloads and random filters are compared with
+Qdrant's semantics (lib/segment/src/payload_storage/query_checker.rs,
+condition_checker.rs and json_path/): a field condition looks at every value
+found at its path (a key step only looks inside objects, ``[]`` opens an
+array, ``[N]`` takes one element, and an array found at the end of the path
+fans out), and holds if any one value satisfies it; several tests on one key
+(match, range, is_empty, is_null) are OR-ed. Random payloads and random filters are compared with
 count(), scroll() and exact search over collections whose points are spread
 over sealed, frozen and mutable segments, with and without payload indexes.
 
@@ -16,6 +18,7 @@ objects under ``match.except``, and empty ``should`` lists.
 from __future__ import annotations
 
 import random
+import re
 import uuid
 from typing import Any
 
@@ -31,23 +34,37 @@ import peregrine
 _MISSING = object()
 
 
+def _steps(path: str) -> list[Any]:
+    steps: list[Any] = []
+    for part in path.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d*\])*)", part)
+        assert m is not None, path
+        steps.append(m.group(1))
+        steps += [None if i == "" else int(i) for i in re.findall(r"\[(\d*)\]", m.group(2))]
+    return steps
+
+
+def nodes_at(payload: Any, path: str) -> list[Any]:
+    """What sits at the end of a path; only [] (all) and [N] (one) step into arrays."""
+    nodes = [] if payload is None else [payload]
+    for step in _steps(path):
+        found: list[Any] = []
+        for node in nodes:
+            if isinstance(step, str):
+                if isinstance(node, dict) and step in node:
+                    found.append(node[step])
+            elif isinstance(node, list):
+                found.extend(node if step is None else node[step:step + 1])
+        nodes = found
+    return nodes
+
+
 def values_at(payload: Any, path: str) -> list[Any]:
-    """All values at a dotted path; arrays met on the way or at the end fan out."""
-
-    def walk(node: Any, parts: list[str]) -> list[Any]:
-        if isinstance(node, list):
-            return [v for item in node for v in walk(item, parts)] if parts else list(node)
-        if not parts:
-            return [node]
-        if not isinstance(node, dict):
-            return []
-        child = node.get(parts[0], _MISSING)
-        return [] if child is _MISSING else walk(child, parts[1:])
-
-    if payload is None:
-        return []
-    parts = [p[:-2] if p.endswith("[]") else p for p in path.split(".") if p]
-    return walk(payload, parts)
+    """The values a field condition tests: arrays at the end of the path fan out."""
+    out: list[Any] = []
+    for node in nodes_at(payload, path):
+        out.extend(node) if isinstance(node, list) else out.append(node)
+    return out
 
 
 def _same(stored: Any, wanted: Any) -> bool:
@@ -64,9 +81,21 @@ def _is_number(v: Any) -> bool:
 
 
 def _field(cond: dict[str, Any], payload: Any) -> bool:
-    vals = values_at(payload, cond["key"])
-    if "match" in cond:
-        ((kind, arg),) = cond["match"].items()
+    tests = [k for k in ("match", "range", "is_empty", "is_null") if cond.get(k) is not None]
+    return any(_field_test(kind, cond[kind], cond["key"], payload) for kind in tests)
+
+
+def _field_test(kind: str, arg: Any, key: str, payload: Any) -> bool:
+    if kind == "is_empty":
+        present = any(n is not None and n != [] for n in nodes_at(payload, key))
+        return present != arg
+    if kind == "is_null":
+        nulls = any(n is None or (isinstance(n, list) and None in n)
+                    for n in nodes_at(payload, key))
+        return nulls == arg
+    vals = values_at(payload, key)
+    if kind == "match":
+        ((kind, arg),) = arg.items()
         if kind == "value":
             return any(_same(v, arg) for v in vals)
         if kind == "any":
@@ -82,7 +111,7 @@ def _field(cond: dict[str, Any], payload: Any) -> bool:
         if kind == "text":
             return any(isinstance(v, str) and arg in v for v in vals)
         raise AssertionError(kind)
-    rng = cond["range"]
+    rng = arg
 
     def inside(x: float) -> bool:
         return ((rng.get("gt") is None or x > rng["gt"])
@@ -96,6 +125,8 @@ def _field(cond: dict[str, Any], payload: Any) -> bool:
 def _condition(cond: dict[str, Any], payload: Any, point_id: Any) -> bool:
     if any(k in cond for k in ("must", "should", "must_not", "min_should")):
         return matches(payload, point_id, cond)
+    if "key" in cond:
+        return _field(cond, payload)
     if "has_id" in cond:
         return point_id in {_canon(i) for i in cond["has_id"]}
     if "is_empty" in cond:
@@ -185,15 +216,17 @@ def gen_payload(r: random.Random) -> dict[str, Any] | None:
     return p
 
 
-SCALAR_KEYS = ["color", "n", "flag", "meta.size", "meta.tags", "items[].k", "items.v", "text",
-               "nope"]
+# "items.v" reads nothing (a key step does not enter the array), "items[0].k" the first item.
+SCALAR_KEYS = ["color", "n", "flag", "meta.size", "meta.tags", "items[].k", "items.v",
+               "items[0].k", "text", "nope"]
 ANY_KEYS = [*SCALAR_KEYS, "meta", "items"]  # objects are fine for is_empty / is_null
 MATCH_POOL: list[Any] = [*COLORS, *INTS, True, False, "2", "a", "b", "apple"]
 
 
 def gen_condition(r: random.Random, depth: int, ids: list[Any]) -> dict[str, Any]:
-    kinds = ["value", "any", "except", "text", "range", "is_empty", "is_null", "has_id"]
-    weights = [5, 3, 2, 1, 3, 1, 1, 1]
+    kinds = ["value", "any", "except", "text", "range", "is_empty", "is_null", "has_id",
+             "field_empty", "field_null", "either"]
+    weights = [5, 3, 2, 1, 3, 1, 1, 1, 1, 1, 1]
     if depth < 3:
         kinds.append("nested")
         weights.append(2)
@@ -214,6 +247,12 @@ def gen_condition(r: random.Random, depth: int, ids: list[Any]) -> dict[str, Any
                 "range": {b: r.choice([-2, -1, 0, 0.5, 1, 1.5, 2, 3]) for b in bounds}}
     if kind in ("is_empty", "is_null"):
         return {kind: {"key": r.choice(ANY_KEYS)}}
+    if kind in ("field_empty", "field_null"):
+        test = "is_empty" if kind == "field_empty" else "is_null"
+        return {"key": r.choice(ANY_KEYS), test: r.choice([True, False])}
+    if kind == "either":  # several tests on one key are OR-ed
+        return {"key": r.choice(["n", "meta.size"]), "match": {"value": r.choice(INTS)},
+                "range": {"gt": r.choice([-1, 0, 1])}}
     if kind == "has_id":
         picked = r.sample(ids, min(len(ids), r.randint(0, 6)))
         picked = [p.upper() if isinstance(p, str) and r.random() < 0.5 else p for p in picked]
@@ -276,7 +315,7 @@ def _build(db: peregrine.Database, r: random.Random, index_mode: str
     if index_mode == "declared_after":
         for field, schema in INDEXED.items():
             c.create_payload_index(field, schema)
-    assert c.info()["sealed_segments"] == 1 and c.info()["unindexed_rows"] > 64
+    assert c.info().sealed_segments == 1 and c.info().unindexed_points > 64
     return c, {_canon(k): v for k, v in model.items()}
 
 
@@ -301,7 +340,7 @@ def _compare(c: peregrine.Collection, model: dict[Any, tuple[np.ndarray, Any]],
             ann = c.search(q, k=8, filter=flt)
             assert {h.id for h in ann} <= want, flt
             assert len({h.id for h in ann}) == len(ann)
-    assert nonempty > n_filters // 3  # the generator produced selective filters
+    assert nonempty > n_filters // 4  # the generator produced selective filters
 
 
 @pytest.mark.parametrize("index_mode", ["none", "declared_before", "declared_after"])
@@ -311,7 +350,7 @@ def test_random_filters_match_reference(open_db: Any, index_mode: str) -> None:
     c, model = _build(db, r, index_mode)
     _compare(c, model, r, 250)
     c.optimize()  # everything sealed (declared fields persisted), tombstones dropped
-    assert c.info()["sealed_segments"] == 1
+    assert c.info().sealed_segments == 1
     _compare(c, model, r, 150)
     db.close()
     c = open_db().collection("f")  # persisted field indexes load from disk
@@ -421,7 +460,8 @@ def test_is_empty_and_is_null(hand: peregrine.Collection) -> None:
 def test_nested_paths_and_arrays_of_objects(hand: peregrine.Collection) -> None:
     assert _ids(hand, _m("o.x.y", value=5)) == {1, 5}
     assert _ids(hand, _m("objs[].k", value="b")) == {4, 5}
-    assert _ids(hand, _m("objs.k", value="b")) == {4, 5}  # [] is optional
+    assert _ids(hand, _m("objs.k", value="b")) == set()  # a key step does not enter arrays
+    assert _ids(hand, _m("objs[0].k", value="b")) == {5}
     # conditions on the same array are evaluated independently (no "nested" clause)
     both = {"must": [{"key": "objs[].k", "match": {"value": "a"}},
                      {"key": "objs[].v", "match": {"value": 2}}]}
@@ -495,3 +535,23 @@ def test_generated_filters_smoke(hand: peregrine.Collection) -> None:
     ids = [_canon(pid) for pid, _ in CASES]
     for _ in range(200):
         _ids(hand, gen_filter(r, 0, ids))
+
+
+def test_field_condition_forms_of_is_empty_and_is_null(hand: peregrine.Collection) -> None:
+    """Qdrant's {"key": k, "is_empty": bool} / {"key": k, "is_null": bool} forms."""
+    assert _ids(hand, {"must": [{"key": "arr", "is_empty": True}]}) == {2, 4, 5, 6, 7, U}
+    assert _ids(hand, {"must": [{"key": "arr", "is_empty": False}]}) == {1, 3}
+    assert _ids(hand, {"must": [{"key": "s", "is_null": True}]}) == {4}
+    # false: anything but null, a missing field included
+    assert _ids(hand, {"must": [{"key": "o.x", "is_null": False}]}) == {1, 3, 4, 5, 6, 7, U}
+
+
+def test_several_tests_on_one_key_are_ored(hand: peregrine.Collection) -> None:
+    either = {"key": "i", "match": {"value": 1}, "range": {"gte": 2}}
+    assert _ids(hand, {"must": [either]}) == {1, 3, U}
+
+
+def test_unknown_fields_of_a_condition_are_ignored(hand: peregrine.Collection) -> None:
+    """As in Qdrant, whose conditions do not deny unknown fields (filters do)."""
+    assert _ids(hand, {"must": [{"key": "s", "match": {"value": "red"}, "boost": 2}]}) == \
+        {1, 3, U}

@@ -89,7 +89,7 @@ def test_huge_pages_skip_small_empty_and_other_indexes() -> None:
 
 
 def test_huge_pages_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PEREGRINE_HUGE_PAGES", "0")
+    monkeypatch.setenv("PEREGRINE_RUNTIME_HUGE_PAGES", "0")
     assert not hugepages.enabled()
     hugepages.back_with_huge_pages([(4096, 1 << 30)])  # would be refused if it ran
     assert hugepages._pending.empty()

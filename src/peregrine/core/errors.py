@@ -1,9 +1,10 @@
-"""Typed errors.
+"""The error kinds every face shares.
 
-Every failure a caller can provoke with bad input maps to one of these, so the
-HTTP layer can translate them to 4xx responses without string matching, and a
-library user can catch precisely what went wrong. All of them are raised
-*before* anything is written: a rejected call changes nothing.
+A face raises its own subclasses of these (``vector.errors``); the edge maps
+each kind to a status (400, 404, 409, 403, 408, 503) by class, never by
+message text, and a library user can catch precisely what went wrong. Errors
+caused by bad input are raised *before* anything is written: a rejected call
+changes nothing.
 """
 
 from __future__ import annotations
@@ -14,35 +15,7 @@ class PeregrineError(Exception):
 
 
 class InvalidInputError(PeregrineError, ValueError):
-    """The request itself is malformed (the caller must change it)."""
-
-
-class DimensionMismatchError(InvalidInputError):
-    """A vector does not have the collection's dimension."""
-
-
-class InvalidVectorError(InvalidInputError):
-    """A vector holds NaN/inf or non-numeric values."""
-
-
-class InvalidPointIdError(InvalidInputError):
-    """A point id is neither an unsigned 64-bit integer nor a UUID."""
-
-
-class DuplicateIdError(InvalidInputError):
-    """The same point id appears twice inside one batch."""
-
-
-class InvalidPayloadError(InvalidInputError):
-    """A payload is not a JSON object or cannot be serialised as JSON."""
-
-
-class InvalidFilterError(InvalidInputError):
-    """A filter does not follow the Qdrant filter language."""
-
-
-class InvalidSnapshotError(InvalidInputError):
-    """A file offered as a snapshot is not one (or its checksum does not match)."""
+    """The request itself is malformed or exceeds a limit (the caller must change it)."""
 
 
 class NotFoundError(PeregrineError, KeyError):
@@ -52,12 +25,16 @@ class NotFoundError(PeregrineError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-class CollectionNotFoundError(NotFoundError):
-    """No collection of that name."""
-
-
 class AlreadyExistsError(PeregrineError):
-    """A collection (or index) of that name exists already."""
+    """A thing of that name exists already."""
+
+
+class ForbiddenError(PeregrineError):
+    """The request is well-formed but asks for something this server does not allow."""
+
+
+class DeadlineExceededError(PeregrineError, TimeoutError):
+    """The work ran past the deadline its caller set; nothing more was done after it."""
 
 
 class StorageError(PeregrineError):
@@ -65,4 +42,4 @@ class StorageError(PeregrineError):
 
 
 class ClosedError(PeregrineError):
-    """The database or collection was closed."""
+    """The store or service was closed."""

@@ -12,7 +12,8 @@ ranges are advised (``MADV_HUGEPAGE``) and collapsed at once
 Collapsing ~300 MiB takes ~0.5 s, so it runs on one background thread and a
 segment is searchable meanwhile. madvise never changes memory contents, so a
 range that was freed and reused before its turn comes is harmless.
-``PEREGRINE_HUGE_PAGES=0`` turns it off.
+The ``runtime.huge_pages`` setting (``PEREGRINE_RUNTIME_HUGE_PAGES=0``) turns
+it off.
 """
 
 from __future__ import annotations
@@ -38,8 +39,19 @@ _worker_lock = threading.Lock()
 _madvise: Any = None
 
 
+_switched_on = True
+
+
+def configure(on: bool) -> None:
+    """The ``runtime.huge_pages`` setting (the process's composition root sets it)."""
+    global _switched_on
+    _switched_on = on
+
+
 def enabled() -> bool:
-    return sys.platform == "linux" and os.environ.get("PEREGRINE_HUGE_PAGES", "1") != "0"
+    return (sys.platform == "linux" and _switched_on
+            and os.environ.get("PEREGRINE_RUNTIME_HUGE_PAGES", "1").lower()
+            not in ("0", "false", "no", "off"))
 
 
 def index_buffers(index: Any, faiss: Any) -> list[tuple[int, int]]:

@@ -18,7 +18,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from peregrine.core.errors import DuplicateIdError, InvalidPointIdError
+from peregrine.vector.errors import DuplicateIdError, InvalidPointIdError
 
 KEY_WIDTH = 17
 KEY_DTYPE = np.dtype(f"S{KEY_WIDTH}")

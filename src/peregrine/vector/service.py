@@ -1,61 +1,142 @@
-"""The vector store as a server uses it: one database plus request-level features.
+"""The vector store's front door: everything other faces and protocols may use.
 
-What lives here is not engine logic (that is in ``Collection``) nor HTTP (that
-is in ``peregrine.api``): the per-collection write version that makes cached
-results stale, recommendation by example, and named snapshots. Any front end
-(REST, NATS, gRPC later) calls this and stays a translator.
+Protocols translate their wire format into the typed requests of
+``peregrine.vector.queries`` and call this; other faces call it in process.
+What a request *means* lives here and nowhere else: search and batch search,
+recommendation by example, the query API (nearest to a vector or to a stored
+point, maximal marginal relevance, points in id order), which ids a filter
+selects, the caps on every size a request controls, the result cache that a
+write makes stale, and named snapshots with their recovery.
+
+Results are typed (``Hit``, ``Record``, ``CollectionInfo``, ``SnapshotInfo``),
+never loose dicts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
-from peregrine.core.errors import InvalidInputError, NotFoundError
-from peregrine.vector.collection.collection import Collection
+from peregrine.core.errors import InvalidInputError, PeregrineError
+from peregrine.vector.collection.collection import Collection, WithPayload, check_with_payload
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
+from peregrine.vector.errors import PointNotFoundError
 from peregrine.vector.ids import PointId
+from peregrine.vector.metrics import VectorMetrics
+from peregrine.vector.mmr import maximal_marginal_relevance
+from peregrine.vector.queries import (
+    Example,
+    Mmr,
+    NearestQuery,
+    PointSelector,
+    Query,
+    ReadOptions,
+    RecommendQuery,
+)
 from peregrine.vector.result_cache import CacheStats, ResultCache
-from peregrine.vector.types import IndexConfig, Metric
+from peregrine.vector.settings import VectorSettings
+from peregrine.vector.types import CollectionInfo, Hit, IndexConfig, Metric, Record
 
 T = TypeVar("T")
-Example = PointId | np.ndarray
 
-
-class PointNotFoundError(NotFoundError):
-    """A point referenced by id (as a query or an example) does not exist."""
+__all__ = [
+    "CacheStats",
+    "CollectionInfo",
+    "Example",
+    "Hit",
+    "IndexConfig",
+    "Metric",
+    "Mmr",
+    "NearestQuery",
+    "PointSelector",
+    "Query",
+    "ReadOptions",
+    "RecommendQuery",
+    "Record",
+    "SnapshotInfo",
+    "VectorService",
+    "VectorSettings",
+]
 
 
 class VectorService:
-    def __init__(self, db: Database, snapshots: SnapshotStore, cache: ResultCache) -> None:
+    def __init__(self, db: Database, snapshots: SnapshotStore, settings: VectorSettings) -> None:
         self.db = db
         self.snapshots = snapshots
-        self.cache = cache
+        self.settings = settings
+        self.cache = ResultCache(settings.cache_entries, settings.cache_bytes)
+        self._filter_limits = settings.filter_limits
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._metrics: VectorMetrics | None = None
 
     @classmethod
-    def open(cls, data: str | Path, *, fsync: str = "group", cache_entries: int = 10_000,
-             cache_bytes: int = 64 << 20, snapshots: str | Path | None = None) -> VectorService:
+    def open(cls, data: str | Path, settings: VectorSettings | None = None) -> VectorService:
+        settings = settings or VectorSettings()
         data = Path(data)
-        db = open_database(data, fsync=fsync)
+        db = open_database(data, fsync=settings.fsync)
         try:
-            store = SnapshotStore(Path(snapshots) if snapshots else data / "snapshots")
+            store = SnapshotStore(Path(settings.snapshots) if settings.snapshots
+                                  else data / "snapshots", settings.snapshot_url_hosts)
         except BaseException:
             db.close()
             raise
-        return cls(db, store, ResultCache(cache_entries, cache_bytes))
+        return cls(db, store, settings)
 
     def close(self) -> None:
         self.db.close()
 
+    def register_metrics(self, registry: CollectorRegistry) -> None:
+        """Export collection gauges, cache counters and search latency."""
+        self._metrics = VectorMetrics(registry, self._infos, self.cache.stats)
+
+    def _infos(self) -> list[CollectionInfo]:
+        infos = []
+        for name in self.db.list_collections():
+            try:
+                infos.append(self.db.collection(name).info())
+            except PeregrineError:  # dropped between list and info
+                continue
+        return infos
+
+    @contextmanager
+    def _timed(self, collection: str, operation: str) -> Iterator[None]:
+        if self._metrics is None:
+            yield
+            return
+        started = time.perf_counter()
+        yield
+        self._metrics.observe_search(collection, operation, time.perf_counter() - started)
+
+    # -- caps -------------------------------------------------------------------------
+    def _check_count(self, n: int, what: str) -> None:
+        if n > self.settings.max_batch:
+            raise InvalidInputError(f"{n} {what} in one request: the limit (max_batch) is "
+                                    f"{self.settings.max_batch}")
+
+    def _check_read(self, options: ReadOptions) -> None:
+        cap = self.settings.max_limit
+        if options.limit < 1 or options.offset < 0:
+            raise InvalidInputError("limit must be positive and offset non-negative")
+        if options.limit + options.offset > cap:
+            raise InvalidInputError(f"limit + offset must be at most {cap} (max_limit)")
+        if options.ef is not None and not 1 <= options.ef <= self.settings.max_ef:
+            raise InvalidInputError(
+                f"hnsw_ef must be between 1 and {self.settings.max_ef} (max_ef)")
+        check_with_payload(options.with_payload)
+
     # -- collections -------------------------------------------------------------
     def collection(self, name: str) -> Collection:
+        """The engine's collection, for in-process callers that need the embedded API."""
         return self.db.collection(name)
 
     def list_collections(self) -> list[str]:
@@ -65,10 +146,15 @@ class VectorService:
         return self.db.has_collection(name)
 
     def create_collection(self, name: str, dim: int, metric: str | Metric,
-                          index: IndexConfig | dict[str, Any] | None = None) -> Collection:
+                          index: IndexConfig | dict[str, Any] | None = None,
+                          declared: dict[str, Any] | None = None) -> None:
+        """``declared``: protocol -> settings its client set that the engine only keeps."""
         collection = self.db.create_collection(name, dim, metric, index)
-        self._bump(name)
-        return collection
+        try:
+            for protocol, settings in (declared or {}).items():
+                collection.set_declared(protocol, settings)
+        finally:
+            self._bump(name)
 
     def drop_collection(self, name: str) -> bool:
         """Returns False when there was nothing to drop (as Qdrant answers)."""
@@ -79,9 +165,25 @@ class VectorService:
         finally:
             self._bump(name)
             self.cache.drop_collection(name)
+            if self._metrics is not None:
+                self._metrics.forget_collection(name)
         return True
 
-    # -- writes and cached reads -----------------------------------------------------
+    def collection_info(self, name: str) -> CollectionInfo:
+        """The collection's state plus how many points carry each indexed field."""
+        collection = self.db.collection(name)
+        info = collection.info()
+        counts = {field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
+                  for field in info.config.payload_indexes}
+        return dataclasses.replace(info, payload_points=counts)
+
+    def create_payload_index(self, name: str, field: str, kind: str) -> None:
+        self._write(name, lambda c: c.create_payload_index(field, kind))
+
+    def delete_payload_index(self, name: str, field: str) -> None:
+        self._write(name, lambda c: c.delete_payload_index(field))
+
+    # -- writes -----------------------------------------------------------------------
     def version(self, name: str) -> int:
         return self._versions.get(name, 0)
 
@@ -89,7 +191,7 @@ class VectorService:
         with self._lock:
             self._versions[name] = self._versions.get(name, 0) + 1
 
-    def write(self, name: str, change: Callable[[Collection], T]) -> T:
+    def _write(self, name: str, change: Callable[[Collection], T]) -> T:
         """Apply a change; cached reads of the collection are stale afterwards."""
         collection = self.db.collection(name)
         try:
@@ -97,84 +199,207 @@ class VectorService:
         finally:
             self._bump(name)
 
+    def upsert(self, name: str, ids: Sequence[PointId], vectors: Any,
+               payloads: Sequence[dict[str, Any] | None] | None = None) -> int:
+        """Insert or replace points; returns the write's sequence number."""
+        self._check_count(len(ids), "points")
+        return self._write(name, lambda c: c.upsert(ids, vectors, payloads))
+
+    def delete(self, name: str, selector: PointSelector) -> int:
+        self._check_selector(selector)
+        return self._write(name, lambda c: c.delete(ids=selector.ids, filter=selector.filter,
+                                                    filter_limits=self._filter_limits))
+
+    def set_payload(self, name: str, selector: PointSelector, payload: dict[str, Any],
+                    overwrite: bool = False) -> None:
+        self._check_selector(selector)
+        self._write(name, lambda c: c.set_payload(self._select(c, selector), payload, overwrite))
+
+    def delete_payload(self, name: str, selector: PointSelector, keys: Sequence[str]) -> None:
+        self._check_selector(selector)
+        self._write(name, lambda c: c.delete_payload(self._select(c, selector), keys))
+
+    def clear_payload(self, name: str, selector: PointSelector) -> None:
+        self._check_selector(selector)
+        self._write(name, lambda c: c.clear_payload(self._select(c, selector)))
+
+    def _check_selector(self, selector: PointSelector) -> None:
+        if (selector.ids is None) == (selector.filter is None):
+            raise InvalidInputError("select points with exactly one of 'points' or 'filter'")
+        if selector.ids is not None:
+            self._check_count(len(selector.ids), "point ids")
+
+    def _select(self, collection: Collection, selector: PointSelector) -> list[PointId]:
+        """The ids a selector names, resolved before the write that uses them (a point
+        inserted in between is not selected)."""
+        if selector.ids is not None:
+            return list(selector.ids)
+        return collection.ids_matching(selector.filter, self._filter_limits)
+
+    # -- reads ---------------------------------------------------------------------------
     @property
     def caches_reads(self) -> bool:
-        """Whether ``cached_read`` uses its key (callers skip building one otherwise)."""
+        """Whether ``cached`` uses its key (callers skip building one otherwise)."""
         return self.cache.enabled
 
-    def cached_read(self, name: str, key: bytes,
-                    compute: Callable[[Collection], bytes]) -> tuple[bytes, bool]:
-        """(encoded result, whether it came from the cache)."""
-        collection = self.db.collection(name)
+    def cached(self, name: str, key: bytes, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
+        """(encoded result, whether it came from the cache); any write to the collection
+        makes earlier entries stale."""
         if not self.cache.enabled:
-            return compute(collection), False
+            self.db.collection(name)  # a missing collection is an error either way
+            return compute(), False
         version = self.version(name)  # read before computing: see ResultCache
         hit = self.cache.get(name, key, version)
         if hit is not None:
             return hit, True
-        value = compute(collection)
+        value = compute()
         self.cache.put(name, key, version, value)
         return value, False
 
     def cache_stats(self) -> CacheStats:
         return self.cache.stats()
 
-    def select_ids(self, collection: Collection, points: Sequence[PointId] | None,
-                   filter: dict[str, Any] | None) -> list[PointId]:
-        """Ids named directly, or every id a filter matches (exactly one of the two).
+    def retrieve(self, name: str, ids: Sequence[PointId], with_payload: WithPayload = True,
+                 with_vector: bool = False) -> list[Record]:
+        self._check_count(len(ids), "point ids")
+        return self.db.collection(name).retrieve(list(ids), with_payload, with_vector)
 
-        Resolved before the write that uses them: a point inserted in between is
-        not selected.
-        """
-        if (points is None) == (filter is None):
-            raise InvalidInputError("select points with exactly one of 'points' or 'filter'")
-        if points is not None:
-            return list(points)
-        return collection.ids_matching(filter)
+    def scroll(self, name: str, filter: dict[str, Any] | None = None, limit: int = 10,
+               offset: PointId | None = None, with_payload: WithPayload = True,
+               with_vector: bool = False) -> tuple[list[Record], PointId | None]:
+        self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
+        return self.db.collection(name).scroll(filter, limit, offset, with_payload,
+                                               with_vector, self._filter_limits)
 
-    def collection_info(self, name: str) -> dict[str, Any]:
-        """``Collection.info()`` plus how many points carry each indexed field."""
+    def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
+        return self.db.collection(name).count(filter, self._filter_limits)
+
+    def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
+        self._check_read(options)
         collection = self.db.collection(name)
-        info = collection.info()
-        info["indexed_points"] = {
-            field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
-            for field in collection.config.payload_indexes
-        }
-        return info
+        with self._timed(name, "search"):
+            return self._nearest(collection, vector, options)
 
-    # -- queries by example --------------------------------------------------------------
-    def vectors_of(self, collection: Collection, ids: Sequence[PointId]) -> np.ndarray:
+    def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
+                     ) -> list[list[Hit]]:
+        self._check_batch([options for _, options in searches])
+        collection = self.db.collection(name)
+        with self._timed(name, "search_batch"):
+            return [self._nearest(collection, vector, options) for vector, options in searches]
+
+    def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
+        self._check_read(options)
+        collection = self.db.collection(name)
+        with self._timed(name, "recommend"):
+            return self._query(collection, query, options)
+
+    def query(self, name: str, query: Query, options: ReadOptions) -> list[Hit]:
+        """Qdrant's universal query: nearest (vector or point id, optionally MMR),
+        recommend, or with no query the points in id order (score 0)."""
+        self._check_read(options)
+        collection = self.db.collection(name)
+        with self._timed(name, "query"):
+            return self._query(collection, query, options)
+
+    def query_batch(self, name: str, queries: Sequence[tuple[Query, ReadOptions]]
+                    ) -> list[list[Hit]]:
+        self._check_batch([options for _, options in queries])
+        collection = self.db.collection(name)
+        with self._timed(name, "query_batch"):
+            return [self._query(collection, query, options) for query, options in queries]
+
+    def _check_batch(self, batch: Sequence[ReadOptions]) -> None:
+        self._check_count(len(batch), "searches")
+        for options in batch:
+            self._check_read(options)
+        total = sum(o.limit + o.offset for o in batch)
+        cap = 10 * self.settings.max_limit
+        if total > cap:
+            raise InvalidInputError(f"the searches of one batch ask for {total} results in "
+                                    f"all, the limit is {cap} (10 x max_limit)")
+
+    def _query(self, c: Collection, query: Query, options: ReadOptions) -> list[Hit]:
+        if query is None:
+            page, _ = c.scroll(options.filter, options.limit + options.offset, None,
+                               options.with_payload, options.with_vector,
+                               self._filter_limits)
+            return [Hit(r.id, 0.0, r.payload, r.vector) for r in page[options.offset:]]
+        if isinstance(query, RecommendQuery):
+            target, exclude = self._recommend_target(c, query)
+            return self._nearest(c, target, _excluding(options, exclude))
+        example = query.example
+        exclude = []
+        if not isinstance(example, np.ndarray):  # a stored point: its vector, minus itself
+            exclude = [example]
+            example = self._vectors_of(c, exclude)[0]
+        options = _excluding(options, exclude)
+        if query.mmr is not None:
+            return self._diverse(c, example, options, query.mmr)
+        return self._nearest(c, example, options)
+
+    def _nearest(self, c: Collection, vector: Any, options: ReadOptions) -> list[Hit]:
+        return c.search(vector, k=options.limit, filter=options.filter, ef=options.ef,
+                        exact=options.exact, with_payload=options.with_payload,
+                        with_vectors=options.with_vector,
+                        score_threshold=options.score_threshold, offset=options.offset,
+                        filter_limits=self._filter_limits)
+
+    def _diverse(self, c: Collection, target: np.ndarray, options: ReadOptions,
+                 mmr: Mmr) -> list[Hit]:
+        """Nearest candidates, then a maximal-marginal-relevance pick among them."""
+        wanted = options.limit + options.offset
+        pool = max(mmr.candidates or wanted, wanted)
+        if pool > self.settings.max_limit:
+            raise InvalidInputError(f"mmr candidates_limit must be at most "
+                                    f"{self.settings.max_limit} (max_limit)")
+        candidates = self._nearest(c, target, ReadOptions(
+            limit=pool, filter=options.filter, ef=options.ef, exact=options.exact,
+            with_payload=options.with_payload, with_vector=True,
+            score_threshold=options.score_threshold))
+        if not candidates:
+            return []
+        order = maximal_marginal_relevance(
+            np.array([h.score for h in candidates]),
+            np.array([h.vector for h in candidates], dtype=np.float32),
+            c.config.metric, mmr.diversity, wanted)
+        picked = [candidates[i] for i in order[options.offset:]]
+        if not options.with_vector:
+            picked = [Hit(h.id, h.score, h.payload, None) for h in picked]
+        return picked
+
+    def _vectors_of(self, c: Collection, ids: Sequence[PointId]) -> np.ndarray:
         """Stored vectors of existing points, in order; a missing id is an error."""
-        records = collection.retrieve(list(ids), with_payload=False, with_vectors=True)
+        records = c.retrieve(list(ids), with_payload=False, with_vectors=True)
         found = {r.id: r.vector for r in records}
         missing = [i for i in ids if i not in found]
         if missing:
             raise PointNotFoundError(f"no point with id {missing[0]!r} in collection "
-                                     f"{collection.name!r}")
+                                     f"{c.name!r}")
         return np.asarray([found[i] for i in ids], dtype=np.float32)
 
-    def recommend_target(self, collection: Collection, positive: Sequence[Example],
-                         negative: Sequence[Example]) -> tuple[np.ndarray, list[PointId]]:
+    def _recommend_target(self, c: Collection, query: RecommendQuery
+                          ) -> tuple[np.ndarray, list[PointId]]:
         """Qdrant's ``average_vector`` strategy: avg(+) + (avg(+) - avg(-)).
 
         Returns the target and the example ids, which results must exclude.
         """
-        if not positive:
+        if not query.positive:
             raise InvalidInputError("recommend needs at least one positive example")
-        ids = [e for e in [*positive, *negative] if not isinstance(e, np.ndarray)]
-        stored = dict(zip(ids, self.vectors_of(collection, ids), strict=True)) if ids else {}
+        self._check_count(len(query.positive) + len(query.negative), "examples")
+        ids = [e for e in [*query.positive, *query.negative] if not isinstance(e, np.ndarray)]
+        stored = dict(zip(ids, self._vectors_of(c, ids), strict=True)) if ids else {}
+        dim = c.config.dim
 
-        def resolve(examples: Sequence[Example]) -> np.ndarray:
+        def mean(examples: Sequence[Example]) -> np.ndarray:
             rows = [e if isinstance(e, np.ndarray) else stored[e] for e in examples]
             for row in rows:
-                if row.shape != (collection.config.dim,):
-                    raise InvalidInputError(
-                        f"example vectors must have dimension {collection.config.dim}")
-            mean: np.ndarray = np.mean(np.stack(rows), axis=0)
-            return mean
+                if row.shape != (dim,):
+                    raise InvalidInputError(f"example vectors must have dimension {dim}")
+            average: np.ndarray = np.mean(np.stack(rows), axis=0)
+            return average
 
-        pos = resolve(positive)
-        target: np.ndarray = 2 * pos - resolve(negative) if negative else pos
+        positive = mean(query.positive)
+        target = 2 * positive - mean(query.negative) if query.negative else positive
         return target.astype(np.float32), ids
 
     # -- snapshots --------------------------------------------------------------------
@@ -187,10 +412,49 @@ class VectorService:
         self.db.collection(name)
         return self.snapshots.list(name)
 
-    def recover_snapshot(self, name: str, path: Path) -> None:
-        """Create or replace collection ``name`` from a local snapshot file."""
+    def snapshot_path(self, name: str, snapshot: str) -> Path:
+        return self.snapshots.path(name, snapshot)
+
+    def delete_snapshot(self, name: str, snapshot: str) -> None:
+        self.snapshots.delete(name, snapshot)
+
+    def upload_path(self) -> Path:
+        """Where an upload may be written before ``recover_uploaded`` takes it."""
+        return self.snapshots.temp_path()
+
+    def discard_upload(self, upload: Path) -> None:
+        self.snapshots.discard(upload)
+
+    def recover_snapshot(self, name: str, location: str, checksum: str | None = None,
+                         api_key: str | None = None) -> None:
+        """Create or replace collection ``name`` from a snapshot at a file:// or
+        http(s):// location (checked completely before anything is replaced)."""
+        local = self.snapshots.fetch(location, checksum, self.settings.max_snapshot_bytes,
+                                     api_key)
+        self._recover(name, local)
+
+    def recover_uploaded(self, name: str, upload: Path, checksum: str | None = None) -> None:
+        """Like ``recover_snapshot`` for a file written at ``upload_path()``."""
         try:
-            self.db.restore_collection(path, name)
+            self.snapshots.verify(upload, checksum)
+        except BaseException:
+            self.snapshots.discard(upload)
+            raise
+        self._recover(name, upload)
+
+    def _recover(self, name: str, local: Path) -> None:
+        try:
+            self.db.restore_collection(local, name)
         finally:
+            self.snapshots.discard(local)
             self._bump(name)
             self.cache.drop_collection(name)
+
+
+def _excluding(options: ReadOptions, ids: Sequence[PointId]) -> ReadOptions:
+    """The options with a filter that also leaves out the example points."""
+    if not ids:
+        return options
+    flt = options.filter
+    combined = {"must": [flt] if flt else [], "must_not": [{"has_id": list(ids)}]}
+    return dataclasses.replace(options, filter=combined)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from peregrine.core.errors import InvalidInputError
+from peregrine.core.errors import InvalidInputError, StorageError
 from peregrine.vector.ids import PointId
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
+MAX_DIM = 65_536
+# Kinds of declared payload indexes (the engine indexes every kind alike).
+PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool")
 
 
 class Metric(StrEnum):
@@ -109,25 +113,80 @@ class CollectionConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     # payload field -> declared index type (keyword/integer/float/bool)
     payload_indexes: dict[str, str] = field(default_factory=dict)
+    # Settings a client declared that the engine accepts without acting on them
+    # (Qdrant's on_disk, optimizer and WAL parameters, ...), kept per protocol so
+    # that the client reads back what it set. Opaque to the engine.
+    declared: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "name": self.name,
             "dim": self.dim,
             "metric": self.metric.value,
             "index": self.index.to_dict(),
             "payload_indexes": dict(self.payload_indexes),
         }
+        if self.declared:
+            out["declared"] = self.declared
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CollectionConfig:
-        return cls(
-            name=data["name"],
-            dim=int(data["dim"]),
-            metric=Metric(data["metric"]),
-            index=IndexConfig.from_dict(data.get("index")),
-            payload_indexes=dict(data.get("payload_indexes", {})),
-        )
+    def from_dict(cls, data: Any) -> CollectionConfig:
+        """Parse a stored config; anything malformed is a StorageError, never a crash."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a config is a JSON object, not {type(data).__name__}")
+            dim = data["dim"]
+            if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= MAX_DIM:
+                raise ValueError(f"dim {dim!r} is not an integer in [1, {MAX_DIM}]")
+            indexes = data.get("payload_indexes", {})
+            if not isinstance(indexes, dict) or not all(
+                    isinstance(k, str) and v in PAYLOAD_INDEX_KINDS for k, v in indexes.items()):
+                raise ValueError("payload_indexes must map field names to index types")
+            declared = data.get("declared", {})
+            if not isinstance(declared, dict):
+                raise ValueError("declared must be an object")
+            return cls(
+                name=validate_collection_name(data["name"]),
+                dim=dim,
+                metric=Metric(data["metric"]),
+                index=IndexConfig.from_dict(data.get("index")),
+                payload_indexes=dict(indexes),
+                declared=declared,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise StorageError(f"invalid collection config: {reason}") from None
+
+    def replace(self, **changes: Any) -> CollectionConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """What a collection holds and how far its indexing is, at one instant."""
+
+    name: str
+    config: CollectionConfig
+    points: int  # live points
+    indexed_points: int  # live points in segments with an HNSW index
+    segments: int
+    sealed_segments: int
+    index_backlog_segments: int  # full segments waiting for their index build
+    wal_bytes: int
+    # Points that carry each declared payload index field (the service fills it).
+    payload_points: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unindexed_points(self) -> int:
+        """Live points searched exactly until the optimizer indexes them."""
+        return self.points - self.indexed_points
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["config"] = self.config.to_dict()
+        out["unindexed_points"] = self.unindexed_points
+        return out
 
 
 def validate_collection_name(name: Any) -> str:

@@ -16,12 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from peregrine.core.errors import (
-    DimensionMismatchError,
-    InvalidInputError,
-    InvalidPayloadError,
-    InvalidVectorError,
-)
+from peregrine.core.errors import InvalidInputError, StorageError
+from peregrine.vector.errors import DimensionMismatchError, InvalidPayloadError, InvalidVectorError
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, check_unique, encode_ids
 from peregrine.vector.segment.kernels import F32, normalize_rows
 from peregrine.vector.types import Metric
@@ -49,15 +45,29 @@ class UpsertBatch:
         ))
 
     @classmethod
-    def decode(cls, body: bytes) -> UpsertBatch:
-        n, dim = _UPSERT_HEAD.unpack_from(body, 0)
-        pos = _UPSERT_HEAD.size
-        keys = np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=pos)
-        pos += n * KEY_WIDTH
-        vectors = np.frombuffer(body, dtype="<f4", count=n * dim, offset=pos).reshape(n, dim)
-        pos += n * dim * 4
-        lengths = np.frombuffer(body, dtype="<u4", count=n, offset=pos)
-        pos += n * 4
+    def decode(cls, body: bytes, dim: int | None = None) -> UpsertBatch:
+        """The batch ``encode`` wrote; a record of another shape is a StorageError.
+
+        WAL records are checked by CRC, so a failure here means a record that
+        was written by something else (or for another collection): ``dim``,
+        when given, must match too.
+        """
+        try:
+            n, got_dim = _UPSERT_HEAD.unpack_from(body, 0)
+            if dim is not None and got_dim != dim:
+                raise ValueError(f"{got_dim}-d vectors in a {dim}-d collection")
+            pos = _UPSERT_HEAD.size
+            keys = np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=pos)
+            pos += n * KEY_WIDTH
+            vectors = np.frombuffer(body, dtype="<f4", count=n * got_dim,
+                                    offset=pos).reshape(n, got_dim)
+            pos += n * got_dim * 4
+            lengths = np.frombuffer(body, dtype="<u4", count=n, offset=pos)
+            pos += n * 4
+            if pos + int(lengths.sum(dtype=np.uint64)) != len(body):
+                raise ValueError("payload lengths do not add up to the record size")
+        except (struct.error, ValueError) as exc:
+            raise StorageError(f"malformed upsert record: {exc}") from None
         blobs: list[bytes] = []
         for length in lengths.tolist():
             blobs.append(body[pos : pos + length])
@@ -70,8 +80,13 @@ def encode_delete(keys: KeyArray) -> bytes:
 
 
 def decode_delete(body: bytes) -> KeyArray:
-    (n,) = _COUNT.unpack_from(body, 0)
-    return np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=_COUNT.size)
+    try:
+        (n,) = _COUNT.unpack_from(body, 0)
+        if _COUNT.size + n * KEY_WIDTH != len(body):
+            raise ValueError("key count does not match the record size")
+        return np.frombuffer(body, dtype=KEY_DTYPE, count=n, offset=_COUNT.size)
+    except (struct.error, ValueError) as exc:
+        raise StorageError(f"malformed delete record: {exc}") from None
 
 
 def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") -> F32:

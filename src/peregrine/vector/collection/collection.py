@@ -1,10 +1,15 @@
-"""A collection: segments + WAL + optimizer behind one thread-safe API.
+"""A collection: a segment holder, its optimizer and the read/write API over them.
 
 Write path: validate -> append one WAL record -> apply under the exclusive
 lock (tombstone old versions, append to the mutable segment). The call
 returns only after the apply, so reads see the write at once (no refresh
 interval). Read path: under the shared lock, evaluate the filter per segment,
 let each segment plan exact-vs-HNSW, merge the per-segment top-k.
+
+Restoring a snapshot replaces the holder: the snapshot is unpacked and fully
+opened in a staging directory first (``snapshot.unpack_checked``), so a bad
+one is refused with the collection untouched; only then are the directories
+exchanged and the new holder published.
 """
 
 from __future__ import annotations
@@ -12,38 +17,50 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
-from peregrine.core.errors import (
-    ClosedError,
-    InvalidInputError,
-    InvalidPayloadError,
-    StorageError,
-)
-from peregrine.core.locks import ReadWriteLock
-from peregrine.vector.collection import codec
-from peregrine.vector.collection.manifest import CONFIG_FILE, Manifest, write_atomic
+from peregrine.core.deadline import check_deadline
+from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
+from peregrine.core.fsio import exchange_dirs
+from peregrine.vector import paths
+from peregrine.vector.collection import codec, snapshot
+from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
-from peregrine.vector.collection.wal import Op, WriteAheadLog
+from peregrine.vector.collection.wal import Op
+from peregrine.vector.errors import InvalidPayloadError
 from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
-from peregrine.vector.segment.filters import CompiledFilter, compile_filter
-from peregrine.vector.segment.kernels import F32, I64, public_scores, top_k
+from peregrine.vector.segment.filters import (
+    DEFAULT_FILTER_LIMITS,
+    CompiledFilter,
+    FilterLimits,
+    compile_filter,
+)
+from peregrine.vector.segment.kernels import F32, I64, public_scores, shortest_floats, top_k
 from peregrine.vector.segment.mutable import MutableSegment, Segment
-from peregrine.vector.segment.payload_index import PAYLOAD_INDEX_TYPES, Mask
+from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.sealed import SealedSegment
-from peregrine.vector.types import CollectionConfig, Hit, Record
+from peregrine.vector.types import (
+    PAYLOAD_INDEX_KINDS,
+    CollectionConfig,
+    CollectionInfo,
+    Hit,
+    Record,
+)
 
 log = logging.getLogger(__name__)
 
-# True/False, a list of keys to include, or Qdrant's {"include": [...]} /
-# {"exclude": [...]} selector.
+# True/False, a list of payload paths to include, or Qdrant's {"include": [...]}
+# / {"exclude": [...]} selector.
 WithPayload = bool | Sequence[str] | dict[str, list[str]]
+
+MAX_EF = 65_536  # beyond any useful beam; a server sets a tighter cap
 
 
 class Collection:
@@ -56,103 +73,109 @@ class Collection:
         background: bool = True,
     ) -> None:
         self.directory = directory
-        self.config = config
         self._fsync = fsync
         self._fsync_interval_ms = fsync_interval_ms
         self._background = background
-        self._rw = ReadWriteLock()
-        self._write_lock = threading.Lock()  # orders WAL appends with their apply
+        self._replacing = threading.Lock()  # held while a restore swaps the holder
         self._closed = False
-        self._load()
+        self._holder, self._optimizer = self._open(config)
 
-    # -- lifecycle ------------------------------------------------------------
-    def _load(self) -> None:
-        self.manifest = Manifest.load(self.directory)
-        seg_root = self.directory / "segments"
-        seg_root.mkdir(parents=True, exist_ok=True)
-        listed = set(self.manifest.segments)
-        for stray in seg_root.iterdir():  # half-built or superseded segments
-            if not stray.name.isdigit() or int(stray.name) not in listed:
-                shutil.rmtree(stray, ignore_errors=True)
-        self.segments: list[Segment] = []
-        for seg_id in self.manifest.segments:
-            path = seg_root / str(seg_id)
-            if not path.exists():
-                raise StorageError(f"segment {seg_id} listed in the manifest is missing")
-            self.segments.append(self._open_sealed(seg_id))
-        self.mutable = self._new_mutable(self.manifest.checkpoint + 1)
-        self.segments.append(self.mutable)
-        self.wal = WriteAheadLog(self.directory / "wal", self._fsync, self._fsync_interval_ms)
-        # Replay tombstones sealed rows and may freeze segments: both report to
-        # the optimizer, which therefore exists first and starts afterwards.
-        self.optimizer = Optimizer(self)
-        replayed = 0
-        for record in self.wal.replay(self.manifest.checkpoint):
-            self._apply(record.op, record.body, record.seq)
-            replayed += 1
-        if replayed:
-            log.info("collection %s: replayed %d WAL records", self.config.name, replayed)
-        self.wal.open_for_append()
+    def _open(self, config: CollectionConfig) -> tuple[SegmentHolder, Optimizer]:
+        holder = SegmentHolder(self.directory, config, self._fsync, self._fsync_interval_ms)
+        optimizer = Optimizer(holder)
+        holder.on_freeze = optimizer.wake
         if self._background:
-            self.optimizer.start()
+            optimizer.start()
+        return holder, optimizer
 
-    def _open_sealed(self, seg_id: int) -> SealedSegment:
-        return SealedSegment(seg_id, self.directory / "segments" / str(seg_id),
-                             self.config.metric, self.config.index)
+    # -- access to the live holder -------------------------------------------------
+    @contextmanager
+    def _reading(self) -> Iterator[SegmentHolder]:
+        """The live holder with its shared lock held (waits out a restore)."""
+        holder = self._holder
+        while not holder.acquire_read():
+            holder = self._replaced(holder)
+        try:
+            yield holder
+        finally:
+            holder.release_read()
 
-    def _new_mutable(self, first_seq: int) -> MutableSegment:
-        seg_id = self.manifest.next_segment_id
-        self.manifest.next_segment_id += 1
-        return MutableSegment(seg_id, self.config.dim, self.config.index.segment_rows,
-                              self.config.metric, first_seq)
+    @contextmanager
+    def _writing(self) -> Iterator[SegmentHolder]:
+        """The live holder with writes to it paused for this caller."""
+        holder = self._holder
+        while not holder.acquire_writes():
+            holder = self._replaced(holder)
+        try:
+            yield holder
+        finally:
+            holder.release_writes()
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.optimizer.stop()
-        with self._write_lock, self._rw.write():
-            self.wal.close()
-            for seg in self.segments:
-                if isinstance(seg, SealedSegment):
-                    seg.close()
+    def _replaced(self, stale: SegmentHolder) -> SegmentHolder:
+        with self._replacing:
+            if self._closed or self._holder is stale:
+                raise ClosedError(f"collection {self.name!r} is closed")
+            return self._holder
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ClosedError(f"collection {self.config.name!r} is closed")
+    @property
+    def config(self) -> CollectionConfig:
+        return self._holder.config
 
     @property
     def name(self) -> str:
-        return self.config.name
+        return self._holder.config.name
+
+    @property
+    def segments(self) -> tuple[Segment, ...]:
+        """The segments right now (for inspection; they change as writes arrive)."""
+        with self._reading() as holder:
+            return tuple(holder.segments)
+
+    # -- lifecycle ------------------------------------------------------------
+    def close(self) -> None:
+        with self._replacing:
+            if self._closed:
+                return
+            self._closed = True
+            self._optimizer.stop()
+            self._holder.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed")
 
     # -- writes ---------------------------------------------------------------
     def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None) -> int:
         """Insert or replace points; atomic per call. Returns the WAL sequence number."""
         self._check_open()
-        batch = codec.prepare_upsert(ids, vectors, payloads, self.config.dim, self.config.metric)
-        if batch.keys.size == 0:
-            return self.wal.last_seq
-        return self._log_and_apply(Op.UPSERT, batch.encode(), batch)
+        config = self.config
+        batch = codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric)
+        with self._writing() as holder:
+            if holder.config is not config:  # restored meanwhile: maybe another dim
+                batch = codec.prepare_upsert(ids, vectors, payloads, holder.config.dim,
+                                             holder.config.metric)
+            if batch.keys.size == 0:
+                return holder.wal.last_seq
+            return holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
 
-    def delete(self, ids: Any = None, filter: dict[str, Any] | None = None) -> int:
+    def delete(self, ids: Any = None, filter: dict[str, Any] | None = None,
+               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
         """Delete by ids or by filter (exactly one). Returns how many points went."""
         self._check_open()
         if (ids is None) == (filter is None):
             raise InvalidInputError("delete needs exactly one of ids= or filter=")
-        if ids is not None:
-            keys = np.unique(encode_ids(ids))
-            with self._write_lock:
-                with self._rw.read():
-                    found = sum(seg.lookup(keys)[0].size for seg in self.segments)
-                self._log_and_apply_locked(Op.DELETE, codec.encode_delete(keys), keys)
-            return found
-        compiled = compile_filter(filter)
-        with self._write_lock:
-            with self._rw.read():
-                keys = self._matching_keys(compiled)
+        compiled = compile_filter(filter, filter_limits) if filter is not None else None
+        keys = np.unique(encode_ids(ids)) if ids is not None else None
+        with self._writing() as holder:
+            with holder.reading():
+                if keys is None:
+                    keys = self._matching_keys(holder, compiled)
+                    found = int(keys.size)
+                else:
+                    found = sum(seg.lookup(keys)[0].size for seg in holder.segments)
             if keys.size:
-                self._log_and_apply_locked(Op.DELETE, codec.encode_delete(keys), keys)
-        return int(keys.size)
+                holder.log_and_apply(Op.DELETE, codec.encode_delete(keys), keys)
+        return found
 
     def set_payload(self, ids: Any, payload: dict[str, Any], overwrite: bool = False) -> None:
         """Merge (or replace) the payload of existing points; missing ids are ignored."""
@@ -178,10 +201,10 @@ class Collection:
         """Payload edits are copy-on-write: the point is re-upserted with its vector."""
         self._check_open()
         keys = np.unique(encode_ids(ids))
-        with self._write_lock:
-            with self._rw.read():
+        with self._writing() as holder:
+            with holder.reading():
                 found: list[tuple[bytes, F32, dict[str, Any] | None]] = []
-                for seg in self.segments:
+                for seg in holder.segments:
                     pos, rows = seg.lookup(keys)
                     vecs = seg.vectors_view()
                     for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
@@ -192,60 +215,20 @@ class Collection:
             vectors = np.stack([f[1] for f in found])
             blobs = [codec.encode_payload(change(f[2])) for f in found]
             batch = codec.UpsertBatch(new_keys, vectors, blobs)
-            self._log_and_apply_locked(Op.UPSERT, batch.encode(), batch)
-
-    def _log_and_apply(self, op: Op, body: bytes, decoded: Any) -> int:
-        with self._write_lock:
-            return self._log_and_apply_locked(op, body, decoded)
-
-    def _log_and_apply_locked(self, op: Op, body: bytes, decoded: Any) -> int:
-        self._check_open()
-        seq = self.wal.append(op, body)
-        self._apply(op, body, seq, decoded)
-        return seq
-
-    def _apply(self, op: Op, body: bytes, seq: int, decoded: Any = None) -> None:
-        with self._rw.write():
-            if op is Op.UPSERT:
-                batch = decoded if decoded is not None else codec.UpsertBatch.decode(body)
-                self._tombstone(batch.keys)
-                self._append(batch, seq)
-            elif op is Op.DELETE:
-                self._tombstone(decoded if decoded is not None else codec.decode_delete(body))
-
-    def _tombstone(self, keys: KeyArray) -> None:
-        for seg in self.segments:
-            _, rows = seg.lookup(keys)  # live rows only
-            if rows.size:
-                rows = np.unique(rows)  # a delete may name a point twice
-                seg.deleted[rows] = True
-                seg.n_deleted += int(rows.size)
-                if isinstance(seg, SealedSegment):
-                    self.optimizer.dirty.add(seg.id)
-
-    def _append(self, batch: codec.UpsertBatch, seq: int) -> None:
-        start, n = 0, batch.keys.shape[0]
-        while start < n:
-            if self.mutable.free == 0:
-                self.mutable.frozen = True
-                self.mutable = self._new_mutable(seq)
-                self.segments.append(self.mutable)
-                self.optimizer.wake()
-            stop = min(n, start + self.mutable.free)
-            self.mutable.append(batch.keys[start:stop], batch.vectors[start:stop],
-                                batch.blobs[start:stop])
-            start = stop
+            holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
 
     # -- reads ----------------------------------------------------------------
-    def _allowed(self, seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
+    @staticmethod
+    def _allowed(seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
         deleted = seg.deleted[: seg.n_rows]
         if compiled is None:
             return ~deleted if seg.n_deleted else None
         return compiled(seg) & ~deleted
 
-    def _matching_keys(self, compiled: CompiledFilter | None) -> KeyArray:
+    def _matching_keys(self, holder: SegmentHolder, compiled: CompiledFilter | None) -> KeyArray:
         parts = []
-        for seg in self.segments:
+        for seg in holder.segments:
+            check_deadline()
             allowed = self._allowed(seg, compiled)
             keys = seg.keys_view()
             parts.append(keys if allowed is None else keys[allowed])
@@ -262,13 +245,14 @@ class Collection:
         with_vectors: bool = False,
         score_threshold: float | None = None,
         offset: int = 0,
+        filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
     ) -> list[Hit]:
         """Nearest neighbours of one vector, best first."""
         query = codec.as_vectors(vector, self.config.dim, self.config.metric, "query vector")
         if query.shape[0] != 1:
             raise InvalidInputError("search takes one vector; use search_batch for several")
         return self._search(query, k, filter, ef, exact, with_payload, with_vectors,
-                            score_threshold, offset)[0]
+                            score_threshold, offset, filter_limits)[0]
 
     def search_batch(
         self,
@@ -283,7 +267,7 @@ class Collection:
     ) -> list[list[Hit]]:
         queries = codec.as_vectors(vectors, self.config.dim, self.config.metric, "query vectors")
         return self._search(queries, k, filter, ef, exact, with_payload, with_vectors,
-                            score_threshold, 0)
+                            score_threshold, 0, DEFAULT_FILTER_LIMITS)
 
     def _search(
         self,
@@ -296,27 +280,31 @@ class Collection:
         with_vectors: bool,
         score_threshold: float | None,
         offset: int,
+        filter_limits: FilterLimits,
     ) -> list[list[Hit]]:
         self._check_open()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InvalidInputError("k (limit) must be a positive integer")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
-            raise InvalidInputError("ef must be a positive integer")
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int)
+                               or not 1 <= ef <= MAX_EF):
+            raise InvalidInputError(f"ef must be an integer between 1 and {MAX_EF}")
         if score_threshold is not None and (
             isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
+            or score_threshold != score_threshold
         ):
             raise InvalidInputError("score_threshold must be a number")
-        _check_with_payload(with_payload)
-        compiled = compile_filter(filter)
+        check_with_payload(with_payload)
+        compiled = compile_filter(filter, filter_limits)
         fetch = int(k) + offset
-        ef_eff = max(ef or self.config.index.ef, fetch)
-        with self._rw.read():
+        with self._reading() as holder:
+            ef_eff = max(ef or holder.config.index.ef, fetch)
             found: list[tuple[Segment, F32, I64]] = []
-            for seg in self.segments:
+            for seg in holder.segments:
                 if seg.n_rows == 0:
                     continue
+                check_deadline()
                 allowed = self._allowed(seg, compiled)
                 if allowed is not None and not allowed.any():
                     continue
@@ -372,38 +360,37 @@ class Collection:
                 hits[w] = hit
         return hits
 
-    def ids_matching(self, filter: dict[str, Any] | None) -> list[PointId]:
+    def ids_matching(self, filter: dict[str, Any] | None,
+                     filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[PointId]:
         """Every live point id the filter selects, in id order (one filter pass)."""
         self._check_open()
-        compiled = compile_filter(filter)
-        with self._rw.read():
-            return decode_keys(self._matching_keys(compiled))
+        compiled = compile_filter(filter, filter_limits)
+        with self._reading() as holder:
+            return decode_keys(self._matching_keys(holder, compiled))
 
     def retrieve(
         self, ids: Any, with_payload: WithPayload = True, with_vectors: bool = False
     ) -> list[Record]:
         """Points by id, in the order asked; unknown ids are skipped (as Qdrant does)."""
         self._check_open()
-        _check_with_payload(with_payload)
+        check_with_payload(with_payload)
         keys = encode_ids(ids)
-        out: dict[int, Record] = {}
-        with self._rw.read():
-            for seg in self.segments:
+        out: dict[int, tuple[Segment, int]] = {}
+        with self._reading() as holder:
+            for seg in holder.segments:
                 pos, rows = seg.lookup(keys)
                 for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
-                    out[p] = Record(
-                        id=decode_key(keys[p]),
-                        payload=_select(seg.payload(r), with_payload),
-                        vector=seg.vectors_view()[r].tolist() if with_vectors else None,
-                    )
-        return [out[p] for p in sorted(out)]
+                    out[p] = (seg, r)
+            return [_record(keys[p], *out[p], with_payload, with_vectors) for p in sorted(out)]
 
-    def count(self, filter: dict[str, Any] | None = None) -> int:
+    def count(self, filter: dict[str, Any] | None = None,
+              filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
         self._check_open()
-        compiled = compile_filter(filter)
-        with self._rw.read():
+        compiled = compile_filter(filter, filter_limits)
+        with self._reading() as holder:
             total = 0
-            for seg in self.segments:
+            for seg in holder.segments:
+                check_deadline()
                 allowed = self._allowed(seg, compiled)
                 total += seg.n_rows if allowed is None else int(np.count_nonzero(allowed))
             return total
@@ -415,17 +402,20 @@ class Collection:
         offset: Any = None,
         with_payload: WithPayload = True,
         with_vectors: bool = False,
+        filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
     ) -> tuple[list[Record], Any]:
         """Points in id order from ``offset`` (an id, inclusive); returns (page, next id)."""
         self._check_open()
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
-        _check_with_payload(with_payload)
-        compiled = compile_filter(filter)
+        check_with_payload(with_payload)
+        compiled = compile_filter(filter, filter_limits)
         start = np.asarray([encode_id(offset)], dtype="S17")[0] if offset is not None else None
-        with self._rw.read():
+        with self._reading() as holder:
+            segments = list(holder.segments)
             keys_parts, seg_parts, row_parts = [], [], []
-            for j, seg in enumerate(self.segments):
+            for j, seg in enumerate(segments):
+                check_deadline()
                 allowed = self._allowed(seg, compiled)
                 keys = seg.keys_view()
                 rows = np.arange(seg.n_rows) if allowed is None else np.flatnonzero(allowed)
@@ -444,15 +434,8 @@ class Collection:
                      else np.arange(all_keys.size))
             order = order[np.argsort(all_keys[order], kind="stable")]
             all_rows, all_segs = np.concatenate(row_parts), np.concatenate(seg_parts)
-            records = []
-            for idx in order[:limit].tolist():
-                seg = self.segments[int(all_segs[idx])]
-                row = int(all_rows[idx])
-                records.append(Record(
-                    id=decode_key(all_keys[idx]),
-                    payload=_select(seg.payload(row), with_payload),
-                    vector=seg.vectors_view()[row].tolist() if with_vectors else None,
-                ))
+            records = [_record(all_keys[i], segments[int(all_segs[i])], int(all_rows[i]),
+                               with_payload, with_vectors) for i in order[:limit].tolist()]
             next_id = decode_key(all_keys[order[limit]]) if take > limit else None
             return records, next_id
 
@@ -462,62 +445,94 @@ class Collection:
         self._check_open()
         if not isinstance(field, str) or not field:
             raise InvalidInputError("field name must be a non-empty string")
-        if schema not in PAYLOAD_INDEX_TYPES:
-            raise InvalidInputError(f"payload index type must be one of {PAYLOAD_INDEX_TYPES}")
-        with self._write_lock:
-            indexes = {**self.config.payload_indexes, field: schema}
-            self._set_config(indexes)
-        with self._rw.read():
-            for seg in self.segments:  # build now rather than on the first query
+        paths.parse_path(field)
+        if schema not in PAYLOAD_INDEX_KINDS:
+            raise InvalidInputError(f"payload index type must be one of {PAYLOAD_INDEX_KINDS}")
+        with self._writing() as holder:
+            config = holder.config
+            holder.update_config(config.replace(
+                payload_indexes={**config.payload_indexes, field: schema}))
+        with self._reading() as holder:
+            for seg in holder.segments:  # build now rather than on the first query
                 seg.field_index(field)
 
     def delete_payload_index(self, field: str) -> None:
         self._check_open()
-        with self._write_lock:
-            indexes = {k: v for k, v in self.config.payload_indexes.items() if k != field}
-            self._set_config(indexes)
+        with self._writing() as holder:
+            config = holder.config
+            holder.update_config(config.replace(payload_indexes={
+                k: v for k, v in config.payload_indexes.items() if k != field}))
 
-    def _set_config(self, payload_indexes: dict[str, str]) -> None:
-        self.config = CollectionConfig(self.config.name, self.config.dim, self.config.metric,
-                                       self.config.index, payload_indexes)
-        write_atomic(self.directory / CONFIG_FILE, orjson.dumps(self.config.to_dict()))
+    def set_declared(self, protocol: str, settings: dict[str, Any]) -> None:
+        """Remember settings a protocol's client declared (see ``CollectionConfig``)."""
+        self._check_open()
+        with self._writing() as holder:
+            config = holder.config
+            holder.update_config(config.replace(declared={**config.declared,
+                                                          protocol: settings}))
 
     # -- maintenance ------------------------------------------------------------
     def optimize(self) -> None:
         """Seal and index everything pending, merge segments, drop tombstones."""
         self._check_open()
-        self.optimizer.run_full()
+        self._optimizer.run_full()
 
     def snapshot(self, path: str | Path) -> Path:
-        from peregrine.vector.collection.snapshot import create_snapshot
-
         self._check_open()
-        return create_snapshot(self, Path(path))
+        return snapshot.create_snapshot(self._holder, self._optimizer, Path(path))
 
     def restore(self, path: str | Path) -> None:
-        """Replace this collection's contents with a snapshot's (same name kept)."""
-        from peregrine.vector.collection.snapshot import restore_snapshot
+        """Replace this collection's contents with a snapshot's (same name kept).
 
+        The snapshot is unpacked and opened in a staging directory first; if it
+        does not load completely, InvalidSnapshotError is raised and nothing
+        here has changed.
+        """
         self._check_open()
-        restore_snapshot(self, Path(path))
+        staging = self.directory.parent / f".restore-{uuid.uuid4().hex}"
+        config = snapshot.unpack_checked(Path(path), staging, self.name, self._fsync)
+        try:
+            self._replace_with(staging, config)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
-    def info(self) -> dict[str, Any]:
+    def _replace_with(self, staging: Path, config: CollectionConfig) -> None:
+        with self._replacing:
+            if self._closed:
+                raise ClosedError(f"collection {self.name!r} is closed")
+            old_holder, old_optimizer = self._holder, self._optimizer
+            old_optimizer.stop()
+            old_holder.close()  # waits out readers and writers of the old contents
+            exchange_dirs(staging, self.directory)  # staging now holds the old contents
+            try:
+                self._holder, self._optimizer = self._open(config)
+            except BaseException:
+                log.exception("collection %s: restored contents failed to open; "
+                              "putting the previous contents back", config.name)
+                exchange_dirs(staging, self.directory)
+                self._holder, self._optimizer = self._open(old_holder.config)
+                raise StorageError(f"collection {config.name!r}: the snapshot could not be "
+                                   "opened in place; the previous contents were kept") from None
+
+    def info(self) -> CollectionInfo:
         self._check_open()
-        with self._rw.read():
-            sealed = [s for s in self.segments if isinstance(s, SealedSegment)]
-            pending = [s for s in self.segments if isinstance(s, MutableSegment)]
-            points = sum(s.n_rows - int(np.count_nonzero(s.deleted[: s.n_rows]))
-                         for s in self.segments)
-            return {
-                "name": self.name,
-                "points": points,
-                "segments": len(self.segments),
-                "sealed_segments": len(sealed),
-                "unindexed_rows": sum(s.n_rows for s in pending),
-                "index_backlog_segments": sum(1 for s in pending if s.frozen),
-                "wal_bytes": self.wal.size_bytes(),
-                "config": self.config.to_dict(),
-            }
+        with self._reading() as holder:
+            points = indexed = 0
+            for seg in holder.segments:
+                live = seg.n_rows - seg.n_deleted
+                points += live
+                if isinstance(seg, SealedSegment):
+                    indexed += live
+            return CollectionInfo(
+                name=holder.config.name,
+                config=holder.config,
+                points=points,
+                indexed_points=indexed,
+                segments=len(holder.segments),
+                sealed_segments=len(holder.sealed_segments()),
+                index_backlog_segments=len(holder.frozen_segments()),
+                wal_bytes=holder.wal.size_bytes(),
+            )
 
     def __len__(self) -> int:
         return self.count()
@@ -527,7 +542,8 @@ class Collection:
         return f"Collection({self.name!r}, dim={cfg.dim}, metric={cfg.metric.value})"
 
 
-def _check_with_payload(with_payload: Any) -> None:
+def check_with_payload(with_payload: Any) -> None:
+    """A payload selector is a bool, a list of payload paths, or an include/exclude list."""
     if isinstance(with_payload, bool):
         return
     keys = with_payload
@@ -541,28 +557,46 @@ def _check_with_payload(with_payload: Any) -> None:
     ):
         raise InvalidInputError("with_payload must be a bool, a list of payload keys "
                                 'or {"include"|"exclude": [keys]}')
+    for key in keys:
+        paths.parse_path(key)
 
 
-def _select(payload: dict[str, Any] | None, with_payload: WithPayload) -> dict[str, Any] | None:
+def select_payload(payload: dict[str, Any] | None,
+                   with_payload: WithPayload) -> dict[str, Any] | None:
+    """What a reader asked for: None when payloads are off, else an object ({} if none)."""
+    if not with_payload:
+        return None
+    if not payload:
+        return {}
     if with_payload is True:
         return payload
-    if not with_payload or payload is None:
-        return None
     if isinstance(with_payload, dict):
         if "exclude" in with_payload:
-            drop = set(with_payload["exclude"])
-            return {k: v for k, v in payload.items() if k not in drop}
-        with_payload = with_payload["include"]
-    return {k: payload[k] for k in with_payload if k in payload}
+            return paths.select(payload, exclude=with_payload["exclude"])
+        return paths.select(payload, include=with_payload["include"])
+    return paths.select(payload, include=list(with_payload))
 
 
-def _segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float64],
+def _record(key: bytes, seg: Segment, row: int, with_payload: WithPayload,
+            with_vectors: bool) -> Record:
+    return Record(
+        id=decode_key(key),
+        payload=select_payload(seg.payload(row), with_payload),
+        vector=shortest_floats(seg.vectors_view()[row]) if with_vectors else None,
+    )
+
+
+def _segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float32],
                   with_payload: WithPayload, with_vectors: bool) -> list[Hit]:
     """Hits that all come from one segment (the usual case): no regrouping."""
     ids = seg.point_ids(rows)
     none: list[Any] = [None] * len(ids)
-    payloads = ([_select(p, with_payload) for p in seg.payloads(rows)] if with_payload
-                else none)
-    vectors = seg.vectors_view()[rows].tolist() if with_vectors else none
+    payloads = ([select_payload(p, with_payload) for p in seg.payloads(rows)]
+                if with_payload else none)
+    vectors = shortest_floats(seg.vectors_view()[rows]) if with_vectors else none
     return [Hit(i, sc, p, v) for i, sc, p, v in
-            zip(ids, scores.tolist(), payloads, vectors, strict=True)]
+            zip(ids, shortest_floats(scores), payloads, vectors, strict=True)]
+
+
+__all__ = ["MAX_EF", "Collection", "MutableSegment", "WithPayload", "check_with_payload",
+           "select_payload"]

@@ -17,17 +17,13 @@ from typing import Any
 
 import orjson
 
-from peregrine.core.errors import (
-    AlreadyExistsError,
-    ClosedError,
-    CollectionNotFoundError,
-    InvalidInputError,
-    StorageError,
-)
+from peregrine.core.errors import AlreadyExistsError, ClosedError, InvalidInputError, StorageError
+from peregrine.core.fsio import write_atomic
 from peregrine.vector.collection.collection import Collection
-from peregrine.vector.collection.manifest import CONFIG_FILE, write_atomic
-from peregrine.vector.collection.snapshot import extract_snapshot
+from peregrine.vector.collection.manifest import CONFIG_FILE
+from peregrine.vector.collection.snapshot import unpack_checked
 from peregrine.vector.collection.wal import FsyncPolicy
+from peregrine.vector.errors import CollectionNotFoundError
 from peregrine.vector.types import (
     CollectionConfig,
     IndexConfig,
@@ -79,12 +75,30 @@ class Database:
         self._mutex = threading.Lock()
         self._collections: dict[str, Collection] = {}
         self._closed = False
-        for entry in sorted(self._root.iterdir()):
-            if entry.name.startswith("."):
-                shutil.rmtree(entry, ignore_errors=True)  # interrupted drop/restore
-                continue
-            config = CollectionConfig.from_dict(orjson.loads((entry / CONFIG_FILE).read_bytes()))
-            self._collections[config.name] = self._open_collection(entry, config)
+        try:
+            for entry in sorted(self._root.iterdir()):
+                if entry.name.startswith("."):
+                    shutil.rmtree(entry, ignore_errors=True)  # interrupted drop/restore
+                    continue
+                config = self._read_config(entry)
+                self._collections[config.name] = self._open_collection(entry, config)
+        except BaseException:
+            for collection in self._collections.values():
+                collection.close()
+            raise
+
+    @staticmethod
+    def _read_config(directory: Path) -> CollectionConfig:
+        try:
+            data = orjson.loads((directory / CONFIG_FILE).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StorageError(f"collection directory {directory.name}: cannot read "
+                               f"{CONFIG_FILE}: {exc}") from None
+        config = CollectionConfig.from_dict(data)
+        if config.name != directory.name:
+            raise StorageError(f"collection directory {directory.name} holds the config of "
+                               f"{config.name!r}")
+        return config
 
     def _open_collection(self, directory: Path, config: CollectionConfig) -> Collection:
         return Collection(directory, config, self.fsync, self.fsync_interval_ms, self._background)
@@ -142,23 +156,33 @@ class Database:
             shutil.rmtree(trash, ignore_errors=True)
 
     def restore_collection(self, snapshot: str | os.PathLike[str], name: str) -> Collection:
-        """Create (or replace) collection ``name`` from a snapshot file."""
+        """Create (or replace) collection ``name`` from a snapshot file.
+
+        The snapshot is unpacked and opened in a staging directory (named with a
+        leading dot, so an interrupted restore is swept away at the next open)
+        and only a snapshot that loads completely takes the collection's place;
+        otherwise InvalidSnapshotError is raised and nothing has changed.
+        """
         self._check_open()
         validate_collection_name(name)
-        with self._mutex:
-            if name in self._collections:
-                self._collections[name].restore(Path(snapshot))
-                return self._collections[name]
-            staging = self._root / f".restore-{uuid.uuid4().hex}"
-            config = extract_snapshot(Path(snapshot), staging)
-            config = CollectionConfig(name, config.dim, config.metric, config.index,
-                                      config.payload_indexes)
-            write_atomic(staging / CONFIG_FILE, orjson.dumps(config.to_dict()))
-            directory = self._root / name
-            os.replace(staging, directory)
-            collection = self._open_collection(directory, config)
-            self._collections[name] = collection
-            return collection
+        existing = self._collections.get(name)
+        if existing is not None:
+            existing.restore(Path(snapshot))
+            return existing
+        staging = self._root / f".restore-{uuid.uuid4().hex}"
+        config = unpack_checked(Path(snapshot), staging, name, self.fsync)
+        try:
+            with self._mutex:
+                if name in self._collections:  # created meanwhile: replace its contents
+                    self._collections[name].restore(Path(snapshot))
+                    return self._collections[name]
+                directory = self._root / name
+                os.replace(staging, directory)
+                collection = self._open_collection(directory, config)
+                self._collections[name] = collection
+                return collection
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         if self._closed:

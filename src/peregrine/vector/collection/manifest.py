@@ -8,13 +8,13 @@ manifest, never a mix.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
 from peregrine.core.errors import StorageError
+from peregrine.core.fsio import write_atomic
 
 MANIFEST = "manifest.json"
 CONFIG_FILE = "config.json"
@@ -44,17 +44,3 @@ class Manifest:
             "segments": self.segments,
             "next_segment_id": self.next_segment_id,
         }))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

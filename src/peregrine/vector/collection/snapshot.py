@@ -1,10 +1,18 @@
-"""Collection snapshots: a tar of segments, manifest, config and WAL.
+"""Collection snapshots: a tar of config, manifest, segments and WAL, plus a file list.
 
 Creating one blocks writes only while files are hard-linked (segment files are
 immutable; tombstones and the manifest are replaced by rename, so a link keeps
 the version of that instant) and the WAL is copied; the tar is written
-afterwards. A restored snapshot recovers like a restart: sealed segments load
-as they are and the WAL tail replays.
+afterwards. ``snapshot.json`` lists every file with its size and CRC-32.
+
+A snapshot is untrusted input when it comes back (an upload, a URL, a file
+that sat on a disk): ``unpack_checked`` extracts it into a staging directory
+and checks it completely before anything is replaced. The file list must
+match exactly; the config must parse; the collection must open in strict mode
+(every listed segment present and self-consistent, every WAL record whole,
+of a known kind and of the collection's dimension); the WAL must reach the
+sequence number the snapshot recorded. Any failure is an InvalidSnapshotError
+and the staging directory is removed.
 """
 
 from __future__ import annotations
@@ -13,72 +21,141 @@ import os
 import shutil
 import tarfile
 import uuid
+import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import orjson
 
-from peregrine.core.errors import InvalidInputError, InvalidSnapshotError
-from peregrine.vector.collection.manifest import CONFIG_FILE, MANIFEST, write_atomic
+from peregrine.core.errors import PeregrineError
+from peregrine.core.fsio import write_atomic
+from peregrine.vector.collection.holder import SegmentHolder
+from peregrine.vector.collection.manifest import CONFIG_FILE
+from peregrine.vector.collection.optimizer import Optimizer
+from peregrine.vector.errors import InvalidSnapshotError
 from peregrine.vector.types import CollectionConfig
 
-if TYPE_CHECKING:
-    from peregrine.vector.collection.collection import Collection
+CONTENTS = "snapshot.json"
+FORMAT = 1
+_CHUNK = 1 << 20
+# An archive may not unpack to more than this many times its own size (GNU
+# sparse members could otherwise fill the disk from a small upload).
+_MAX_EXPANSION = 2
 
 
-
-def create_snapshot(c: Collection, path: Path) -> Path:
-    staging = c.directory.parent / f".snapshot-{uuid.uuid4().hex}"
+def create_snapshot(holder: SegmentHolder, optimizer: Optimizer, path: Path) -> Path:
+    staging = holder.directory.parent / f".snapshot-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        with c.optimizer._lock, c._write_lock:
-            c.wal.sync()
-            os.link(c.directory / CONFIG_FILE, staging / CONFIG_FILE)
-            if (c.directory / MANIFEST).exists():
-                os.link(c.directory / MANIFEST, staging / MANIFEST)
-            for seg_id in c.manifest.segments:
-                src = c.directory / "segments" / str(seg_id)
-                shutil.copytree(src, staging / "segments" / str(seg_id), copy_function=os.link)
-            (staging / "wal").mkdir()
-            for wal_file in c.wal.files():
-                shutil.copy2(wal_file, staging / "wal" / wal_file.name)
+        with optimizer.paused(), holder.writes_paused():
+            holder.wal.sync()
+            wal_last_seq = holder.wal.last_seq
+            for item in holder.durable_files():
+                target = staging / item.relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if item.link:
+                    os.link(item.path, target)
+                else:
+                    shutil.copy2(item.path, target)
+        files = {str(p.relative_to(staging)): _describe(p)
+                 for p in sorted(staging.rglob("*")) if p.is_file()}
+        contents = {"format": FORMAT, "wal_last_seq": wal_last_seq, "files": files}
+        (staging / CONTENTS).write_bytes(orjson.dumps(contents))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with tarfile.open(tmp, "w") as tar:
-            for item in sorted(staging.rglob("*")):
-                tar.add(item, arcname=str(item.relative_to(staging)), recursive=False)
+            for entry in sorted(staging.rglob("*")):
+                tar.add(entry, arcname=str(entry.relative_to(staging)), recursive=False)
         os.replace(tmp, path)
         return path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def extract_snapshot(path: Path, target: Path) -> CollectionConfig:
-    """Unpack a snapshot into ``target`` (which must not exist) and read its config."""
-    if not path.is_file():
-        raise InvalidInputError(f"snapshot {path} does not exist")
+def _describe(path: Path) -> dict[str, int]:
+    crc = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return {"size": path.stat().st_size, "crc32": crc}
+
+
+def unpack_checked(path: Path, staging: Path, name: str, fsync: str = "group"
+                   ) -> CollectionConfig:
+    """Unpack a snapshot into ``staging`` (new) as collection ``name`` and check it
+    opens; returns its config. On any failure ``staging`` is gone."""
     try:
-        with tarfile.open(path, "r") as tar:
-            tar.extractall(target, filter="data")
-        config = CollectionConfig.from_dict(orjson.loads((target / CONFIG_FILE).read_bytes()))
-    except (tarfile.TarError, OSError, orjson.JSONDecodeError, KeyError, ValueError) as exc:
-        shutil.rmtree(target, ignore_errors=True)
+        config, wal_last_seq = _unpack(path, staging, name)
+        _open_strict(staging, config, fsync, wal_last_seq)
+        return config
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, InvalidSnapshotError):
+            raise
+        if isinstance(exc, (PeregrineError, OSError, ValueError, tarfile.TarError)):
+            raise InvalidSnapshotError(
+                f"{path.name} is not a valid collection snapshot: {exc}") from None
+        raise
+
+
+def _unpack(path: Path, staging: Path, name: str) -> tuple[CollectionConfig, int | None]:
+    """Extract, check the file list, rename; returns the config and the WAL position
+    the snapshot recorded (None for snapshots without a file list)."""
+    if not path.is_file():
+        raise InvalidSnapshotError(f"snapshot {path.name} does not exist")
+    limit = _MAX_EXPANSION * path.stat().st_size + (1 << 20)
+    with tarfile.open(path, "r") as tar:
+        members = tar.getmembers()
+        if sum(m.size for m in members) > limit:
+            raise InvalidSnapshotError(f"{path.name} unpacks to more than its own size allows")
+        tar.extractall(staging, filter="data")
+    contents = _read_contents(staging)
+    wal_last_seq = None
+    if contents is not None:
+        _check_files(staging, contents["files"])
+        wal_last_seq = int(contents["wal_last_seq"])
+    config_path = staging / CONFIG_FILE
+    if not config_path.is_file():
+        raise InvalidSnapshotError(f"{path.name} holds no {CONFIG_FILE}")
+    config = CollectionConfig.from_dict(orjson.loads(config_path.read_bytes()))
+    config = config.replace(name=name)
+    write_atomic(config_path, orjson.dumps(config.to_dict()))
+    return config, wal_last_seq
+
+
+def _read_contents(staging: Path) -> dict[str, Any] | None:
+    """The snapshot's file list (snapshots made before it existed have none)."""
+    listing = staging / CONTENTS
+    if not listing.exists():
+        return None
+    contents = orjson.loads(listing.read_bytes())
+    if not isinstance(contents, dict) or contents.get("format") != FORMAT \
+            or not isinstance(contents.get("files"), dict) \
+            or not isinstance(contents.get("wal_last_seq"), int):
+        raise InvalidSnapshotError(f"{CONTENTS} is not a snapshot file list")
+    listing.unlink()
+    return contents
+
+
+def _check_files(staging: Path, listed: dict[str, Any]) -> None:
+    present = {str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()}
+    if present != set(listed):
+        extra, missing = sorted(present - set(listed)), sorted(set(listed) - present)
         raise InvalidSnapshotError(
-            f"{path.name} is not a valid collection snapshot: {exc}") from None
-    return config
+            f"files differ from the snapshot's list (unexpected: {extra[:3]}, "
+            f"missing: {missing[:3]})")
+    for relative, expected in listed.items():
+        if not isinstance(expected, dict) or _describe(staging / relative) != expected:
+            raise InvalidSnapshotError(f"{relative} is damaged (size or CRC differs)")
 
 
-def restore_snapshot(c: Collection, path: Path) -> None:
-    staging = c.directory.parent / f".restore-{uuid.uuid4().hex}"
-    config = extract_snapshot(path, staging)
-    config = CollectionConfig(c.name, config.dim, config.metric, config.index,
-                              config.payload_indexes)
-    write_atomic(staging / CONFIG_FILE, orjson.dumps(config.to_dict()))
-    c.close()
-    trash = c.directory.parent / f".trash-{uuid.uuid4().hex}"
-    os.replace(c.directory, trash)
-    os.replace(staging, c.directory)
-    shutil.rmtree(trash, ignore_errors=True)
-    c.config = config
-    c._closed = False
-    c._load()
+def _open_strict(staging: Path, config: CollectionConfig, fsync: str,
+                 wal_last_seq: int | None) -> None:
+    holder = SegmentHolder(staging, config, fsync, strict=True)
+    try:
+        if wal_last_seq is not None and holder.wal.last_seq != wal_last_seq:
+            raise InvalidSnapshotError(
+                f"the WAL ends at record {holder.wal.last_seq}, the snapshot was taken at "
+                f"{wal_last_seq}")
+    finally:
+        holder.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import struct
 import threading
 import zlib
@@ -28,18 +29,23 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from peregrine.core.errors import InvalidInputError
+from peregrine.core.errors import InvalidInputError, StorageError
+from peregrine.core.fsio import fsync_dir
 
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIQB")
 _MAX_FILE_BYTES = 64 << 20
 _SUFFIX = ".wal"
+_FILE_RE = re.compile(r"[0-9]{20}\.wal")
 
 
 class Op(IntEnum):
     UPSERT = 1
     DELETE = 2
+
+
+_OPS = frozenset(int(op) for op in Op)
 
 
 class FsyncPolicy(str):
@@ -82,16 +88,30 @@ class WriteAheadLog:
 
     # -- recovery ---------------------------------------------------------
     def _files(self) -> list[Path]:
-        return sorted(self.directory.glob(f"*{_SUFFIX}"), key=lambda p: int(p.stem))
+        """Log files in sequence order; anything else in the directory is an error.
 
-    def replay(self, after_seq: int) -> Iterator[WalRecord]:
+        A stray ``*.wal`` file would otherwise be read as part of the log (or
+        break its ordering): refuse to guess.
+        """
+        files = []
+        for path in self.directory.glob(f"*{_SUFFIX}"):
+            if not _FILE_RE.fullmatch(path.name):
+                raise StorageError(f"WAL {self.directory}: unexpected file {path.name!r}")
+            files.append(path)
+        return sorted(files, key=lambda p: int(p.stem))
+
+    def replay(self, after_seq: int, *, strict: bool = False) -> Iterator[WalRecord]:
         """Yield intact records with seq > after_seq and cut a torn tail.
 
         Must be called once before the first append: it also positions the
-        log after the last intact record.
+        log after the last intact record. A torn or corrupt record can only be
+        the write a crash interrupted, at the end of the newest file; it is
+        cut unless ``strict`` (a snapshot being checked, whose log was synced
+        before it was copied and so must be whole), where it is an error.
         """
         self.last_seq = after_seq
         files = self._files()
+        previous = -1
         for idx, path in enumerate(files):
             data = path.read_bytes()
             pos = 0
@@ -105,14 +125,20 @@ class WriteAheadLog:
                 body = memoryview(data)[pos + _HEADER.size : end]
                 if _crc(seq, op, body) != crc:
                     break
+                if op not in _OPS:
+                    raise StorageError(f"WAL {path.name}: record {seq} has unknown kind {op}")
+                if seq <= previous:
+                    raise StorageError(f"WAL {path.name}: record {seq} follows {previous}")
+                previous = seq
                 if seq > self.last_seq:
                     self.last_seq = seq
                 if seq > after_seq:
                     yield WalRecord(seq, Op(op), bytes(body))
                 pos = end
             if pos < len(data):
-                # A torn or corrupt record: only the end of the newest file may
-                # hold one (the write that was under way at the crash).
+                if strict:
+                    raise StorageError(f"WAL {path.name}: {len(data) - pos} bytes at byte "
+                                       f"{pos} are not a whole record")
                 log.warning("WAL %s: dropping %d bytes of torn tail", path.name, len(data) - pos)
                 with open(path, "r+b") as fh:
                     fh.truncate(pos)
@@ -133,7 +159,7 @@ class WriteAheadLog:
     def _open(self, path: Path) -> None:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._file_bytes = os.fstat(self._fd).st_size
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # -- writing ----------------------------------------------------------
     def append(self, op: Op, body: bytes) -> int:
@@ -201,11 +227,3 @@ class WriteAheadLog:
                 os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

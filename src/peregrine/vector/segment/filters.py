@@ -8,21 +8,32 @@ cost of a filter is a few vectorised operations per segment, not a Python
 call per point. The query planner then counts the mask to choose between an
 exact scan of the subset and filtered HNSW.
 
-Supported: must / should / must_not / min_should, nested filters,
-``match`` (value, any, except, text), ``range`` (gt, gte, lt, lte),
-``has_id``, ``is_empty``, ``is_null``; keys are dotted paths (``a.b``,
-``a[].b``), and an array matches when any of its elements does.
+Supported: must / should / must_not / min_should, nested filters; field
+conditions (``key`` with ``match`` value/any/except/text, ``range``
+gt/gte/lt/lte, ``is_empty: bool``, ``is_null: bool``; several on one key are
+OR-ed, as in Qdrant), ``has_id``, and the ``{"is_empty": {"key": ...}}`` /
+``{"is_null": {"key": ...}}`` conditions. Keys are payload paths
+(``peregrine.vector.paths``). As in Qdrant, a filter object refuses unknown
+fields while a condition ignores them.
+
+Every filter is bounded before it is compiled (``FilterLimits``): nesting
+depth, number of conditions and of values listed, so that a request cannot
+make evaluation (or the compiler's recursion) arbitrarily expensive.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from peregrine.core.errors import InvalidFilterError, InvalidPointIdError
+from peregrine.core.deadline import check_deadline
+from peregrine.core.errors import InvalidInputError
+from peregrine.vector.errors import InvalidFilterError, InvalidPointIdError
 from peregrine.vector.ids import KeyArray, encode_ids
+from peregrine.vector.paths import parse_path
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 
 
@@ -39,20 +50,75 @@ class Filterable(Protocol):
 
 CompiledFilter = Callable[[Filterable], Mask]
 
+
+@dataclass(frozen=True, slots=True)
+class FilterLimits:
+    """How large a filter may be. The engine's defaults only guard the process;
+    a server sets tighter ones from its settings."""
+
+    max_depth: int = 64  # nested filter objects
+    max_conditions: int = 100_000  # leaf conditions and nested filters, in all
+    max_values: int = 1_000_000  # ids in has_id and values in match any/except, in all
+
+
+DEFAULT_FILTER_LIMITS = FilterLimits()
+
+
 _CLAUSES = ("must", "should", "must_not", "min_should")
 _RANGE_KEYS = ("gt", "gte", "lt", "lte")
+_FIELD_TESTS = ("match", "range", "is_empty", "is_null")
+_UNSUPPORTED = ("values_count", "geo_bounding_box", "geo_radius", "geo_polygon")
 
 
-def compile_filter(spec: Any) -> CompiledFilter | None:
+def compile_filter(spec: Any, limits: FilterLimits | None = None) -> CompiledFilter | None:
     """None for an empty/absent filter (matches everything)."""
     if spec is None:
         return None
     if not isinstance(spec, dict):
         raise InvalidFilterError("filter must be a JSON object")
+    check_size(spec, limits or DEFAULT_FILTER_LIMITS)
     compiled = _compile_filter_obj(spec, "filter")
     if all(spec.get(k) in (None, [], {}) for k in _CLAUSES):
         return None  # validated, and it constrains nothing
     return compiled
+
+
+def check_size(spec: Any, limits: FilterLimits) -> None:
+    """Refuse a filter over the limits, without recursion (any depth is safe here)."""
+    stack: list[tuple[Any, int]] = [(spec, 1)]
+    conditions = values = 0
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        if any(k in node for k in _CLAUSES):  # a (nested) filter object
+            if depth > limits.max_depth:
+                raise InvalidFilterError(
+                    f"filter is nested more than {limits.max_depth} levels deep (the limit)")
+            for clause in ("must", "should", "must_not"):
+                items = node.get(clause)
+                items = [items] if isinstance(items, dict) else items
+                if isinstance(items, list):
+                    stack.extend((item, depth + 1) for item in items)
+            ms = node.get("min_should")
+            if isinstance(ms, dict) and isinstance(ms.get("conditions"), list):
+                stack.extend((item, depth + 1) for item in ms["conditions"])
+        if depth > 1:
+            conditions += 1
+        has_id = node.get("has_id")
+        if isinstance(has_id, list):
+            values += len(has_id)
+        match = node.get("match")
+        if isinstance(match, dict):
+            for kind in ("any", "except"):
+                if isinstance(match.get(kind), list):
+                    values += len(match[kind])
+        if conditions > limits.max_conditions:
+            raise InvalidFilterError(
+                f"filter has more than {limits.max_conditions} conditions (the limit)")
+        if values > limits.max_values:
+            raise InvalidFilterError(
+                f"filter lists more than {limits.max_values} ids or values (the limit)")
 
 
 def _check_keys(obj: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -107,6 +173,7 @@ def _compile_filter_obj(spec: dict[str, Any], where: str) -> CompiledFilter:
             for cond in conds:
                 counts += cond(seg)
             mask &= counts >= min_count
+        check_deadline()
         return mask
 
     return evaluate
@@ -117,6 +184,8 @@ def _compile_condition(cond: Any, where: str) -> CompiledFilter:
         raise InvalidFilterError(f"{where} must be a JSON object")
     if any(k in cond for k in _CLAUSES):
         return _compile_filter_obj(cond, where)
+    if "key" in cond:
+        return _compile_field(cond, where)
     if "has_id" in cond:
         _check_keys(cond, {"has_id"}, where)
         return _compile_has_id(cond["has_id"], where)
@@ -127,18 +196,21 @@ def _compile_condition(cond: Any, where: str) -> CompiledFilter:
         if kind == "is_empty":
             return lambda seg: ~seg.field_index(path).present(seg.n_rows)
         return lambda seg: seg.field_index(path).null(seg.n_rows)
-    if "key" in cond:
-        return _compile_field(cond, where)
     raise InvalidFilterError(
-        f"{where}: expected a field condition (key + match/range), has_id, is_empty, "
-        "is_null or a nested filter"
+        f"{where}: expected a field condition (key + match/range/is_empty/is_null), has_id, "
+        "is_empty, is_null or a nested filter"
     )
 
 
 def _key_of(obj: Any, where: str) -> str:
     if not isinstance(obj, dict) or not isinstance(obj.get("key"), str) or not obj["key"]:
         raise InvalidFilterError(f"{where} needs a non-empty string 'key'")
-    return str(obj["key"])
+    key = str(obj["key"])
+    try:
+        parse_path(key)
+    except InvalidInputError as exc:
+        raise InvalidFilterError(f"{where}: {exc}") from None
+    return key
 
 
 def _compile_has_id(ids: Any, where: str) -> CompiledFilter:
@@ -156,35 +228,71 @@ def _is_scalar(value: Any) -> bool:
 
 
 def _compile_field(cond: dict[str, Any], where: str) -> CompiledFilter:
+    """A key with one or more tests; several tests on one key are OR-ed (Qdrant)."""
     path = _key_of(cond, where)
-    _check_keys(cond, {"key", "match", "range"}, where)
-    if ("match" in cond) == ("range" in cond):
-        raise InvalidFilterError(f"{where}: a field condition needs exactly one of match/range")
-    if "match" in cond:
-        match = cond["match"]
-        if not isinstance(match, dict) or len(match) != 1:
+    unsupported = [k for k in _UNSUPPORTED if cond.get(k) is not None]
+    if unsupported:
+        raise InvalidFilterError(f"{where}: {unsupported[0]} conditions are not supported")
+    tests = [_compile_test(kind, cond[kind], path, where)
+             for kind in _FIELD_TESTS if cond.get(kind) is not None]
+    if not tests:
+        raise InvalidFilterError(
+            f"{where}: at least one field condition must be specified "
+            "(match, range, is_empty or is_null)")
+    if len(tests) == 1:
+        return tests[0]
+
+    def either(seg: Filterable) -> Mask:
+        mask = tests[0](seg)
+        for test in tests[1:]:
+            mask = mask | test(seg)
+        return mask
+
+    return either
+
+
+def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
+    if kind == "match":
+        return _compile_match(arg, path, where)
+    if kind == "range":
+        return _compile_range(arg, path, where)
+    if not isinstance(arg, bool):
+        raise InvalidFilterError(f"{where}.{kind} must be true or false")
+    if kind == "is_empty":  # missing, null or []: is_empty true; false needs a value
+        if arg:
+            return lambda seg: ~seg.field_index(path).present(seg.n_rows)
+        return lambda seg: seg.field_index(path).present(seg.n_rows)
+    if arg:  # is_null: null itself or an array holding null; false: anything else
+        return lambda seg: seg.field_index(path).has_null(seg.n_rows)
+    return lambda seg: ~seg.field_index(path).has_null(seg.n_rows)
+
+
+def _compile_match(match: Any, path: str, where: str) -> CompiledFilter:
+    if not isinstance(match, dict) or len(match) != 1:
+        raise InvalidFilterError(
+            f"{where}.match must be one of {{value}}, {{any}}, {{except}}, {{text}}"
+        )
+    ((kind, arg),) = match.items()
+    if kind == "value":
+        if not _is_scalar(arg):
+            raise InvalidFilterError(f"{where}.match.value must be a string, integer or bool")
+        return lambda seg: seg.field_index(path).match_any([arg], seg.n_rows)
+    if kind in ("any", "except"):
+        if not isinstance(arg, list) or not all(_is_scalar(v) for v in arg):
             raise InvalidFilterError(
-                f"{where}.match must be one of {{value}}, {{any}}, {{except}}, {{text}}"
+                f"{where}.match.{kind} must be a list of strings or integers"
             )
-        ((kind, arg),) = match.items()
-        if kind == "value":
-            if not _is_scalar(arg):
-                raise InvalidFilterError(f"{where}.match.value must be a string, integer or bool")
-            return lambda seg: seg.field_index(path).match_any([arg], seg.n_rows)
-        if kind in ("any", "except"):
-            if not isinstance(arg, list) or not all(_is_scalar(v) for v in arg):
-                raise InvalidFilterError(
-                    f"{where}.match.{kind} must be a list of strings or integers"
-                )
-            if kind == "any":
-                return lambda seg: seg.field_index(path).match_any(arg, seg.n_rows)
-            return lambda seg: seg.field_index(path).match_except(arg, seg.n_rows)
-        if kind in ("text", "phrase"):
-            if not isinstance(arg, str):
-                raise InvalidFilterError(f"{where}.match.{kind} must be a string")
-            return lambda seg: seg.field_index(path).match_text(arg, seg.n_rows)
-        raise InvalidFilterError(f"{where}.match: unknown kind {kind!r}")
-    rng = cond["range"]
+        if kind == "any":
+            return lambda seg: seg.field_index(path).match_any(arg, seg.n_rows)
+        return lambda seg: seg.field_index(path).match_except(arg, seg.n_rows)
+    if kind in ("text", "phrase"):
+        if not isinstance(arg, str):
+            raise InvalidFilterError(f"{where}.match.{kind} must be a string")
+        return lambda seg: seg.field_index(path).match_text(arg, seg.n_rows)
+    raise InvalidFilterError(f"{where}.match: unknown kind {kind!r}")
+
+
+def _compile_range(rng: Any, path: str, where: str) -> CompiledFilter:
     if not isinstance(rng, dict) or not rng:
         raise InvalidFilterError(f"{where}.range must be an object with gt/gte/lt/lte")
     _check_keys(rng, set(_RANGE_KEYS), f"{where}.range")

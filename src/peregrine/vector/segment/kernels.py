@@ -7,8 +7,11 @@ squared distance) so that results from different segments merge with one
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from peregrine.vector.types import Metric
 
@@ -45,11 +48,22 @@ def top_k(scores: F32, k: int) -> tuple[F32, I64]:
     return np.take_along_axis(part_scores, order, axis=1), idx
 
 
-def public_scores(internal: F32, metric: Metric) -> npt.NDArray[np.float64]:
-    """Engine scores to the user's: l2 becomes the euclidean distance."""
+def public_scores(internal: F32, metric: Metric) -> F32:
+    """Engine scores to the user's, still float32: l2 becomes the euclidean distance."""
     if metric is Metric.L2:
-        return np.sqrt(np.maximum(0.0, -internal.astype(np.float64)))
-    return internal.astype(np.float64)
+        return np.sqrt(np.maximum(np.float32(0.0), -internal)).astype(np.float32)
+    return internal
+
+
+def shortest_floats(values: F32) -> list[Any]:
+    """float32 values as Python floats that print like the float32 did (0.15, not
+    0.15000000596046448), nested like the array: what Qdrant's JSON shows.
+
+    orjson formats float32 arrays with the shortest digits that round-trip in
+    float32 (ryu) and parses them back, in C: ~1 us for a top-10's scores.
+    """
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    return orjson.loads(orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY))  # type: ignore[no-any-return]
 
 
 def normalize_rows(vectors: F32) -> F32:

@@ -39,6 +39,10 @@ class Segment(Protocol):
 
     def keys_view(self) -> KeyArray: ...
 
+    def tombstone(self, rows: I64) -> int:
+        """Mark rows deleted; returns how many were live (keeps ``n_deleted`` in step)."""
+        ...
+
     def lookup(self, keys: KeyArray) -> tuple[I64, I64]: ...
 
     def field_index(self, path: str) -> FieldIndex: ...
@@ -56,6 +60,15 @@ class Segment(Protocol):
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
     ) -> tuple[F32, I64]: ...
+
+
+def mark_deleted(segment: Segment, rows: I64) -> int:
+    """The one way a segment's tombstones change: mask and counter together."""
+    rows = np.unique(rows)
+    fresh = rows[~segment.deleted[rows]]
+    segment.deleted[fresh] = True
+    segment.n_deleted += int(fresh.size)
+    return int(fresh.size)
 
 
 def exact_search(
@@ -155,6 +168,9 @@ class MutableSegment:
 
     def keys_view(self) -> KeyArray:
         return self._keys[: self._n]
+
+    def tombstone(self, rows: I64) -> int:
+        return mark_deleted(self, rows)
 
     def vectors_view(self) -> F32:
         return self._vectors[: self._n]

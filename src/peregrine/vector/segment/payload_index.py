@@ -17,7 +17,7 @@ first use.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,43 +25,16 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from peregrine.vector.paths import nodes_at, parse_path
+
 Mask = npt.NDArray[np.bool_]
 Rows = npt.NDArray[np.int64]
 EqKey = str | int | tuple[str, bool]
 
 PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool")
-
-
-def split_path(path: str) -> list[str]:
-    """'a.b[].c' -> ['a', 'b', 'c']; lists met on the way are flattened."""
-    return [part.removesuffix("[]") for part in path.split(".") if part]
-
-
-def terminal_nodes(payload: dict[str, Any] | None, parts: Sequence[str]) -> list[Any]:
-    """What sits at the end of a path, arrays not yet flattened (for is_empty/is_null)."""
-    if not payload:
-        return []
-    stack: list[Any] = [payload]
-    for part in parts:
-        nxt: list[Any] = []
-        for node in stack:
-            if isinstance(node, list):
-                nxt.extend(item[part] for item in node if isinstance(item, dict) and part in item)
-            elif isinstance(node, dict) and part in node:
-                nxt.append(node[part])
-        stack = nxt
-        if not stack:
-            return []
-    return stack
-
-
-def values_at(payload: dict[str, Any] | None, parts: Sequence[str]) -> Iterator[Any]:
-    """All terminal values at a path; arrays (terminal or intermediate) fan out."""
-    for value in terminal_nodes(payload, parts):
-        if isinstance(value, list):
-            yield from value
-        else:
-            yield value
+# Saved indexes of another version are rebuilt from the payloads (version 1
+# read array elements through key steps, which Qdrant's paths do not).
+FORMAT_VERSION = 2
 
 
 def eq_key(value: Any) -> EqKey | None:
@@ -78,12 +51,13 @@ class FieldIndex:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._parts = split_path(path)
+        self._steps = parse_path(path)
         self._eq: dict[EqKey, list[int]] = {}
         self._num_values: list[float] = []
         self._num_rows: list[int] = []
         self._present: list[int] = []
         self._null: list[int] = []
+        self._has_null: list[int] = []
         self._other: list[int] = []
         self.rows_indexed = 0
         self._lock = threading.Lock()
@@ -96,6 +70,7 @@ class FieldIndex:
         )
         self._present_np: Rows = np.empty(0, np.int64)
         self._null_np: Rows = np.empty(0, np.int64)
+        self._has_null_np: Rows = np.empty(0, np.int64)
         self._other_np: Rows = np.empty(0, np.int64)
 
     def catch_up(self, payload_of: Callable[[int], dict[str, Any] | None], n_rows: int) -> None:
@@ -107,12 +82,14 @@ class FieldIndex:
             self.rows_indexed = max(self.rows_indexed, n_rows)
 
     def _add(self, row: int, payload: dict[str, Any] | None) -> None:
-        nodes = terminal_nodes(payload, self._parts)
+        nodes = nodes_at(payload, self._steps) if payload else []
         # Qdrant: empty = missing, null or []; a non-empty array (even [null]) is not.
         if any(node is not None and node != [] for node in nodes):
             self._present.append(row)
         if any(node is None for node in nodes):
             self._null.append(row)
+        if any(node is None or (isinstance(node, list) and None in node) for node in nodes):
+            self._has_null.append(row)
         other = False
         for node in nodes:
             for value in node if isinstance(node, list) else (node,):
@@ -141,6 +118,7 @@ class FieldIndex:
             self._num_sorted = (values[order], rows[order])
             self._present_np = np.unique(np.asarray(self._present, dtype=np.int64))
             self._null_np = np.unique(np.asarray(self._null, dtype=np.int64))
+            self._has_null_np = np.unique(np.asarray(self._has_null, dtype=np.int64))
             self._other_np = np.unique(np.asarray(self._other, dtype=np.int64))
             self._frozen_at = self.rows_indexed
 
@@ -202,8 +180,15 @@ class FieldIndex:
         return self._mask(n, self._present_np)
 
     def null(self, n: int) -> Mask:
+        """Rows where the path holds null itself (``{"is_null": {"key": ...}}``)."""
         self._freeze()
         return self._mask(n, self._null_np)
+
+    def has_null(self, n: int) -> Mask:
+        """Rows where the path holds null or an array containing null (the
+        ``{"key": ..., "is_null": true}`` form)."""
+        self._freeze()
+        return self._mask(n, self._has_null_np)
 
     # -- persistence (sealed segments) --------------------------------------
     def save(self, path: Path) -> None:
@@ -224,13 +209,18 @@ class FieldIndex:
                 num_rows=self._num_sorted[1],
                 present=self._present_np,
                 null=self._null_np,
+                has_null=self._has_null_np,
+                version=np.asarray([FORMAT_VERSION], dtype=np.int64),
                 other=self._other_np,
                 rows_indexed=np.asarray([self.rows_indexed], dtype=np.int64),
             )
 
     @classmethod
-    def load(cls, path: Path) -> FieldIndex:
+    def load(cls, path: Path) -> FieldIndex | None:
+        """The saved index, or None when it was saved in an older format."""
         with np.load(path) as data:
+            if "version" not in data or int(data["version"][0]) != FORMAT_VERSION:
+                return None
             index = cls(bytes(data["path"]).decode())
             raw_keys = orjson.loads(bytes(data["keys"]))
             indptr = data["indptr"]
@@ -243,6 +233,7 @@ class FieldIndex:
             index._num_sorted = (data["num_values"], data["num_rows"])
             index._present_np = data["present"]
             index._null_np = data["null"]
+            index._has_null_np = data["has_null"]
             index._other_np = data["other"]
             index.rows_indexed = int(data["rows_indexed"][0])
         index._frozen_at = index.rows_indexed

@@ -33,20 +33,22 @@ import mmap
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss as _faiss
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from peregrine.core.errors import StorageError
+from peregrine.core.fsio import fsync_tree, write_atomic_with
 from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.kernels import F32, I64, score_block
-from peregrine.vector.segment.mutable import exact_search
+from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import IndexConfig, Metric, Quantization
 
@@ -73,17 +75,17 @@ _FP16_MAX_REL_ERROR = 1e-3
 _FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
 
 
+# Rows added to the graph per FAISS call: a stop request waits at most one
+# chunk (~0.5 s on 2 cores at 384-d), and FAISS still parallelises inside it.
+_BUILD_CHUNK = 16_384
+
+
+class BuildCancelledError(Exception):
+    """A segment build stopped because its collection is closing."""
+
+
 def field_file(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16] + ".npz"
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray[Any, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class SealedSegment:
@@ -92,9 +94,32 @@ class SealedSegment:
         self.directory = directory
         self.metric = metric
         self.config = config
+        self._payload_file: BinaryIO | None = None
+        self._payload_map: mmap.mmap | bytes = b""
+        try:
+            self._load(directory)
+        except Exception as exc:
+            self.close()
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"segment {directory.name} is unreadable: "
+                               f"{type(exc).__name__}: {exc}") from None
+        self._params: dict[int, Any] = {}
+        self._fields: dict[str, FieldIndex] = {}
+        self._fields_lock = threading.Lock()
+        fields_dir = directory / "fields"
+        self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
+
+    def _load(self, directory: Path) -> None:
+        """Read the files and check that they describe one consistent segment."""
         meta = orjson.loads((directory / "meta.json").read_bytes())
-        self._n = int(meta["rows"])
-        self.dim = int(meta["dim"])
+        self._n = n = int(meta["rows"])
+        self.dim = dim = int(meta["dim"])
+        if n < 0 or not 1 <= dim <= 65_536:
+            raise StorageError(f"segment {directory.name}: {n} rows of dimension {dim}")
+        if meta.get("metric", self.metric.value) != self.metric.value:
+            raise StorageError(f"segment {directory.name} was built for {meta['metric']!r}, "
+                               f"the collection uses {self.metric.value!r}")
         # Segments written before graph codes were recorded hold float32 or int8.
         self.codes = GraphCodes(meta.get("codes") or (
             GraphCodes.INT8 if meta["quantization"] == Quantization.INT8.value
@@ -104,18 +129,30 @@ class SealedSegment:
         self._vectors: F32 = np.asarray(np.load(directory / "vectors.npy", mmap_mode="r"))
         self._keys: KeyArray = np.load(directory / "keys.npy")
         self._key_order: I64 = np.load(directory / "key_order.npy")
-        self._sorted_keys: KeyArray = self._keys[self._key_order]
         self._offsets = np.load(directory / "payload_offsets.npy")
-        payload_path = directory / "payload.bin"
-        self._payload_file = open(payload_path, "rb")  # noqa: SIM115 - lives with the segment
-        self._payload_map: mmap.mmap | bytes
-        if payload_path.stat().st_size:
-            self._payload_map = mmap.mmap(self._payload_file.fileno(), 0, access=mmap.ACCESS_READ)
-        else:
-            self._payload_map = b""
-        self.index = faiss.read_index(str(directory / "index.faiss"))
-        hugepages.back_with_huge_pages(hugepages.index_buffers(self.index, faiss))
         self.deleted: Mask = np.load(directory / "deleted.npy")
+        payload_path = directory / "payload.bin"
+        payload_bytes = payload_path.stat().st_size
+        _expect(directory, "vectors.npy", self._vectors, (n, dim), np.float32)
+        _expect(directory, "keys.npy", self._keys, (n,), KEY_DTYPE)
+        _expect(directory, "key_order.npy", self._key_order, (n,), np.int64)
+        _expect(directory, "payload_offsets.npy", self._offsets, (n + 1,), np.uint64)
+        _expect(directory, "deleted.npy", self.deleted, (n,), np.bool_)
+        if n and (int(self._key_order.min()) < 0 or int(self._key_order.max()) >= n):
+            raise StorageError(f"segment {directory.name}: key_order.npy points outside it")
+        if int(self._offsets[0]) != 0 or int(self._offsets[-1]) != payload_bytes or (
+                n and bool((np.diff(self._offsets.astype(np.int64)) < 0).any())):
+            raise StorageError(f"segment {directory.name}: payload offsets do not fit "
+                               "payload.bin")
+        self._sorted_keys: KeyArray = self._keys[self._key_order]
+        self._payload_file = open(payload_path, "rb")  # noqa: SIM115 - lives with the segment
+        if payload_bytes:
+            self._payload_map = mmap.mmap(self._payload_file.fileno(), 0, access=mmap.ACCESS_READ)
+        self.index = faiss.read_index(str(directory / "index.faiss"))
+        if int(self.index.ntotal) != n or int(self.index.d) != dim:
+            raise StorageError(f"segment {directory.name}: its index holds "
+                               f"{self.index.ntotal} vectors of dimension {self.index.d}")
+        hugepages.back_with_huge_pages(hugepages.index_buffers(self.index, faiss))
         self.n_deleted = int(np.count_nonzero(self.deleted))
         self._norms: F32 | None = None
         # All-integer ids (tag byte 0) as one uint64 column, decoded once; None
@@ -124,11 +161,6 @@ class SealedSegment:
         self._int_ids: npt.NDArray[np.uint64] | None = (
             None if raw[:, 0].any() else raw[:, 1:9].copy().view(">u8").reshape(-1)
             .astype(np.uint64))
-        self._params: dict[int, Any] = {}
-        self._fields: dict[str, FieldIndex] = {}
-        self._fields_lock = threading.Lock()
-        fields_dir = directory / "fields"
-        self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
 
     @property
     def n_rows(self) -> int:
@@ -136,6 +168,9 @@ class SealedSegment:
 
     def keys_view(self) -> KeyArray:
         return self._keys
+
+    def tombstone(self, rows: I64) -> int:
+        return mark_deleted(self, rows)
 
     def vectors_view(self) -> F32:
         return self._vectors
@@ -178,15 +213,17 @@ class SealedSegment:
                 name = field_file(path)
                 if name in self._field_files:
                     index = FieldIndex.load(self.directory / "fields" / name)
-                else:
-                    # Undeclared field: index it once, in memory, on first use.
+                if index is None:
+                    # Undeclared field (or saved in an older format): index it
+                    # once, in memory, on first use.
                     index = FieldIndex(path)
                     index.catch_up(self.payload, self._n)
                 self._fields[path] = index
         return index
 
     def persist_deleted(self) -> None:
-        _atomic_save_npy(self.directory / "deleted.npy", self.deleted)
+        write_atomic_with(self.directory / "deleted.npy",
+                          lambda fh: np.save(fh, self.deleted))
 
     def _l2_norms(self) -> F32:
         if self._norms is None:
@@ -268,7 +305,15 @@ class SealedSegment:
     def close(self) -> None:
         if isinstance(self._payload_map, mmap.mmap):
             self._payload_map.close()
-        self._payload_file.close()
+        if self._payload_file is not None:
+            self._payload_file.close()
+
+
+def _expect(directory: Path, name: str, array: np.ndarray[Any, Any], shape: tuple[int, ...],
+            dtype: Any) -> None:
+    if array.shape != shape or array.dtype != np.dtype(dtype):
+        raise StorageError(f"segment {directory.name}: {name} is {array.dtype}{list(array.shape)}, "
+                           f"expected {np.dtype(dtype)}{list(shape)}")
 
 
 def build_sealed_segment(
@@ -280,18 +325,33 @@ def build_sealed_segment(
     config: IndexConfig,
     declared_fields: Sequence[str],
     codes: GraphCodes | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> None:
     """Write a complete segment directory; the caller renames nothing.
 
     ``codes`` overrides the choice of ``graph_codes`` (benchmarks compare them).
 
     Builds into ``directory.tmp`` then renames, so ``directory`` either does
-    not exist or is whole.
+    not exist or is whole. ``cancelled`` is polled between chunks of the
+    graph build (the long part): when it turns true the build stops, removes
+    its directory and raises ``BuildCancelledError``.
     """
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
+    try:
+        _write_segment(tmp, vectors, keys, blobs, metric, config, declared_fields, codes,
+                       cancelled)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, directory)
+
+
+def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[bytes],
+                   metric: Metric, config: IndexConfig, declared_fields: Sequence[str],
+                   codes: GraphCodes | None, cancelled: Callable[[], bool]) -> None:
     n, dim = vectors.shape
     # Rows arrive normalised for cosine already (the WAL logs them that way).
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -307,7 +367,7 @@ def build_sealed_segment(
     np.save(tmp / "payload_offsets.npy", offsets)
     np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
     codes = codes or graph_codes(vectors, config)
-    index = _build_index(vectors, metric, config, codes)
+    index = _build_index(vectors, metric, config, codes, cancelled)
     faiss.write_index(index, str(tmp / "index.faiss"))
     if declared_fields:
         (tmp / "fields").mkdir()
@@ -318,8 +378,7 @@ def build_sealed_segment(
     meta = {"rows": n, "dim": dim, "metric": metric.value,
             "quantization": config.quantization.value, "codes": codes.value, "format": 1}
     (tmp / "meta.json").write_bytes(orjson.dumps(meta))
-    _fsync_tree(tmp)
-    os.replace(tmp, directory)
+    fsync_tree(tmp)
 
 
 def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
@@ -340,7 +399,8 @@ def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
     return GraphCodes.FLOAT16
 
 
-def _build_index(vectors: F32, metric: Metric, config: IndexConfig, codes: GraphCodes) -> Any:
+def _build_index(vectors: F32, metric: Metric, config: IndexConfig, codes: GraphCodes,
+                 cancelled: Callable[[], bool] = lambda: False) -> Any:
     dim = vectors.shape[1]
     index: Any
     if codes is GraphCodes.FLOAT32:
@@ -353,21 +413,8 @@ def _build_index(vectors: F32, metric: Metric, config: IndexConfig, codes: Graph
             index.train(vectors)
     index.hnsw.efConstruction = config.ef_construction
     index.hnsw.efSearch = config.ef
-    if vectors.shape[0]:
-        index.add(vectors)
+    for start in range(0, vectors.shape[0], _BUILD_CHUNK):
+        if cancelled():
+            raise BuildCancelledError
+        index.add(vectors[start : start + _BUILD_CHUNK])
     return index
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,139 @@
+"""The composition root: settings -> faces -> protocols -> the HTTP edge.
+
+This is the one place that knows every part. It reads the settings (one
+section per face and per protocol), opens each face through its front door,
+registers the faces' metrics in the process registry, mounts every protocol
+listed in ``PROTOCOLS`` on the shared edge, and serves it.
+
+Adding a wire protocol: a package under ``peregrine/edge/`` with a
+``Protocol`` subclass, and one line in ``PROTOCOLS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.core.logs import configure_logging
+from peregrine.core.metrics import new_registry
+from peregrine.core.settings import Section, field, load_settings
+from peregrine.edge.http.app import EdgeApp
+from peregrine.edge.http.metrics import HttpMetrics
+from peregrine.edge.http.protocol import Protocol
+from peregrine.edge.http.server import run
+from peregrine.edge.http.settings import HttpSettings
+from peregrine.edge.http.tracing import Tracing
+from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
+from peregrine.runtime import hugepages
+from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
+from peregrine.runtime.settings import RuntimeSettings
+from peregrine.vector.service import VectorService, VectorSettings
+
+log = logging.getLogger("peregrine.server")
+
+
+@dataclass(frozen=True)
+class Settings(Section):
+    """Everything ``peregrine serve`` reads; see docs/server.md for each setting."""
+
+    data: str = field("./data", "data directory (every face keeps its state under it)")
+    log_level: str = field("info", "debug | info | warning | error")
+    http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
+    vector: VectorSettings = dataclasses.field(default_factory=VectorSettings)
+    qdrant: QdrantSettings = dataclasses.field(default_factory=QdrantSettings)
+    runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
+
+    def validate(self) -> Settings:
+        if self.log_level.lower() not in ("debug", "info", "warning", "error"):
+            raise InvalidInputError("log_level must be debug, info, warning or error")
+        return self
+
+
+def load(file: str | Path | None = None, overrides: dict[str, object] | None = None
+         ) -> Settings:
+    """Defaults < TOML file (or PEREGRINE_CONFIG) < PEREGRINE_* variables < ``overrides``."""
+    return load_settings(Settings, file, overrides=overrides)
+
+
+@dataclass
+class Faces:
+    """The faces this process runs, each behind its front door."""
+
+    vector: VectorService
+
+    def close(self) -> None:
+        self.vector.close()
+
+
+# Every protocol the edge serves: one line each.
+PROTOCOLS: list[Callable[[Faces, Settings], Protocol]] = [
+    lambda faces, settings: QdrantProtocol(faces.vector, settings.qdrant),
+]
+
+
+@dataclass
+class Peregrine:
+    """A built process: its settings, faces, metrics registry and HTTP edge."""
+
+    settings: Settings
+    faces: Faces
+    registry: CollectorRegistry
+    app: EdgeApp
+
+
+def open_faces(settings: Settings) -> Faces:
+    hugepages.configure(settings.runtime.huge_pages)
+    return Faces(vector=VectorService.open(settings.data, settings.vector))
+
+
+def build(settings: Settings, faces: Faces | None = None,
+          protocols: list[Callable[[Faces, Settings], Protocol]] | None = None) -> Peregrine:
+    """Open the faces (unless given) and mount the protocols; serving is ``serve``'s job."""
+    faces = faces or open_faces(settings)
+    try:
+        registry = new_registry()
+        faces.vector.register_metrics(registry)
+        mounted = [make(faces, settings) for make in (PROTOCOLS if protocols is None
+                                                      else protocols)]
+        app = EdgeApp(settings.http, mounted, HttpMetrics(registry),
+                      Tracing.from_env(settings.http.tracing), on_close=[faces.close])
+    except BaseException:
+        faces.close()
+        raise
+    return Peregrine(settings, faces, registry, app)
+
+
+def serve(settings: Settings, on_started: Callable[[Peregrine], None] | None = None) -> int:
+    """Build and serve until a signal; the exit status (1: the server never started)."""
+    configure_logging(settings.log_level)
+    process = build(settings)
+    try:  # from this (main) thread: the pollers die with it, even on SIGKILL
+        poller = IdlePoller().start() if settings.runtime.idle_poll else None
+    except BaseException:
+        process.app.close()  # nothing is served yet: close the faces we opened
+        raise
+    if poller is not None and (quota := cpu_quota()) is not None:
+        log.warning("idle_poll under a CPU quota: the pollers' time counts against it",
+                    extra={"fields": {"cpu_quota": quota}})
+    http = settings.http
+    scheme = "https" if http.tls_cert else "http"
+    log.info("serving", extra={"fields": {
+        "url": f"{scheme}://{http.host}:{http.port}", "data": settings.data,
+        "protocols": [p.name for p in process.app.protocols],
+        "auth": bool(http.api_key or http.read_only_api_key),
+        "idle_poll_cpus": poller.cpus if poller else []}})
+    if on_started is not None:
+        on_started(process)
+    try:
+        started = run(process.app, http)
+    finally:
+        if poller is not None:
+            poller.stop()
+        process.app.close()  # no-op after a clean shutdown; closes after a bind failure
+    return 0 if started else 1

@@ -1,0 +1,1 @@
+"""The shared HTTP edge: one ASGI app, one transport, for every protocol."""

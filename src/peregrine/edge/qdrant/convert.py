@@ -1,0 +1,203 @@
+"""Qdrant shapes <-> the vector face's typed values. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.edge.qdrant import schemas
+from peregrine.vector.service import (
+    CollectionInfo,
+    Hit,
+    IndexConfig,
+    Metric,
+    Mmr,
+    NearestQuery,
+    Query,
+    ReadOptions,
+    RecommendQuery,
+    Record,
+)
+
+DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
+METRIC_TO_DISTANCE = {v: k for k, v in DISTANCE_TO_METRIC.items()}
+PROTOCOL = "qdrant"  # the key of Qdrant's declared settings in a collection's config
+
+
+def with_payload(value: schemas.WithPayload | None, default: bool) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, schemas.PayloadInclude):
+        return {"include": value.include}
+    if isinstance(value, schemas.PayloadExclude):
+        return {"exclude": value.exclude}
+    return value
+
+
+def with_vector(value: schemas.WithVector | None) -> bool:
+    return bool(value)
+
+
+def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int,
+                 default_payload: bool = False) -> ReadOptions:
+    params = body.params or schemas.SearchParams()
+    return ReadOptions(limit=limit, offset=body.offset or 0, filter=body.filter,
+                       ef=params.hnsw_ef, exact=bool(params.exact),
+                       with_payload=with_payload(body.with_payload, default_payload),
+                       with_vector=with_vector(body.with_vector),
+                       score_threshold=body.score_threshold)
+
+
+def query(body: schemas.QueryRequest) -> Query:
+    q = body.query
+    if q is None:
+        return None
+    if isinstance(q, schemas.RecommendQuery):
+        return RecommendQuery(tuple(q.recommend.positive or ()),
+                              tuple(q.recommend.negative or ()))
+    if isinstance(q, schemas.NearestQuery):
+        mmr = None if q.mmr is None else Mmr(
+            0.5 if q.mmr.diversity is None else q.mmr.diversity, q.mmr.candidates_limit)
+        return NearestQuery(q.nearest, mmr)
+    return NearestQuery(q)
+
+
+def scored_point(hit: Hit) -> dict[str, Any]:
+    """Qdrant's ScoredPoint: payload and vector only when asked for."""
+    point: dict[str, Any] = {"id": hit.id, "version": 0, "score": hit.score}
+    if hit.payload is not None:
+        point["payload"] = hit.payload
+    if hit.vector is not None:
+        point["vector"] = hit.vector
+    return point
+
+
+def record(rec: Record) -> dict[str, Any]:
+    point: dict[str, Any] = {"id": rec.id}
+    if rec.payload is not None:
+        point["payload"] = rec.payload
+    if rec.vector is not None:
+        point["vector"] = rec.vector
+    return point
+
+
+def batch_vectors(vectors: list[np.ndarray] | np.ndarray, n: int) -> Any:
+    """The vectors of an upsert as rows: a list of arrays, or one binary blob of n rows."""
+    if isinstance(vectors, np.ndarray) and vectors.ndim == 1:
+        if n == 0 or vectors.size % n:
+            raise InvalidInputError(f"binary vectors hold {vectors.size} floats, not a whole "
+                                    f"vector for each of the {n} ids")
+        return vectors.reshape(n, -1)
+    if isinstance(vectors, np.ndarray) and vectors.size == 0:
+        return vectors.reshape(0, 0)
+    return vectors
+
+
+def kb_to_points(kb: int, dim: int) -> int:
+    return kb * 1024 // (4 * dim)
+
+
+def index_config(body: schemas.CreateCollection) -> IndexConfig:
+    """Qdrant's collection parameters to the engine's; vector-level ones win."""
+    dim = body.vector_params.size
+    values: dict[str, Any] = {}
+    for hnsw in (body.hnsw_config, body.vector_params.hnsw_config):
+        if hnsw is None:
+            continue
+        if hnsw.m is not None:
+            values["m"] = hnsw.m
+        if hnsw.ef_construct is not None:
+            values["ef_construction"] = hnsw.ef_construct
+        if hnsw.full_scan_threshold is not None:
+            values["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
+    for quant in (body.quantization_config, body.vector_params.quantization_config):
+        if quant is not None:
+            values["quantization"] = "int8"
+    return IndexConfig.from_dict(values)
+
+
+def declared(body: schemas.CreateCollection) -> dict[str, Any]:
+    """Everything the client set, as given, so that it reads back what it sent."""
+    out = body.model_dump(mode="json", exclude_none=True, exclude={"vectors"})
+    out["vectors"] = body.vector_params.model_dump(mode="json", exclude_none=True)
+    return out
+
+
+_OPTIMIZER_DEFAULTS: dict[str, Any] = {
+    "deleted_threshold": 0.3, "vacuum_min_vector_number": 1000, "max_segment_size": None,
+    "memmap_threshold": None, "flush_interval_sec": 5, "max_optimization_threads": None,
+}
+
+
+def collection_info(info: CollectionInfo) -> dict[str, Any]:
+    config = info.config
+    index = config.index
+    dim = config.dim
+    given: dict[str, Any] = config.declared.get(PROTOCOL, {})
+    given_vectors: dict[str, Any] = given.get("vectors", {})
+    quantization = ({"scalar": {"type": "int8", "always_ram": True}}
+                    if index.quantization.value == "int8" else None)
+    vectors: dict[str, Any] = {"size": dim, "distance": METRIC_TO_DISTANCE[config.metric]}
+    vectors.update({k: v for k, v in given_vectors.items() if k not in ("size", "distance")})
+    hnsw = {
+        "m": index.m,
+        "ef_construct": index.ef_construction,
+        "full_scan_threshold": index.full_scan_threshold * 4 * dim // 1024,
+        "max_indexing_threads": 0,
+        "on_disk": False,
+        **{k: v for k, v in given.get("hnsw_config", {}).items()
+           if k in ("max_indexing_threads", "on_disk", "payload_m")},
+    }
+    optimizer = {**_OPTIMIZER_DEFAULTS, "default_segment_number": index.max_segments,
+                 "indexing_threshold": index.segment_rows * 4 * dim // 1024,
+                 **given.get("optimizers_config", {})}
+    params: dict[str, Any] = {
+        "vectors": vectors,
+        "shard_number": given.get("shard_number", 1),
+        "replication_factor": given.get("replication_factor", 1),
+        "write_consistency_factor": given.get("write_consistency_factor", 1),
+        "on_disk_payload": given.get("on_disk_payload", True),
+    }
+    if "sharding_method" in given:
+        params["sharding_method"] = given["sharding_method"]
+    result: dict[str, Any] = {
+        "status": "green" if info.index_backlog_segments == 0 else "yellow",
+        "optimizer_status": "ok",
+        "indexed_vectors_count": info.indexed_points,
+        "points_count": info.points,
+        "segments_count": info.segments,
+        "config": {
+            "params": params,
+            "hnsw_config": hnsw,
+            "optimizer_config": optimizer,
+            "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0,
+                           **given.get("wal_config", {})},
+            "quantization_config": given.get("quantization_config", quantization),
+        },
+        "payload_schema": {
+            field: {"data_type": kind, "points": info.payload_points.get(field, 0)}
+            for field, kind in config.payload_indexes.items()
+        },
+    }
+    if "metadata" in given:
+        result["config"]["metadata"] = given["metadata"]
+    return result
+
+
+def field_schema(value: Any) -> str:
+    if value is None:
+        return "keyword"
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if not isinstance(kind, str):
+            raise InvalidInputError("field_schema needs a 'type'")
+        return kind
+    return str(value)
+
+
+def update_result(wait: bool | None, seq: int = 0) -> dict[str, Any]:
+    """Writes are applied (and searchable) before any answer; ``wait`` only picks the
+    status word Qdrant clients expect."""
+    return {"operation_id": seq, "status": "completed" if wait else "acknowledged"}

@@ -1,0 +1,71 @@
+"""Collections and payload indexes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peregrine.edge.http.protocol import Access, Call, Operation
+from peregrine.edge.qdrant import convert, schemas
+from peregrine.edge.qdrant.routes.common import collection_name
+
+if TYPE_CHECKING:
+    from peregrine.edge.qdrant.protocol import QdrantProtocol
+
+C = "/collections/{collection_name}"
+
+
+def operations(protocol: QdrantProtocol) -> list[Operation]:
+    vector = protocol.vector
+
+    async def list_collections(call: Call) -> Any:
+        names = await call.run(vector.list_collections)
+        return {"collections": [{"name": n} for n in names]}
+
+    async def get_collection(call: Call) -> Any:
+        info = await call.run(vector.collection_info, collection_name(call))
+        return convert.collection_info(info)
+
+    async def create_collection(call: Call) -> Any:
+        body: schemas.CreateCollection = call.body
+        params = body.vector_params
+        await call.run(vector.create_collection, collection_name(call), params.size,
+                       convert.DISTANCE_TO_METRIC[params.distance], convert.index_config(body),
+                       {convert.PROTOCOL: convert.declared(body)})
+        return True
+
+    async def delete_collection(call: Call) -> Any:
+        return await call.run(vector.drop_collection, collection_name(call))
+
+    async def collection_exists(call: Call) -> Any:
+        return {"exists": vector.has_collection(collection_name(call))}
+
+    async def create_field_index(call: Call) -> Any:
+        body: schemas.CreateFieldIndex = call.body
+        await call.run(vector.create_payload_index, collection_name(call), body.field_name,
+                       convert.field_schema(body.field_schema))
+        return convert.update_result(call.params.wait)
+
+    async def delete_field_index(call: Call) -> Any:
+        await call.run(vector.delete_payload_index, collection_name(call),
+                       call.path["field_name"])
+        return convert.update_result(call.params.wait)
+
+    return [
+        Operation("GET", "/collections", "get_collections", "collections", "List collections",
+                  list_collections),
+        Operation("GET", C, "get_collection", "collections",
+                  "Collection info: status, points, segments, config", get_collection),
+        Operation("PUT", C, "create_collection", "collections", "Create a collection",
+                  create_collection, Access.WRITE, schemas.CreateCollection,
+                  schemas.TimeoutParams),
+        Operation("DELETE", C, "delete_collection", "collections", "Delete a collection",
+                  delete_collection, Access.WRITE, params=schemas.TimeoutParams),
+        Operation("GET", C + "/exists", "collection_exists", "collections",
+                  "Whether a collection exists", collection_exists),
+        Operation("PUT", C + "/index", "create_field_index", "indexes", "Create a payload index",
+                  create_field_index, Access.WRITE, schemas.CreateFieldIndex,
+                  schemas.WriteParams),
+        Operation("DELETE", C + "/index/{field_name}", "delete_field_index", "indexes",
+                  "Delete a payload index", delete_field_index, Access.WRITE,
+                  params=schemas.WriteParams),
+    ]

@@ -1,0 +1,140 @@
+"""Point writes, retrieval, scroll and count."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peregrine.core.errors import InvalidInputError, NotFoundError
+from peregrine.edge.http.protocol import Access, Call, Operation
+from peregrine.edge.qdrant import convert, schemas
+from peregrine.edge.qdrant.routes.common import cached_read, collection_name
+from peregrine.vector.service import PointSelector
+
+if TYPE_CHECKING:
+    from peregrine.edge.qdrant.protocol import QdrantProtocol
+
+P = "/collections/{collection_name}/points"
+W = Access.WRITE
+
+
+def parse_point_id(text: str) -> int | str:
+    """A path's point id: ASCII digits are an integer, anything else must be a UUID
+    (``isdigit`` alone would take '²' or a full-width '１' for a number)."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
+def operations(protocol: QdrantProtocol) -> list[Operation]:
+    vector = protocol.vector
+
+    async def upsert_points(call: Call) -> Any:
+        body: schemas.PointsList | schemas.PointsBatch = call.body
+        if isinstance(body, schemas.PointsList):
+            ids: list[Any] = [p.id for p in body.points]
+            rows: Any = [p.vector for p in body.points]
+            payloads: list[Any] | None = [p.payload for p in body.points]
+        else:
+            ids, payloads = body.batch.ids, body.batch.payloads
+            if payloads is not None and len(payloads) != len(ids):
+                raise InvalidInputError(f"batch has {len(ids)} ids but {len(payloads)} payloads")
+            rows = convert.batch_vectors(body.batch.vectors, len(ids))
+        seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads)
+        return convert.update_result(call.params.wait, seq)
+
+    def selector(body: schemas.PointsSelector | schemas.SetPayload | schemas.DeletePayload
+                 ) -> PointSelector:
+        return PointSelector(body.points, body.filter)
+
+    async def delete_points(call: Call) -> Any:
+        await call.run(vector.delete, collection_name(call), selector(call.body))
+        return convert.update_result(call.params.wait)
+
+    async def set_payload(call: Call) -> Any:
+        return await _set_payload(call, False)
+
+    async def overwrite_payload(call: Call) -> Any:
+        return await _set_payload(call, True)
+
+    async def _set_payload(call: Call, overwrite: bool) -> Any:
+        body: schemas.SetPayload = call.body
+        if body.key is not None:
+            raise InvalidInputError("setting a payload at a nested 'key' is not supported")
+        await call.run(vector.set_payload, collection_name(call), selector(body), body.payload,
+                       overwrite)
+        return convert.update_result(call.params.wait)
+
+    async def delete_payload(call: Call) -> Any:
+        body: schemas.DeletePayload = call.body
+        await call.run(vector.delete_payload, collection_name(call), selector(body), body.keys)
+        return convert.update_result(call.params.wait)
+
+    async def clear_payload(call: Call) -> Any:
+        await call.run(vector.clear_payload, collection_name(call), selector(call.body))
+        return convert.update_result(call.params.wait)
+
+    async def retrieve_points(call: Call) -> Any:
+        body: schemas.PointRequest = call.body
+        payload = convert.with_payload(body.with_payload, True)
+        with_vector = convert.with_vector(body.with_vector)
+        name = collection_name(call)
+        return await cached_read(call, vector, lambda: [
+            convert.record(r) for r in vector.retrieve(name, body.ids, payload, with_vector)])
+
+    async def get_point(call: Call) -> Any:
+        point_id = parse_point_id(call.path["id"])
+        name = collection_name(call)
+
+        def read() -> dict[str, Any]:
+            found = vector.retrieve(name, [point_id], True, True)
+            if not found:
+                raise NotFoundError(f"No point with id {point_id} found")
+            return convert.record(found[0])
+
+        return await cached_read(call, vector, read)
+
+    async def scroll_points(call: Call) -> Any:
+        body: schemas.ScrollRequest = call.body or schemas.ScrollRequest()
+        payload = convert.with_payload(body.with_payload, True)
+        with_vector = convert.with_vector(body.with_vector)
+        name = collection_name(call)
+
+        def read() -> dict[str, Any]:
+            records, next_id = vector.scroll(name, body.filter, body.limit or 10, body.offset,
+                                             payload, with_vector)
+            return {"points": [convert.record(r) for r in records],
+                    "next_page_offset": next_id}
+
+        return await cached_read(call, vector, read)
+
+    async def count_points(call: Call) -> Any:
+        body: schemas.CountRequest = call.body or schemas.CountRequest()
+        name = collection_name(call)
+        return await cached_read(call, vector, lambda: {"count": vector.count(name, body.filter)})
+
+    return [
+        Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
+                  upsert_points, W, schemas.UpsertBody,
+                  schemas.WriteParams),
+        Operation("POST", P + "/delete", "delete_points", "points",
+                  "Delete points by ids or filter", delete_points, W, schemas.PointsSelector,
+                  schemas.WriteParams),
+        Operation("POST", P, "get_points", "points", "Retrieve points by ids", retrieve_points,
+                  body=schemas.PointRequest, params=schemas.ReadParams, inline=True),
+        Operation("GET", P + "/{id}", "get_point", "points", "Retrieve one point", get_point,
+                  params=schemas.ReadParams, inline=True),
+        Operation("POST", P + "/payload", "set_payload", "points", "Merge keys into payloads",
+                  set_payload, W, schemas.SetPayload, schemas.WriteParams),
+        Operation("PUT", P + "/payload", "overwrite_payload", "points", "Replace payloads",
+                  overwrite_payload, W, schemas.SetPayload, schemas.WriteParams),
+        Operation("POST", P + "/payload/delete", "delete_payload", "points",
+                  "Delete payload keys", delete_payload, W, schemas.DeletePayload,
+                  schemas.WriteParams),
+        Operation("POST", P + "/payload/clear", "clear_payload", "points",
+                  "Remove whole payloads", clear_payload, W, schemas.PointsSelector,
+                  schemas.WriteParams),
+        Operation("POST", P + "/scroll", "scroll_points", "points",
+                  "Page through points in id order", scroll_points, body=schemas.ScrollRequest,
+                  params=schemas.ReadParams, body_required=False, inline=True),
+        Operation("POST", P + "/count", "count_points", "points",
+                  "Count points matching a filter", count_points, body=schemas.CountRequest,
+                  params=schemas.ReadParams, body_required=False, inline=True),
+    ]

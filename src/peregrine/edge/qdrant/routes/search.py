@@ -1,0 +1,85 @@
+"""Nearest-neighbour reads: search, batch search, recommend and the query API.
+
+Translation only: each handler turns the body into the front door's typed
+request and the hits into Qdrant's ScoredPoint objects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peregrine.edge.http.protocol import Call, Operation
+from peregrine.edge.qdrant import convert, schemas
+from peregrine.edge.qdrant.routes.common import cached_read, collection_name
+from peregrine.vector.service import Hit, RecommendQuery
+
+if TYPE_CHECKING:
+    from peregrine.edge.qdrant.protocol import QdrantProtocol
+
+Q = "/collections/{collection_name}/points"
+
+
+def _points(hits: list[Hit]) -> list[dict[str, Any]]:
+    return [convert.scored_point(h) for h in hits]
+
+
+def operations(protocol: QdrantProtocol) -> list[Operation]:
+    vector = protocol.vector
+
+    async def search_points(call: Call) -> Any:
+        body: schemas.SearchRequest = call.body
+        name = collection_name(call)
+        options = convert.read_options(body, body.limit)
+        return await cached_read(call, vector,
+                                 lambda: _points(vector.search(name, body.vector, options)))
+
+    async def search_batch(call: Call) -> Any:
+        body: schemas.SearchRequestBatch = call.body
+        name = collection_name(call)
+        searches = [(s.vector, convert.read_options(s, s.limit)) for s in body.searches]
+        return await cached_read(call, vector, lambda: [
+            _points(hits) for hits in vector.search_batch(name, searches)])
+
+    async def recommend_points(call: Call) -> Any:
+        body: schemas.RecommendRequest = call.body
+        name = collection_name(call)
+        query = RecommendQuery(tuple(body.positive or ()), tuple(body.negative or ()))
+        options = convert.read_options(body, body.limit)
+        return await cached_read(call, vector,
+                                 lambda: _points(vector.recommend(name, query, options)))
+
+    async def query_points(call: Call) -> Any:
+        body: schemas.QueryRequest = call.body or schemas.QueryRequest()
+        name = collection_name(call)
+        query = convert.query(body)
+        options = convert.read_options(body, body.limit or 10)
+        return await cached_read(call, vector, lambda: {
+            "points": _points(vector.query(name, query, options))})
+
+    async def query_batch(call: Call) -> Any:
+        body: schemas.QueryRequestBatch = call.body
+        name = collection_name(call)
+        queries = [(convert.query(q), convert.read_options(q, q.limit or 10))
+                   for q in body.searches]
+        return await cached_read(call, vector, lambda: [
+            {"points": _points(hits)} for hits in vector.query_batch(name, queries)])
+
+    return [
+        Operation("POST", Q + "/search", "search_points", "search",
+                  "Nearest neighbours of a vector", search_points, body=schemas.SearchRequest,
+                  params=schemas.ReadParams, inline=True),
+        Operation("POST", Q + "/search/batch", "search_batch_points", "search",
+                  "Several searches in one request", search_batch,
+                  body=schemas.SearchRequestBatch, params=schemas.ReadParams, inline=True),
+        Operation("POST", Q + "/recommend", "recommend_points", "search",
+                  "Points like the positive and unlike the negative examples",
+                  recommend_points, body=schemas.RecommendRequest, params=schemas.ReadParams,
+                  inline=True),
+        Operation("POST", Q + "/query", "query_points", "search",
+                  "Universal query: nearest (vector or point id) or recommend", query_points,
+                  body=schemas.QueryRequest, params=schemas.ReadParams, body_required=False,
+                  inline=True),
+        Operation("POST", Q + "/query/batch", "query_batch_points", "search",
+                  "Several queries in one request", query_batch,
+                  body=schemas.QueryRequestBatch, params=schemas.ReadParams, inline=True),
+    ]

@@ -1,0 +1,343 @@
+"""Request bodies and query strings of the Qdrant REST subset, as pydantic models.
+
+They follow Qdrant's OpenAPI names and shapes so that its clients' bodies
+validate unchanged. As in Qdrant, unknown fields of a request are ignored
+(clients that send every field of a newer version keep working), except in
+payload selectors, which refuse them. Fields Qdrant has but Peregrine does not
+act on (sharding, replication, consistency) are accepted where they cannot
+change a result, and rejected with a clear message where ignoring them would
+(e.g. named, sparse or multi vectors). No float may be NaN or infinite.
+
+Filters are validated by the engine's compiler (one source of truth for the
+filter language); ``filter_schema`` only documents them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+)
+
+from peregrine.edge.http.protocol import QueryModel
+from peregrine.edge.qdrant.vectors import Vector, Vectors
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, arbitrary_types_allowed=True,
+                              allow_inf_nan=False)
+
+
+class Closed(Model):
+    """A shape Qdrant refuses unknown fields in."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+PointId = Annotated[int, Field(ge=0, le=2**64 - 1)] | Annotated[
+    str, Field(description="UUID", examples=["5c56c793-69f3-4fbf-87e6-c4bf54c28c26"])]
+FilterSpec = Annotated[dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/Filter"})]
+Payload = dict[str, Any]
+
+
+class PayloadInclude(Closed):
+    include: list[str]
+
+
+class PayloadExclude(Closed):
+    exclude: list[str]
+
+
+WithPayload = bool | list[str] | PayloadInclude | PayloadExclude
+WithVector = bool | list[str]
+ShardKey = Annotated[Any, WithJsonSchema({"description": "accepted and ignored (one shard)"})]
+
+
+# -- collections -------------------------------------------------------------------
+class HnswConfigDiff(Model):
+    m: int | None = Field(None, ge=2, le=256)
+    ef_construct: int | None = Field(None, ge=4, le=4096)
+    full_scan_threshold: int | None = Field(None, ge=0, description="kilobytes of vectors")
+    max_indexing_threads: int | None = Field(None, ge=0)
+    on_disk: bool | None = None
+    payload_m: int | None = Field(None, ge=0)
+
+
+class ScalarQuantizationConfig(Model):
+    type: Literal["int8"]
+    quantile: float | None = Field(None, ge=0.5, le=1.0)
+    always_ram: bool | None = None
+
+
+class ScalarQuantization(Model):
+    scalar: ScalarQuantizationConfig
+
+
+class VectorParams(Model):
+    size: int = Field(ge=1, le=65536)
+    distance: Literal["Cosine", "Dot", "Euclid"]
+    hnsw_config: HnswConfigDiff | None = None
+    quantization_config: ScalarQuantization | None = None
+    on_disk: bool | None = None
+    datatype: Literal["float32"] | None = None
+
+
+class WalConfigDiff(Model):
+    wal_capacity_mb: int | None = Field(None, ge=1)
+    wal_segments_ahead: int | None = Field(None, ge=0)
+
+
+class OptimizersConfigDiff(Model):
+    deleted_threshold: float | None = Field(None, ge=0, le=1)
+    vacuum_min_vector_number: int | None = Field(None, ge=0)
+    default_segment_number: int | None = Field(None, ge=0)
+    max_segment_size: int | None = Field(None, ge=0)
+    memmap_threshold: int | None = Field(None, ge=0)
+    indexing_threshold: int | None = Field(None, ge=0)
+    flush_interval_sec: int | None = Field(None, ge=0)
+    max_optimization_threads: int | None = Field(None, ge=0)
+
+
+def _params_or_named(value: Any) -> str:
+    """One vector's parameters, or a map of named ones (its keys are not parameters)."""
+    if isinstance(value, VectorParams) or (isinstance(value, dict) and (
+            "size" in value or "distance" in value)):
+        return "params"
+    return "named"
+
+
+class CreateCollection(Model):
+    vectors: Annotated[
+        Annotated[VectorParams, Tag("params")] | Annotated[dict[str, VectorParams], Tag("named")],
+        Discriminator(_params_or_named)] = Field(
+        description='one vector per point; {"": {...}} names the same unnamed vector')
+    shard_number: Literal[1] | None = None
+    sharding_method: Literal["auto"] | None = None
+    replication_factor: Literal[1] | None = None
+    write_consistency_factor: Literal[1] | None = None
+    on_disk_payload: bool | None = None
+    hnsw_config: HnswConfigDiff | None = None
+    wal_config: WalConfigDiff | None = None
+    optimizers_config: OptimizersConfigDiff | None = None
+    quantization_config: ScalarQuantization | None = None
+    sparse_vectors: Annotated[dict[str, Any], Field(max_length=0)] | None = Field(
+        None, description="sparse vectors are not supported: only {} is accepted")
+    metadata: dict[str, Any] | None = Field(None, description="kept and reported back")
+
+    @field_validator("vectors")
+    @classmethod
+    def _one_unnamed_vector(cls, value: VectorParams | dict[str, VectorParams]) -> VectorParams:
+        if isinstance(value, VectorParams):
+            return value
+        if list(value) == [""]:
+            return value[""]
+        raise ValueError("named vectors are not supported: a collection has one unnamed "
+                         'vector (give "vectors": {"size": ..., "distance": ...})')
+
+    @property
+    def vector_params(self) -> VectorParams:
+        assert isinstance(self.vectors, VectorParams)
+        return self.vectors
+
+
+class CreateFieldIndex(Model):
+    field_name: str = Field(min_length=1)
+    field_schema: (
+        Literal["keyword", "integer", "float", "bool"]
+        | Annotated[dict[str, Any], WithJsonSchema(
+            {"type": "object", "properties": {"type": {
+                "enum": ["keyword", "integer", "float", "bool"]}}, "required": ["type"]})]
+        | None
+    ) = None
+
+
+# -- points -------------------------------------------------------------------------
+class PointStruct(Model):
+    id: PointId
+    vector: Vector
+    payload: Payload | None = None
+
+
+class PointsList(Model):
+    points: list[PointStruct]
+    shard_key: ShardKey = None
+
+
+class Batch(Model):
+    ids: list[PointId]
+    vectors: Vectors
+    payloads: list[Payload | None] | None = None
+
+
+class PointsBatch(Model):
+    batch: Batch
+    shard_key: ShardKey = None
+
+
+def _list_or_batch(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "batch" in value else "points"
+
+
+# An upsert body: errors are reported for the shape the body has, not for both.
+UpsertBody = Annotated[
+    Annotated[PointsList, Tag("points")] | Annotated[PointsBatch, Tag("batch")],
+    Discriminator(_list_or_batch)]
+
+
+class PointsSelector(Model):
+    """Qdrant's PointIdsList | FilterSelector, as one object with exactly one of them."""
+
+    points: list[PointId] | None = None
+    filter: FilterSpec | None = None
+    shard_key: ShardKey = None
+
+
+class PointRequest(Model):
+    ids: list[PointId]
+    with_payload: WithPayload | None = None
+    with_vector: WithVector | None = None
+    shard_key: ShardKey = None
+
+
+class SetPayload(Model):
+    payload: Payload
+    points: list[PointId] | None = None
+    filter: FilterSpec | None = None
+    key: str | None = None
+    shard_key: ShardKey = None
+
+
+class DeletePayload(Model):
+    keys: list[str]
+    points: list[PointId] | None = None
+    filter: FilterSpec | None = None
+    shard_key: ShardKey = None
+
+
+class ScrollRequest(Model):
+    offset: PointId | None = None
+    limit: int | None = Field(None, ge=1)
+    filter: FilterSpec | None = None
+    with_payload: WithPayload | None = None
+    with_vector: WithVector | None = None
+    shard_key: ShardKey = None
+
+
+class CountRequest(Model):
+    filter: FilterSpec | None = None
+    exact: bool | None = None
+    shard_key: ShardKey = None
+
+
+class SearchParams(Model):
+    hnsw_ef: int | None = Field(None, ge=1)
+    exact: bool | None = None
+    quantization: dict[str, Any] | None = None
+    indexed_only: bool | None = None
+
+
+class NearestOptions(Model):
+    """What every nearest-neighbour request shares (Qdrant repeats these fields)."""
+
+    filter: FilterSpec | None = None
+    params: SearchParams | None = None
+    limit: int = Field(ge=1)
+    offset: int | None = Field(None, ge=0)
+    with_payload: WithPayload | None = None
+    with_vector: WithVector | None = None
+    score_threshold: float | None = None
+    shard_key: ShardKey = None
+
+
+class SearchRequest(NearestOptions):
+    vector: Vector
+
+
+class SearchRequestBatch(Model):
+    searches: list[SearchRequest]
+
+
+Example = PointId | Vector
+
+
+class RecommendRequest(NearestOptions):
+    positive: list[Example] | None = None
+    negative: list[Example] | None = None
+    strategy: Literal["average_vector"] | None = None
+    using: Literal[""] | None = None
+
+
+class Mmr(Model):
+    diversity: float | None = Field(None, ge=0, le=1, description="0 = relevance only")
+    candidates_limit: int | None = Field(None, ge=1, description="nearest points to pick from")
+
+
+class NearestQuery(Model):
+    nearest: Example
+    mmr: Mmr | None = None
+
+
+class RecommendInput(Model):
+    positive: list[Example] | None = None
+    negative: list[Example] | None = None
+    strategy: Literal["average_vector"] | None = None
+
+
+class RecommendQuery(Model):
+    recommend: RecommendInput
+
+
+Query = NearestQuery | RecommendQuery | Example
+
+
+class QueryRequest(Model):
+    query: Query | None = None
+    using: Literal[""] | None = None
+    filter: FilterSpec | None = None
+    params: SearchParams | None = None
+    score_threshold: float | None = None
+    limit: int | None = Field(None, ge=1)
+    offset: int | None = Field(None, ge=0)
+    with_vector: WithVector | None = None
+    with_payload: WithPayload | None = None
+    shard_key: ShardKey = None
+
+
+class QueryRequestBatch(Model):
+    searches: list[QueryRequest]
+
+
+class SnapshotRecover(Model):
+    location: str = Field(min_length=1)
+    priority: Literal["no_sync", "snapshot", "replica"] | None = None
+    checksum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    api_key: str | None = None
+
+
+# -- query strings ------------------------------------------------------------------
+class WriteParams(QueryModel):
+    wait: bool | None = None
+    ordering: Literal["weak", "medium", "strong"] | None = None
+    timeout: int | None = Field(None, ge=1)
+
+
+class ReadParams(QueryModel):
+    consistency: str | None = None
+    timeout: int | None = Field(None, ge=1)
+
+
+class TimeoutParams(QueryModel):
+    timeout: int | None = Field(None, ge=1)
+
+
+class SnapshotParams(QueryModel):
+    wait: bool | None = None
+    priority: Literal["no_sync", "snapshot", "replica"] | None = None
+    checksum: str | None = None

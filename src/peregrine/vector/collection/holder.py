@@ -1,0 +1,298 @@
+"""The segments of one collection and everything that keeps them consistent.
+
+A ``SegmentHolder`` owns what lives in a collection directory: the config,
+the manifest, the WAL, the list of segments (sealed ones plus exactly one
+active mutable segment) and the two locks that order changes to them. The
+collection's read and write paths, the optimizer and snapshots all work
+through its small interface, so none of them touches another's fields:
+
+* ``reading()`` / ``publishing()``: the readers-writer lock. Searches hold it
+  shared; applying a write or publishing a built segment holds it exclusively
+  for the microseconds it takes, so a batch becomes visible all at once.
+* ``writes_paused()``: the writer mutex that orders WAL appends with their
+  apply. Snapshots hold it to see a quiescent WAL.
+* ``apply`` / ``log_and_apply``: one WAL record's effect on the segments.
+* ``rotate_mutable``, ``new_segment_id``, ``swap``: what the optimizer needs
+  to replace segments by a freshly built one, durably.
+* ``durable_files``: what a snapshot must copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from peregrine.core.errors import ClosedError, StorageError
+from peregrine.core.fsio import write_atomic
+from peregrine.core.locks import ReadWriteLock
+from peregrine.vector.collection import codec
+from peregrine.vector.collection.manifest import CONFIG_FILE, MANIFEST, Manifest
+from peregrine.vector.collection.wal import Op, WriteAheadLog
+from peregrine.vector.ids import KeyArray
+from peregrine.vector.segment.mutable import MutableSegment, Segment
+from peregrine.vector.segment.sealed import SealedSegment
+from peregrine.vector.types import CollectionConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableFile:
+    """A file a snapshot must hold: ``link`` when it never changes in place."""
+
+    relative: Path
+    path: Path
+    link: bool
+
+
+class SegmentHolder:
+    def __init__(self, directory: Path, config: CollectionConfig, fsync: str = "group",
+                 fsync_interval_ms: int = 50, *, strict: bool = False) -> None:
+        """Open the directory: load sealed segments, then replay the WAL tail.
+
+        ``strict`` is for snapshots being checked before they replace anything:
+        a torn or unreadable WAL record is an error there, while in a live
+        directory a torn tail is the write a crash interrupted and is cut.
+        """
+        self.directory = directory
+        self.config = config
+        self._rw = ReadWriteLock()
+        self._write_lock = threading.Lock()
+        self._dirty: set[int] = set()  # sealed segment ids with unsaved tombstones
+        self.closed = False
+        # Called when a full mutable segment is frozen (the optimizer's wake-up).
+        self.on_freeze: Callable[[], None] = lambda: None
+        self.manifest = Manifest.load(directory)
+        seg_root = directory / "segments"
+        seg_root.mkdir(parents=True, exist_ok=True)
+        listed = set(self.manifest.segments)
+        for stray in seg_root.iterdir():  # half-built or superseded segments
+            if not stray.name.isdigit() or int(stray.name) not in listed:
+                shutil.rmtree(stray, ignore_errors=True)
+        self.segments: list[Segment] = []
+        try:
+            for seg_id in self.manifest.segments:
+                self.segments.append(self.open_sealed(seg_id))
+            self.mutable = self._new_mutable(self.manifest.checkpoint + 1)
+            self.segments.append(self.mutable)
+            self.wal = WriteAheadLog(directory / "wal", fsync, fsync_interval_ms)
+            replayed = 0
+            for record in self.wal.replay(self.manifest.checkpoint, strict=strict):
+                self.apply(record.op, record.body, record.seq)
+                replayed += 1
+        except BaseException:
+            self._close_segments()
+            raise
+        if replayed:
+            log.info("collection %s: replayed %d WAL records", config.name, replayed)
+        self.wal.open_for_append()
+
+    # -- opening segments --------------------------------------------------------------
+    def segment_dir(self, seg_id: int) -> Path:
+        return self.directory / "segments" / str(seg_id)
+
+    def open_sealed(self, seg_id: int) -> SealedSegment:
+        path = self.segment_dir(seg_id)
+        if not path.is_dir():
+            raise StorageError(f"segment {seg_id} listed in the manifest is missing")
+        segment = SealedSegment(seg_id, path, self.config.metric, self.config.index)
+        if segment.dim != self.config.dim:
+            segment.close()
+            raise StorageError(f"segment {seg_id} holds {segment.dim}-d vectors, the "
+                               f"collection is {self.config.dim}-d")
+        return segment
+
+    def new_segment_id(self) -> int:
+        with self._rw.write():
+            seg_id = self.manifest.next_segment_id
+            self.manifest.next_segment_id += 1
+            return seg_id
+
+    def _new_mutable(self, first_seq: int) -> MutableSegment:
+        seg_id = self.manifest.next_segment_id
+        self.manifest.next_segment_id += 1
+        return MutableSegment(seg_id, self.config.dim, self.config.index.segment_rows,
+                              self.config.metric, first_seq)
+
+    # -- locks ---------------------------------------------------------------------------
+    def acquire_read(self) -> bool:
+        """Take the shared lock; False (and not held) once the holder is closed."""
+        self._rw.acquire_read()
+        if self.closed:
+            self._rw.release_read()
+            return False
+        return True
+
+    def release_read(self) -> None:
+        self._rw.release_read()
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        if not self.acquire_read():
+            raise ClosedError(f"collection {self.config.name!r} is closed")
+        try:
+            yield
+        finally:
+            self._rw.release_read()
+
+    @contextmanager
+    def publishing(self) -> Iterator[None]:
+        with self._rw.write():
+            yield
+
+    def acquire_writes(self) -> bool:
+        """Take the writer mutex; False (and not held) once the holder is closed."""
+        self._write_lock.acquire()
+        if self.closed:
+            self._write_lock.release()
+            return False
+        return True
+
+    def release_writes(self) -> None:
+        self._write_lock.release()
+
+    @contextmanager
+    def writes_paused(self) -> Iterator[None]:
+        if not self.acquire_writes():
+            raise ClosedError(f"collection {self.config.name!r} is closed")
+        try:
+            yield
+        finally:
+            self._write_lock.release()
+
+    # -- segment lists (call under reading() or publishing()) --------------------------
+    def sealed_segments(self) -> list[SealedSegment]:
+        return [s for s in self.segments if isinstance(s, SealedSegment)]
+
+    def frozen_segments(self) -> list[MutableSegment]:
+        return [s for s in self.segments if isinstance(s, MutableSegment) and s.frozen]
+
+    # -- writes ----------------------------------------------------------------------------
+    def log_and_apply(self, op: Op, body: bytes, decoded: Any = None) -> int:
+        """Append one WAL record and apply it; the caller holds ``writes_paused()``."""
+        seq = self.wal.append(op, body)
+        self.apply(op, body, seq, decoded)
+        return seq
+
+    def apply(self, op: Op, body: bytes, seq: int, decoded: Any = None) -> None:
+        if op is Op.UPSERT:
+            batch = decoded if decoded is not None else codec.UpsertBatch.decode(
+                body, self.config.dim)
+            with self._rw.write():
+                self._tombstone(batch.keys)
+                self._append(batch, seq)
+        elif op is Op.DELETE:
+            keys = decoded if decoded is not None else codec.decode_delete(body)
+            with self._rw.write():
+                self._tombstone(keys)
+
+    def _tombstone(self, keys: KeyArray) -> None:
+        for seg in self.segments:
+            _, rows = seg.lookup(keys)  # live rows only
+            if rows.size and seg.tombstone(rows) and isinstance(seg, SealedSegment):
+                self._dirty.add(seg.id)
+
+    def _append(self, batch: codec.UpsertBatch, seq: int) -> None:
+        start, n = 0, batch.keys.shape[0]
+        while start < n:
+            if self.mutable.free == 0:
+                self._rotate(seq)
+            stop = min(n, start + self.mutable.free)
+            self.mutable.append(batch.keys[start:stop], batch.vectors[start:stop],
+                                batch.blobs[start:stop])
+            start = stop
+
+    def _rotate(self, first_seq: int) -> None:
+        self.mutable.frozen = True
+        self.mutable = self._new_mutable(first_seq)
+        self.segments.append(self.mutable)
+        self.on_freeze()
+
+    def rotate_mutable(self) -> bool:
+        """Freeze the active segment if it holds rows (everything pending gets indexed)."""
+        with self.writes_paused(), self._rw.write():
+            if not self.mutable.n_rows:
+                return False
+            self._rotate(self.wal.last_seq + 1)
+            return True
+
+    def update_config(self, config: CollectionConfig) -> None:
+        """Persist a new config; the caller holds ``writes_paused()``."""
+        write_atomic(self.directory / CONFIG_FILE, orjson.dumps(config.to_dict()))
+        self.config = config
+
+    # -- publishing a build ------------------------------------------------------------
+    def swap(self, sources: Sequence[Segment], built: SealedSegment | None,
+             source_rows: Sequence[np.ndarray]) -> None:
+        """Replace ``sources`` by ``built`` (None: they held no live row) durably.
+
+        ``source_rows`` are the rows of each source that went into the build, in
+        build order: their tombstones are carried over as they are now, which
+        includes deletes that arrived while the build ran.
+        """
+        replaced = {id(seg) for seg in sources}
+        with self._rw.write():
+            sealed = [s for s in self.sealed_segments() if id(s) not in replaced]
+            rest = [s for s in self.segments
+                    if not isinstance(s, SealedSegment) and id(s) not in replaced]
+            self.segments = [*sealed, *([built] if built else []), *rest]
+            checkpoint = min(s.first_seq for s in rest if isinstance(s, MutableSegment)) - 1
+            self.wal.sync()  # tombstones on disk must never be ahead of a durable WAL
+            if built is not None:
+                carried = np.concatenate([seg.deleted[rows]
+                                          for seg, rows in zip(sources, source_rows,
+                                                               strict=True)])
+                built.tombstone(np.flatnonzero(carried))
+                built.persist_deleted()
+            for seg in sealed:
+                if seg.id in self._dirty:
+                    seg.persist_deleted()
+            self._dirty.clear()
+            self.manifest.checkpoint = max(self.manifest.checkpoint, checkpoint)
+            self.manifest.segments = [s.id for s in self.sealed_segments()]
+            self.manifest.save(self.directory)
+        self.wal.truncate_before(self.manifest.checkpoint + 1)
+        for old in sources:
+            if isinstance(old, SealedSegment):
+                old.close()
+                shutil.rmtree(old.directory, ignore_errors=True)
+
+    # -- snapshots ------------------------------------------------------------------------
+    def durable_files(self) -> list[DurableFile]:
+        """Files that make up the collection on disk now; call with writes paused
+        and no build publishing (the optimizer paused), after ``wal.sync()``."""
+        files = [DurableFile(Path(CONFIG_FILE), self.directory / CONFIG_FILE, True)]
+        if (self.directory / MANIFEST).exists():
+            files.append(DurableFile(Path(MANIFEST), self.directory / MANIFEST, True))
+        for seg_id in self.manifest.segments:
+            root = self.segment_dir(seg_id)
+            for path in sorted(root.rglob("*")):
+                if path.is_file():
+                    files.append(DurableFile(path.relative_to(self.directory), path, True))
+        for path in self.wal.files():  # appended in place: copied, not linked
+            files.append(DurableFile(path.relative_to(self.directory), path, False))
+        return files
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Flush the WAL and release the segments, once readers and writers are out."""
+        with self._write_lock, self._rw.write():
+            if self.closed:
+                return
+            self.closed = True
+            self.wal.close()
+            self._close_segments()
+
+    def _close_segments(self) -> None:
+        for seg in self.segments:
+            if isinstance(seg, SealedSegment):
+                seg.close()

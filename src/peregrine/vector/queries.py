@@ -1,0 +1,69 @@
+"""What a caller asks the vector store's front door for, as typed values.
+
+Protocols (Qdrant REST, and later in-process faces) translate their wire
+shapes into these; ``VectorService`` gives them their meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from peregrine.vector.collection.collection import WithPayload
+from peregrine.vector.ids import PointId
+
+# A query by example: a stored point's id or a vector.
+Example = PointId | np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """What every nearest-neighbour read shares (Qdrant repeats these per request)."""
+
+    limit: int = 10
+    offset: int = 0
+    filter: dict[str, Any] | None = None
+    ef: int | None = None  # HNSW beam; None: the collection's
+    exact: bool = False  # exhaustive scan instead of the graph
+    with_payload: WithPayload = False
+    with_vector: bool = False
+    score_threshold: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mmr:
+    """Maximal marginal relevance: a diverse pick among the nearest candidates."""
+
+    diversity: float = 0.5  # 0: relevance only
+    candidates: int | None = None  # how many nearest points to pick from
+
+
+@dataclass(frozen=True, slots=True)
+class NearestQuery:
+    """Nearest to a vector, or to a stored point (which is left out of the results)."""
+
+    example: Example
+    mmr: Mmr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendQuery:
+    """Like the positive examples and unlike the negative ones (``average_vector``)."""
+
+    positive: Sequence[Example]
+    negative: Sequence[Example] = ()
+
+
+# None: no ranking, points in id order (Qdrant's query without "query").
+Query = NearestQuery | RecommendQuery | None
+
+
+@dataclass(frozen=True, slots=True)
+class PointSelector:
+    """Points named by id, or every point a filter matches (exactly one)."""
+
+    ids: Sequence[PointId] | None = None
+    filter: dict[str, Any] | None = None
