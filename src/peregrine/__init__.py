@@ -11,18 +11,24 @@ from peregrine.core.errors import (
     PeregrineError,
     StorageError,
 )
-from peregrine.vector import Collection, Database, Hit, IndexConfig, Metric, Record
-from peregrine.vector import open_database as open
-from peregrine.vector.errors import (
+from peregrine.vector import (
+    Collection,
+    CollectionInfo,
     CollectionNotFoundError,
+    Database,
     DimensionMismatchError,
     DuplicateIdError,
+    Hit,
+    IndexConfig,
     InvalidFilterError,
     InvalidPayloadError,
     InvalidPointIdError,
     InvalidSnapshotError,
     InvalidVectorError,
+    Metric,
+    Record,
 )
+from peregrine.vector import open_database as open
 
 __version__ = "0.1.0"
 
@@ -30,6 +36,7 @@ __all__ = [
     "AlreadyExistsError",
     "ClosedError",
     "Collection",
+    "CollectionInfo",
     "CollectionNotFoundError",
     "Database",
     "DimensionMismatchError",

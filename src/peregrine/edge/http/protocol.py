@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+_INLINE_SLOW_S = 0.005
+
 
 class Access(IntEnum):
     PUBLIC = 0  # health probes: never need a key
@@ -111,12 +113,16 @@ class Operation:
     body_required: bool = True
     # A read that may run on the event loop when the engine is idle (see Call.run).
     inline: bool = False
+    # Bodies up to http.max_body_bytes (bulk writes); others stop at
+    # http.max_query_body_bytes, so that no query makes the server parse megabytes.
+    bulk: bool = False
     responses: dict[str, Any] = field(default_factory=dict)
     adapter: TypeAdapter[Any] | None = field(init=False, default=None)
     default_params: Any = field(init=False, default=None)
     protocol: Protocol | None = field(init=False, default=None)
     # Moving average of engine seconds per call: slow operations never run inline.
-    engine_ewma: float = field(init=False, default=0.0)
+    # It starts high, so an operation runs on the pool until it has shown it is cheap.
+    engine_ewma: float = field(init=False, default=1.0)
 
     def __post_init__(self) -> None:
         if self.body is not None:
@@ -207,9 +213,11 @@ class Call:
         in flight runs right here instead: handing it to a thread and back
         costs ~0.3 ms of wake-ups, the largest part of the HTTP overhead of a
         lone client. Only operations marked ``inline`` whose recent calls took
-        under a millisecond qualify, and only with a small body, so a heavy
-        request never holds the event loop. Either way the deadline reaches
-        the engine, whose loops stop once it has passed.
+        under a millisecond qualify, and only with a small body; one slow call
+        run inline sends its operation back to the pool for a long while. So
+        the loop is held for a millisecond or so at worst, about what the
+        thread hand-off it saves costs. Either way the deadline reaches the
+        engine, whose loops stop once it has passed.
         """
         edge = self.edge
         started = time.perf_counter()
@@ -219,8 +227,13 @@ class Call:
         edge.busy += 1
         try:
             if self.inline and edge.busy == 1:
-                with deadline(self.deadline):
-                    return fn(*args)
+                try:
+                    with deadline(self.deadline):
+                        return fn(*args)
+                finally:
+                    spent = time.perf_counter() - started
+                    if spent > _INLINE_SLOW_S:  # it held the loop: never again soon
+                        self.op.engine_ewma = max(self.op.engine_ewma, 100 * spent)
             context = contextvars.copy_context()  # request id reaches the engine's logs
             future = asyncio.get_running_loop().run_in_executor(
                 edge.executor, context.run, _under_deadline, self.deadline, fn, args)

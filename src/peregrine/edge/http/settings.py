@@ -17,7 +17,8 @@ class HttpSettings(Section):
     tls_key: str = field("", "PEM private key of tls_cert")
     api_key: str = field("", "key for every route but health probes (api-key or Bearer)")
     read_only_api_key: str = field("", "key that can read but not write")
-    max_body_bytes: int = field(32 << 20, "largest request body")
+    max_body_bytes: int = field(32 << 20, "largest body of a bulk write (an upsert)")
+    max_query_body_bytes: int = field(4 << 20, "largest body of any other request")
     request_timeout_s: float = field(30.0, "longest a request may take (its ?timeout caps lower)")
     header_timeout_s: float = field(10.0, "a connection must send a request's headers within this")
     body_timeout_s: float = field(30.0, "longest pause while a request body arrives")
@@ -35,7 +36,7 @@ class HttpSettings(Section):
             raise InvalidInputError("TLS needs both http.tls_cert and http.tls_key")
         if self.api_key and self.api_key == self.read_only_api_key:
             raise InvalidInputError("http.api_key and http.read_only_api_key must differ")
-        for name in ("max_body_bytes", "request_timeout_s", "header_timeout_s",
+        for name in ("max_body_bytes", "max_query_body_bytes", "request_timeout_s", "header_timeout_s",
                      "body_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"http.{name} must be positive")

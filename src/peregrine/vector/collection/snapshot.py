@@ -93,8 +93,10 @@ def unpack_checked(path: Path, staging: Path, name: str, fsync: str = "group"
         if isinstance(exc, InvalidSnapshotError):
             raise
         if isinstance(exc, (PeregrineError, OSError, ValueError, tarfile.TarError)):
+            # Name files inside the snapshot, never where the server keeps them.
+            reason = str(exc).replace(f"{staging}/", "").replace(str(staging), "snapshot")
             raise InvalidSnapshotError(
-                f"{path.name} is not a valid collection snapshot: {exc}") from None
+                f"this is not a valid collection snapshot: {reason}") from None
         raise
 
 
@@ -102,12 +104,12 @@ def _unpack(path: Path, staging: Path, name: str) -> tuple[CollectionConfig, int
     """Extract, check the file list, rename; returns the config and the WAL position
     the snapshot recorded (None for snapshots without a file list)."""
     if not path.is_file():
-        raise InvalidSnapshotError(f"snapshot {path.name} does not exist")
+        raise InvalidSnapshotError("the snapshot file does not exist")
     limit = _MAX_EXPANSION * path.stat().st_size + (1 << 20)
     with tarfile.open(path, "r") as tar:
         members = tar.getmembers()
         if sum(m.size for m in members) > limit:
-            raise InvalidSnapshotError(f"{path.name} unpacks to more than its own size allows")
+            raise InvalidSnapshotError("the snapshot unpacks to more than its own size allows")
         tar.extractall(staging, filter="data")
     contents = _read_contents(staging)
     wal_last_seq = None
@@ -116,7 +118,7 @@ def _unpack(path: Path, staging: Path, name: str) -> tuple[CollectionConfig, int
         wal_last_seq = int(contents["wal_last_seq"])
     config_path = staging / CONFIG_FILE
     if not config_path.is_file():
-        raise InvalidSnapshotError(f"{path.name} holds no {CONFIG_FILE}")
+        raise InvalidSnapshotError(f"the snapshot holds no {CONFIG_FILE}")
     config = CollectionConfig.from_dict(orjson.loads(config_path.read_bytes()))
     config = config.replace(name=name)
     write_atomic(config_path, orjson.dumps(config.to_dict()))

@@ -33,6 +33,7 @@ import mmap
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -75,9 +76,9 @@ _FP16_MAX_REL_ERROR = 1e-3
 _FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
 
 
-# Rows added to the graph per FAISS call: a stop request waits at most one
-# chunk (~0.5 s on 2 cores at 384-d), and FAISS still parallelises inside it.
-_BUILD_CHUNK = 16_384
+# The graph is built by adding rows in chunks sized to take about this long, so
+# a stop request waits at most that; FAISS still parallelises inside a chunk.
+_BUILD_CHUNK_S = 0.25
 
 
 class BuildCancelledError(Exception):
@@ -413,8 +414,13 @@ def _build_index(vectors: F32, metric: Metric, config: IndexConfig, codes: Graph
             index.train(vectors)
     index.hnsw.efConstruction = config.ef_construction
     index.hnsw.efSearch = config.ef
-    for start in range(0, vectors.shape[0], _BUILD_CHUNK):
+    start, chunk, n = 0, 1024, vectors.shape[0]
+    while start < n:
         if cancelled():
             raise BuildCancelledError
-        index.add(vectors[start : start + _BUILD_CHUNK])
+        began = time.perf_counter()
+        index.add(vectors[start : start + chunk])
+        start += chunk
+        took = max(time.perf_counter() - began, 1e-6)
+        chunk = int(min(65_536, max(256, chunk * min(4.0, _BUILD_CHUNK_S / took))))
     return index
