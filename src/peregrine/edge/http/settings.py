@@ -36,8 +36,8 @@ class HttpSettings(Section):
             raise InvalidInputError("TLS needs both http.tls_cert and http.tls_key")
         if self.api_key and self.api_key == self.read_only_api_key:
             raise InvalidInputError("http.api_key and http.read_only_api_key must differ")
-        for name in ("max_body_bytes", "max_query_body_bytes", "request_timeout_s", "header_timeout_s",
-                     "body_timeout_s", "keep_alive_s"):
+        for name in ("max_body_bytes", "max_query_body_bytes", "request_timeout_s",
+                     "header_timeout_s", "body_timeout_s", "keep_alive_s"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"http.{name} must be positive")
         if self.max_connections < 0 or self.workers < 0:
