@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from peregrine.core.errors import DeadlineExceededError
 
@@ -24,11 +24,21 @@ _deadline: ContextVar[float] = ContextVar("peregrine_deadline", default=math.inf
 @contextmanager
 def deadline(at: float) -> Iterator[None]:
     """Work inside the block must end by ``at`` (a ``time.perf_counter()`` value)."""
-    token = _deadline.set(min(at, _deadline.get()))
+    token = set_deadline(at)
     try:
         yield
     finally:
         _deadline.reset(token)
+
+
+def set_deadline(at: float) -> Token[float]:
+    """``deadline`` without the context manager, for hot paths: pass the token to
+    ``reset_deadline`` when the work is done."""
+    return _deadline.set(min(at, _deadline.get()))
+
+
+def reset_deadline(token: Token[float]) -> None:
+    _deadline.reset(token)
 
 
 def check_deadline() -> None:

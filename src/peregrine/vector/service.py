@@ -17,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,14 +107,9 @@ class VectorService:
                 continue
         return infos
 
-    @contextmanager
-    def _timed(self, collection: str, operation: str) -> Iterator[None]:
-        if self._metrics is None:
-            yield
-            return
-        started = time.perf_counter()
-        yield
-        self._metrics.observe_search(collection, operation, time.perf_counter() - started)
+    def _observe(self, collection: str, operation: str, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_search(collection, operation, time.perf_counter() - started)
 
     # -- caps -------------------------------------------------------------------------
     def _check_count(self, n: int, what: str) -> None:
@@ -277,36 +271,46 @@ class VectorService:
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
         collection = self.db.collection(name)
-        with self._timed(name, "search"):
-            return self._nearest(collection, vector, options)
+        started = time.perf_counter()  # the hot path: no context manager
+        hits = self._nearest(collection, vector, options)
+        self._observe(name, "search", started)
+        return hits
 
     def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
                      ) -> list[list[Hit]]:
         self._check_batch([options for _, options in searches])
         collection = self.db.collection(name)
-        with self._timed(name, "search_batch"):
-            return [self._nearest(collection, vector, options) for vector, options in searches]
+        started = time.perf_counter()
+        result = [self._nearest(collection, vector, options) for vector, options in searches]
+        self._observe(name, "search_batch", started)
+        return result
 
     def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
         collection = self.db.collection(name)
-        with self._timed(name, "recommend"):
-            return self._query(collection, query, options)
+        started = time.perf_counter()
+        result = self._query(collection, query, options)
+        self._observe(name, "recommend", started)
+        return result
 
     def query(self, name: str, query: Query, options: ReadOptions) -> list[Hit]:
         """Qdrant's universal query: nearest (vector or point id, optionally MMR),
         recommend, or with no query the points in id order (score 0)."""
         self._check_read(options)
         collection = self.db.collection(name)
-        with self._timed(name, "query"):
-            return self._query(collection, query, options)
+        started = time.perf_counter()
+        result = self._query(collection, query, options)
+        self._observe(name, "query", started)
+        return result
 
     def query_batch(self, name: str, queries: Sequence[tuple[Query, ReadOptions]]
                     ) -> list[list[Hit]]:
         self._check_batch([options for _, options in queries])
         collection = self.db.collection(name)
-        with self._timed(name, "query_batch"):
-            return [self._query(collection, query, options) for query, options in queries]
+        started = time.perf_counter()
+        result = [self._query(collection, query, options) for query, options in queries]
+        self._observe(name, "query_batch", started)
+        return result
 
     def _check_batch(self, batch: Sequence[ReadOptions]) -> None:
         self._check_count(len(batch), "searches")

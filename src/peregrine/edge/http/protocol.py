@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from peregrine.core.deadline import deadline
+from peregrine.core.deadline import reset_deadline, set_deadline
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope
@@ -227,10 +227,11 @@ class Call:
         edge.busy += 1
         try:
             if self.inline and edge.busy == 1:
+                token = set_deadline(self.deadline)
                 try:
-                    with deadline(self.deadline):
-                        return fn(*args)
+                    return fn(*args)
                 finally:
+                    reset_deadline(token)
                     spent = time.perf_counter() - started
                     if spent > _INLINE_SLOW_S:  # it held the loop: never again soon
                         self.op.engine_ewma = max(self.op.engine_ewma, 100 * spent)
@@ -262,5 +263,8 @@ class Call:
 
 
 def _under_deadline(at: float, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-    with deadline(at):
+    token = set_deadline(at)
+    try:
         return fn(*args)
+    finally:
+        reset_deadline(token)

@@ -42,9 +42,10 @@ def with_vector(value: schemas.WithVector | None) -> bool:
 
 def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int,
                  default_payload: bool = False) -> ReadOptions:
-    params = body.params or schemas.SearchParams()
+    params = body.params
     return ReadOptions(limit=limit, offset=body.offset or 0, filter=body.filter,
-                       ef=params.hnsw_ef, exact=bool(params.exact),
+                       ef=params.hnsw_ef if params else None,
+                       exact=bool(params.exact) if params else False,
                        with_payload=with_payload(body.with_payload, default_payload),
                        with_vector=with_vector(body.with_vector),
                        score_threshold=body.score_threshold)

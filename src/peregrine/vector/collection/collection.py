@@ -298,7 +298,10 @@ class Collection:
         check_with_payload(with_payload)
         compiled = compile_filter(filter, filter_limits)
         fetch = int(k) + offset
-        with self._reading() as holder:
+        holder = self._holder  # what _reading() does, without its context manager
+        while not holder.acquire_read():
+            holder = self._replaced(holder)
+        try:
             ef_eff = max(ef or holder.config.index.ef, fetch)
             found: list[tuple[Segment, F32, I64]] = []
             for seg in holder.segments:
@@ -312,6 +315,8 @@ class Collection:
                 found.append((seg, scores, rows))
             return [self._hits(found, qi, fetch, offset, with_payload, with_vectors,
                                score_threshold) for qi in range(queries.shape[0])]
+        finally:
+            holder.release_read()
 
     def _hits(
         self,
@@ -591,8 +596,13 @@ def _segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float32],
     """Hits that all come from one segment (the usual case): no regrouping."""
     ids = seg.point_ids(rows)
     none: list[Any] = [None] * len(ids)
-    payloads = ([select_payload(p, with_payload) for p in seg.payloads(rows)]
-                if with_payload else none)
+    payloads: list[Any]
+    if with_payload is True:  # the common case: whole payloads, {} for none
+        payloads = [p or {} for p in seg.payloads(rows)]
+    elif with_payload:
+        payloads = [select_payload(p, with_payload) for p in seg.payloads(rows)]
+    else:
+        payloads = none
     vectors = shortest_floats(seg.vectors_view()[rows]) if with_vectors else none
     return [Hit(i, sc, p, v) for i, sc, p, v in
             zip(ids, shortest_floats(scores), payloads, vectors, strict=True)]
