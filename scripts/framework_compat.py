@@ -92,7 +92,7 @@ class Server:
         data.mkdir()
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "serve", "--data", str(data), "--port", str(self.port)],
+                [self.binary, "serve", "--data", str(data), "--http-port", str(self.port)],
                 stdout=subprocess.DEVNULL, stderr=log,
             )
         deadline = time.monotonic() + 30

@@ -90,3 +90,13 @@ def test_bad_settings_are_rejected_with_a_reason(tmp_path: Path, text: str,
     file.write_text(text)
     with pytest.raises(InvalidInputError, match=message):
         load(file, env=env)
+
+
+def test_docs_list_every_setting() -> None:
+    """docs/server.md's table names every setting of every section."""
+    text = (Path(__file__).parent.parent / "docs" / "server.md").read_text()
+    table = text[text.index("| setting | default | meaning |"):text.index("## Qdrant REST")]
+    for setting in settings_of(Settings):
+        if setting.section:
+            assert f"`[{setting.section}]`" in table, setting.section
+        assert f"`{setting.name}`" in table, setting.key

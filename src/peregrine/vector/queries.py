@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from peregrine.vector.collection.collection import WithPayload
+from peregrine.vector.collection.results import WithPayload
 from peregrine.vector.ids import PointId
 
 # A query by example: a stored point's id or a vector.

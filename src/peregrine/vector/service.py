@@ -25,8 +25,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from peregrine.core.errors import InvalidInputError, PeregrineError
-from peregrine.vector.collection.collection import Collection, WithPayload, check_with_payload
+from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
+from peregrine.vector.collection.results import WithPayload, check_with_payload
 from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
 from peregrine.vector.errors import PointNotFoundError
 from peregrine.vector.ids import PointId

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from peregrine.core.deadline import check_deadline
 from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
@@ -33,6 +32,12 @@ from peregrine.vector import paths
 from peregrine.vector.collection import codec, snapshot
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
+from peregrine.vector.collection.results import (
+    WithPayload,
+    check_with_payload,
+    merge_hits,
+    record,
+)
 from peregrine.vector.collection.wal import Op
 from peregrine.vector.errors import InvalidPayloadError
 from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
@@ -42,7 +47,7 @@ from peregrine.vector.segment.filters import (
     FilterLimits,
     compile_filter,
 )
-from peregrine.vector.segment.kernels import F32, I64, public_scores, shortest_floats, top_k
+from peregrine.vector.segment.kernels import F32, I64
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.sealed import SealedSegment
@@ -55,10 +60,6 @@ from peregrine.vector.types import (
 )
 
 log = logging.getLogger(__name__)
-
-# True/False, a list of payload paths to include, or Qdrant's {"include": [...]}
-# / {"exclude": [...]} selector.
-WithPayload = bool | Sequence[str] | dict[str, list[str]]
 
 MAX_EF = 65_536  # beyond any useful beam; a server sets a tighter cap
 
@@ -313,57 +314,11 @@ class Collection:
                     continue
                 scores, rows = seg.search(queries, fetch, allowed, ef_eff, exact)
                 found.append((seg, scores, rows))
-            return [self._hits(found, qi, fetch, offset, with_payload, with_vectors,
+            metric = holder.config.metric
+            return [merge_hits(found, qi, fetch, offset, metric, with_payload, with_vectors,
                                score_threshold) for qi in range(queries.shape[0])]
         finally:
             holder.release_read()
-
-    def _hits(
-        self,
-        found: list[tuple[Segment, F32, I64]],
-        qi: int,
-        fetch: int,
-        offset: int,
-        with_payload: WithPayload,
-        with_vectors: bool,
-        score_threshold: float | None,
-    ) -> list[Hit]:
-        if not found:
-            return []
-        if len(found) == 1:
-            cand_s, cand_r = found[0][1][qi], found[0][2][qi]
-            cand_seg = None
-        else:
-            cand_s = np.concatenate([f[1][qi] for f in found])
-            cand_r = np.concatenate([f[2][qi] for f in found])
-            cand_seg = np.concatenate([np.full(f[2].shape[1], j) for j, f in enumerate(found)])
-        valid = cand_r >= 0
-        if not valid.all():
-            cand_s, cand_r = cand_s[valid], cand_r[valid]
-            cand_seg = cand_seg[valid] if cand_seg is not None else None
-        if cand_seg is not None:
-            best_s, pos = top_k(cand_s[None, :], fetch)
-            cand_s, cand_r, cand_seg = best_s[0], cand_r[pos[0]], cand_seg[pos[0]]
-        metric = self.config.metric
-        scores = public_scores(cand_s[offset:fetch], metric)
-        rows = cand_r[offset:fetch]
-        if score_threshold is not None:
-            ok = scores >= score_threshold if metric.higher_is_better else scores <= score_threshold
-            cut = int(np.argmin(ok)) if not ok.all() else ok.size
-            scores, rows = scores[:cut], rows[:cut]
-        if cand_seg is None:
-            return _segment_hits(found[0][0], rows, scores, with_payload, with_vectors)
-        # Hits from several segments: build each segment's, then put them back in
-        # score order.
-        seg_of = cand_seg[offset:offset + rows.size]
-        hits: list[Any] = [None] * rows.size
-        for j in np.unique(seg_of).tolist():
-            where = np.flatnonzero(seg_of == j)
-            part = _segment_hits(found[j][0], rows[where], scores[where], with_payload,
-                                 with_vectors)
-            for w, hit in zip(where.tolist(), part, strict=True):
-                hits[w] = hit
-        return hits
 
     def ids_matching(self, filter: dict[str, Any] | None,
                      filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[PointId]:
@@ -386,7 +341,7 @@ class Collection:
                 pos, rows = seg.lookup(keys)
                 for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
                     out[p] = (seg, r)
-            return [_record(keys[p], *out[p], with_payload, with_vectors) for p in sorted(out)]
+            return [record(keys[p], *out[p], with_payload, with_vectors) for p in sorted(out)]
 
     def count(self, filter: dict[str, Any] | None = None,
               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
@@ -439,7 +394,7 @@ class Collection:
                      else np.arange(all_keys.size))
             order = order[np.argsort(all_keys[order], kind="stable")]
             all_rows, all_segs = np.concatenate(row_parts), np.concatenate(seg_parts)
-            records = [_record(all_keys[i], segments[int(all_segs[i])], int(all_rows[i]),
+            records = [record(all_keys[i], segments[int(all_segs[i])], int(all_rows[i]),
                                with_payload, with_vectors) for i in order[:limit].tolist()]
             next_id = decode_key(all_keys[order[limit]]) if take > limit else None
             return records, next_id
@@ -547,66 +502,4 @@ class Collection:
         return f"Collection({self.name!r}, dim={cfg.dim}, metric={cfg.metric.value})"
 
 
-def check_with_payload(with_payload: Any) -> None:
-    """A payload selector is a bool, a list of payload paths, or an include/exclude list."""
-    if isinstance(with_payload, bool):
-        return
-    keys = with_payload
-    if isinstance(with_payload, dict):
-        if len(with_payload) != 1 or next(iter(with_payload)) not in ("include", "exclude"):
-            raise InvalidInputError(
-                'a payload selector is {"include": [...]} or {"exclude": [...]}')
-        keys = next(iter(with_payload.values()))
-    if isinstance(keys, str) or not isinstance(keys, (list, tuple)) or not all(
-        isinstance(k, str) for k in keys
-    ):
-        raise InvalidInputError("with_payload must be a bool, a list of payload keys "
-                                'or {"include"|"exclude": [keys]}')
-    for key in keys:
-        paths.parse_path(key)
-
-
-def select_payload(payload: dict[str, Any] | None,
-                   with_payload: WithPayload) -> dict[str, Any] | None:
-    """What a reader asked for: None when payloads are off, else an object ({} if none)."""
-    if not with_payload:
-        return None
-    if not payload:
-        return {}
-    if with_payload is True:
-        return payload
-    if isinstance(with_payload, dict):
-        if "exclude" in with_payload:
-            return paths.select(payload, exclude=with_payload["exclude"])
-        return paths.select(payload, include=with_payload["include"])
-    return paths.select(payload, include=list(with_payload))
-
-
-def _record(key: bytes, seg: Segment, row: int, with_payload: WithPayload,
-            with_vectors: bool) -> Record:
-    return Record(
-        id=decode_key(key),
-        payload=select_payload(seg.payload(row), with_payload),
-        vector=shortest_floats(seg.vectors_view()[row]) if with_vectors else None,
-    )
-
-
-def _segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float32],
-                  with_payload: WithPayload, with_vectors: bool) -> list[Hit]:
-    """Hits that all come from one segment (the usual case): no regrouping."""
-    ids = seg.point_ids(rows)
-    none: list[Any] = [None] * len(ids)
-    payloads: list[Any]
-    if with_payload is True:  # the common case: whole payloads, {} for none
-        payloads = [p or {} for p in seg.payloads(rows)]
-    elif with_payload:
-        payloads = [select_payload(p, with_payload) for p in seg.payloads(rows)]
-    else:
-        payloads = none
-    vectors = shortest_floats(seg.vectors_view()[rows]) if with_vectors else none
-    return [Hit(i, sc, p, v) for i, sc, p, v in
-            zip(ids, shortest_floats(scores), payloads, vectors, strict=True)]
-
-
-__all__ = ["MAX_EF", "Collection", "MutableSegment", "WithPayload", "check_with_payload",
-           "select_payload"]
+__all__ = ["MAX_EF", "Collection", "MutableSegment", "WithPayload"]
