@@ -47,6 +47,7 @@ def free_port() -> int:
 def start(src: Path, data: Path) -> tuple[subprocess.Popen[bytes], int]:
     """A server from ``src``; its flags are found out from its own --help."""
     port = free_port()
+    # The access log off under both revisions' names for it.
     env = {**os.environ, "PYTHONPATH": str(src), "PEREGRINE_ACCESS_LOG": "false",
            "PEREGRINE_HTTP_ACCESS_LOG": "false"}
     help_text = subprocess.run([sys.executable, "-m", "peregrine", "serve", "--help"], env=env,

@@ -117,7 +117,7 @@ class Bench(Measurements):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = serve_command(data_dir, port)
-        env = dict(os.environ, PEREGRINE_ACCESS_LOG="false")
+        env = dict(os.environ, PEREGRINE_HTTP_ACCESS_LOG="false")
         server_log = self.logs / "peregrine-server.log"
         floor = self.start_floor_server()
         self.floor_pid = floor.pid
@@ -128,7 +128,7 @@ class Bench(Measurements):
             raise
         phase: dict[str, Any] = {"command": " ".join(cmd[1:]).replace(str(data_dir), "DIR")
                                  .replace(str(port), "PORT"),
-                                 "env": {"PEREGRINE_ACCESS_LOG": "false"}}
+                                 "env": {"PEREGRINE_HTTP_ACCESS_LOG": "false"}}
         try:
             info = http_json("GET", f"{url}/collections/{COLLECTION}")["result"]
             phase["collection_status"] = info.get("status")
@@ -317,7 +317,7 @@ def serve_command(data_dir: Path, port: int) -> list[str]:
     """The `peregrine serve` command line of the server phase, the one place it is built.
 
     The result cache is off, so every request searches, and only warnings are logged
-    (the access log is off through ``PEREGRINE_ACCESS_LOG``). The idle pollers are not
+    (the access log is off through ``PEREGRINE_HTTP_ACCESS_LOG``). The idle pollers are not
     asked for here: the run starts its own, to resume them for some blocks only.
     """
     return [peregrine_cli(), "serve", "--data", str(data_dir), "--http-port", str(port),

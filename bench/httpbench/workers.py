@@ -250,7 +250,8 @@ def floor_server_main(args: argparse.Namespace) -> int:
         await send({"type": "http.response.start", "status": 200, "headers": head})
         await send({"type": "http.response.body", "body": answer})
 
-    # The settings `peregrine serve` gives uvicorn (api/server.py).
+    # The settings `peregrine serve` gives uvicorn (edge/http/server.py), less its
+    # connection guards (edge/http/transport.py), which cost nothing on this path.
     uvicorn.run(app, host="127.0.0.1", port=int(args.target), http="httptools", loop="uvloop",
                 lifespan="off", log_level="warning", access_log=False, server_header=False,
                 proxy_headers=False, timeout_keep_alive=75)
