@@ -108,10 +108,6 @@ class VectorService:
                 continue
         return infos
 
-    def _observe(self, collection: str, operation: str, started: float) -> None:
-        if self._metrics is not None:
-            self._metrics.observe_search(collection, operation, time.perf_counter() - started)
-
     # -- caps -------------------------------------------------------------------------
     def _check_count(self, n: int, what: str) -> None:
         if n > self.settings.max_batch:
@@ -271,46 +267,38 @@ class VectorService:
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        collection = self.db.collection(name)
-        started = time.perf_counter()  # the hot path: no context manager
-        hits = self._nearest(collection, vector, options)
-        self._observe(name, "search", started)
-        return hits
+        return self._timed(name, "search", lambda c: self._nearest(c, vector, options))
 
     def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
                      ) -> list[list[Hit]]:
         self._check_batch([options for _, options in searches])
-        collection = self.db.collection(name)
-        started = time.perf_counter()
-        result = [self._nearest(collection, vector, options) for vector, options in searches]
-        self._observe(name, "search_batch", started)
-        return result
+        return self._timed(name, "search_batch", lambda c: [
+            self._nearest(c, vector, options) for vector, options in searches])
 
     def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        collection = self.db.collection(name)
-        started = time.perf_counter()
-        result = self._query(collection, query, options)
-        self._observe(name, "recommend", started)
-        return result
+        return self._timed(name, "recommend", lambda c: self._query(c, query, options))
 
     def query(self, name: str, query: Query, options: ReadOptions) -> list[Hit]:
         """Qdrant's universal query: nearest (vector or point id, optionally MMR),
         recommend, or with no query the points in id order (score 0)."""
         self._check_read(options)
-        collection = self.db.collection(name)
-        started = time.perf_counter()
-        result = self._query(collection, query, options)
-        self._observe(name, "query", started)
-        return result
+        return self._timed(name, "query", lambda c: self._query(c, query, options))
 
     def query_batch(self, name: str, queries: Sequence[tuple[Query, ReadOptions]]
                     ) -> list[list[Hit]]:
         self._check_batch([options for _, options in queries])
+        return self._timed(name, "query_batch", lambda c: [
+            self._query(c, query, options) for query, options in queries])
+
+    def _timed(self, name: str, operation: str, read: Callable[[Collection], T]) -> T:
+        """A search-like read, its engine time in the search histogram (no context
+        manager: this is every search's path)."""
         collection = self.db.collection(name)
         started = time.perf_counter()
-        result = [self._query(collection, query, options) for query, options in queries]
-        self._observe(name, "query_batch", started)
+        result = read(collection)
+        if self._metrics is not None:
+            self._metrics.observe_search(name, operation, time.perf_counter() - started)
         return result
 
     def _check_batch(self, batch: Sequence[ReadOptions]) -> None:
