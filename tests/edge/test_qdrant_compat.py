@@ -86,7 +86,8 @@ def test_floats_print_as_the_stored_float32(http: httpx.Client) -> None:
     assert hit["score"] == 0.15
     scored = http.post(C + "/points/search", json={"vector": [0.1, 0.2, 0, 0], "limit": 1,
                                                    "with_vector": True}).text
-    assert "00000" not in scored and "99999" not in scored
+    result = scored.split(',"status":', 1)[0]  # the envelope's time is a float64
+    assert "00000" not in result and "99999" not in result
 
 
 def test_a_point_without_payload_reads_as_an_empty_payload(http: httpx.Client) -> None:
