@@ -70,10 +70,10 @@ __all__ = [
 
 class VectorService:
     def __init__(self, db: Database, snapshots: SnapshotStore, settings: VectorSettings) -> None:
-        self.db = db
-        self.snapshots = snapshots
+        self._db = db
+        self._snapshots = snapshots
         self.settings = settings
-        self.cache = ResultCache(settings.cache_entries, settings.cache_bytes)
+        self._cache = ResultCache(settings.cache_entries, settings.cache_bytes)
         self._filter_limits = settings.filter_limits
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -93,17 +93,17 @@ class VectorService:
         return cls(db, store, settings)
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
 
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Export collection gauges, cache counters and search latency."""
-        self._metrics = VectorMetrics(registry, self._infos, self.cache.stats)
+        self._metrics = VectorMetrics(registry, self._infos, self._cache.stats)
 
     def _infos(self) -> list[CollectionInfo]:
         infos = []
-        for name in self.db.list_collections():
+        for name in self._db.list_collections():
             try:
-                infos.append(self.db.collection(name).info())
+                infos.append(self._db.collection(name).info())
             except PeregrineError:  # dropped between list and info
                 continue
         return infos
@@ -126,21 +126,17 @@ class VectorService:
         check_with_payload(options.with_payload)
 
     # -- collections -------------------------------------------------------------
-    def collection(self, name: str) -> Collection:
-        """The engine's collection, for in-process callers that need the embedded API."""
-        return self.db.collection(name)
-
     def list_collections(self) -> list[str]:
-        return self.db.list_collections()
+        return self._db.list_collections()
 
     def has_collection(self, name: str) -> bool:
-        return self.db.has_collection(name)
+        return self._db.has_collection(name)
 
     def create_collection(self, name: str, dim: int, metric: str | Metric,
                           index: IndexConfig | dict[str, Any] | None = None,
                           declared: dict[str, Any] | None = None) -> None:
         """``declared``: protocol -> settings its client set that the engine only keeps."""
-        collection = self.db.create_collection(name, dim, metric, index)
+        collection = self._db.create_collection(name, dim, metric, index)
         try:
             for protocol, settings in (declared or {}).items():
                 collection.set_declared(protocol, settings)
@@ -149,20 +145,20 @@ class VectorService:
 
     def drop_collection(self, name: str) -> bool:
         """Returns False when there was nothing to drop (as Qdrant answers)."""
-        if not self.db.has_collection(name):
+        if not self._db.has_collection(name):
             return False
         try:
-            self.db.drop_collection(name)
+            self._db.drop_collection(name)
         finally:
             self._bump(name)
-            self.cache.drop_collection(name)
+            self._cache.drop_collection(name)
             if self._metrics is not None:
                 self._metrics.forget_collection(name)
         return True
 
     def collection_info(self, name: str) -> CollectionInfo:
         """The collection's state plus how many points carry each indexed field."""
-        collection = self.db.collection(name)
+        collection = self._db.collection(name)
         info = collection.info()
         counts = {field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
                   for field in info.config.payload_indexes}
@@ -184,7 +180,7 @@ class VectorService:
 
     def _write(self, name: str, change: Callable[[Collection], T]) -> T:
         """Apply a change; cached reads of the collection are stale afterwards."""
-        collection = self.db.collection(name)
+        collection = self._db.collection(name)
         try:
             return change(collection)
         finally:
@@ -231,39 +227,39 @@ class VectorService:
     @property
     def caches_reads(self) -> bool:
         """Whether ``cached`` uses its key (callers skip building one otherwise)."""
-        return self.cache.enabled
+        return self._cache.enabled
 
     def cached(self, name: str, key: bytes, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
         """(encoded result, whether it came from the cache); any write to the collection
         makes earlier entries stale."""
-        if not self.cache.enabled:
-            self.db.collection(name)  # a missing collection is an error either way
+        if not self._cache.enabled:
+            self._db.collection(name)  # a missing collection is an error either way
             return compute(), False
         version = self.version(name)  # read before computing: see ResultCache
-        hit = self.cache.get(name, key, version)
+        hit = self._cache.get(name, key, version)
         if hit is not None:
             return hit, True
         value = compute()
-        self.cache.put(name, key, version, value)
+        self._cache.put(name, key, version, value)
         return value, False
 
     def cache_stats(self) -> CacheStats:
-        return self.cache.stats()
+        return self._cache.stats()
 
     def retrieve(self, name: str, ids: Sequence[PointId], with_payload: WithPayload = True,
                  with_vector: bool = False) -> list[Record]:
         self._check_count(len(ids), "point ids")
-        return self.db.collection(name).retrieve(list(ids), with_payload, with_vector)
+        return self._db.collection(name).retrieve(list(ids), with_payload, with_vector)
 
     def scroll(self, name: str, filter: dict[str, Any] | None = None, limit: int = 10,
                offset: PointId | None = None, with_payload: WithPayload = True,
                with_vector: bool = False) -> tuple[list[Record], PointId | None]:
         self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
-        return self.db.collection(name).scroll(filter, limit, offset, with_payload,
+        return self._db.collection(name).scroll(filter, limit, offset, with_payload,
                                                with_vector, self._filter_limits)
 
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return self.db.collection(name).count(filter, self._filter_limits)
+        return self._db.collection(name).count(filter, self._filter_limits)
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
@@ -294,7 +290,7 @@ class VectorService:
     def _timed(self, name: str, operation: str, read: Callable[[Collection], T]) -> T:
         """A search-like read, its engine time in the search histogram (no context
         manager: this is every search's path)."""
-        collection = self.db.collection(name)
+        collection = self._db.collection(name)
         started = time.perf_counter()
         result = read(collection)
         if self._metrics is not None:
@@ -397,51 +393,51 @@ class VectorService:
 
     # -- snapshots --------------------------------------------------------------------
     def create_snapshot(self, name: str) -> SnapshotInfo:
-        collection = self.db.collection(name)
-        path = collection.snapshot(self.snapshots.new_path(name))
-        return self.snapshots.register(path)
+        collection = self._db.collection(name)
+        path = collection.snapshot(self._snapshots.new_path(name))
+        return self._snapshots.register(path)
 
     def list_snapshots(self, name: str) -> list[SnapshotInfo]:
-        self.db.collection(name)
-        return self.snapshots.list(name)
+        self._db.collection(name)
+        return self._snapshots.list(name)
 
     def snapshot_path(self, name: str, snapshot: str) -> Path:
-        return self.snapshots.path(name, snapshot)
+        return self._snapshots.path(name, snapshot)
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
-        self.snapshots.delete(name, snapshot)
+        self._snapshots.delete(name, snapshot)
 
     def upload_path(self) -> Path:
         """Where an upload may be written before ``recover_uploaded`` takes it."""
-        return self.snapshots.temp_path()
+        return self._snapshots.temp_path()
 
     def discard_upload(self, upload: Path) -> None:
-        self.snapshots.discard(upload)
+        self._snapshots.discard(upload)
 
     def recover_snapshot(self, name: str, location: str, checksum: str | None = None,
                          api_key: str | None = None) -> None:
         """Create or replace collection ``name`` from a snapshot at a file:// or
         http(s):// location (checked completely before anything is replaced)."""
-        local = self.snapshots.fetch(location, checksum, self.settings.max_snapshot_bytes,
+        local = self._snapshots.fetch(location, checksum, self.settings.max_snapshot_bytes,
                                      api_key)
         self._recover(name, local)
 
     def recover_uploaded(self, name: str, upload: Path, checksum: str | None = None) -> None:
         """Like ``recover_snapshot`` for a file written at ``upload_path()``."""
         try:
-            self.snapshots.verify(upload, checksum)
+            self._snapshots.verify(upload, checksum)
         except BaseException:
-            self.snapshots.discard(upload)
+            self._snapshots.discard(upload)
             raise
         self._recover(name, upload)
 
     def _recover(self, name: str, local: Path) -> None:
         try:
-            self.db.restore_collection(local, name)
+            self._db.restore_collection(local, name)
         finally:
-            self.snapshots.discard(local)
+            self._snapshots.discard(local)
             self._bump(name)
-            self.cache.drop_collection(name)
+            self._cache.drop_collection(name)
 
 
 def _excluding(options: ReadOptions, ids: Sequence[PointId]) -> ReadOptions:
