@@ -47,14 +47,15 @@ def free_port() -> int:
 def start(src: Path, data: Path) -> tuple[subprocess.Popen[bytes], int]:
     """A server from ``src``; its flags are found out from its own --help."""
     port = free_port()
-    # The access log off under both revisions' names for it.
-    env = {**os.environ, "PYTHONPATH": str(src), "PEREGRINE_ACCESS_LOG": "false",
-           "PEREGRINE_HTTP_ACCESS_LOG": "false"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEREGRINE_")}
+    env["PYTHONPATH"] = str(src)
     help_text = subprocess.run([sys.executable, "-m", "peregrine", "serve", "--help"], env=env,
                                capture_output=True, text=True, check=True).stdout
     new = "--http-port" in help_text
     flags = (["--http-port", str(port), "--vector-cache-entries", "0"] if new
              else ["--port", str(port), "--cache-entries", "0"])
+    # The access log off, under the revision's name for it.
+    env["PEREGRINE_HTTP_ACCESS_LOG" if new else "PEREGRINE_ACCESS_LOG"] = "false"
     proc = subprocess.Popen([sys.executable, "-m", "peregrine", "serve", "--data", str(data),
                              "--log-level", "warning", *flags], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

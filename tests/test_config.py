@@ -100,3 +100,15 @@ def test_docs_list_every_setting() -> None:
         if setting.section:
             assert f"`[{setting.section}]`" in table, setting.section
         assert f"`{setting.name}`" in table, setting.key
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"PEREGRINE_API_KEY": "secret"}, "did you mean PEREGRINE_HTTP_API_KEY"),
+    ({"PEREGRINE_HTTP_APIKEY": "secret"}, "unknown setting in the environment"),
+    ({"PEREGRINE_HTTP_REQUEST_TIMEOUT_S": "nan"}, "request_timeout_s"),
+])
+def test_unknown_or_impossible_environment_settings_stop_the_start(
+        env: dict[str, str], message: str) -> None:
+    """A mistyped key variable must not start a server without its key."""
+    with pytest.raises(InvalidInputError, match=message):
+        load(env=env)

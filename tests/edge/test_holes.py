@@ -344,3 +344,33 @@ def test_sigterm_during_a_merge_does_not_wait_for_it(server_factory: Factory) ->
     started = time.monotonic()
     assert server.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 6
+
+
+def test_pipelined_request_is_not_timed_out_while_the_server_is_busy(
+        server_factory: Factory) -> None:
+    """The second of two pipelined requests waits, unread, while the first runs: the
+    body timeout must not count that wait against the client."""
+    server = server_factory("--http-body-timeout-s", "1", "--http-max-query-body-bytes",
+                            str(32 << 20), "--vector-max-filter-conditions", "1000000")
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        make(client, n=2000)
+    slow = json.dumps({"filter": {"should": [{"key": "i", "match": {"value": k}}
+                                             for k in range(400_000)]}}).encode()
+    quick = b'{"filter": {}}'
+    s = _open(server)
+    s.sendall(b"POST /collections/c/points/count HTTP/1.1\r\nhost: x\r\n"
+              b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(slow) + slow)
+    s.sendall(b"POST /collections/c/points/count HTTP/1.1\r\nhost: x\r\n"
+              b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(quick)
+              + quick[:5])
+    time.sleep(0.05)
+    s.sendall(quick[5:])
+    s.settimeout(60)
+    got = b""
+    while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"}"):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    assert got.count(b"HTTP/1.1 200") == 2, got[:300]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import socket
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import uvicorn
 from pydantic import BaseModel
 
 from peregrine import bootstrap
 from peregrine.core.settings import build
 from peregrine.edge.http.protocol import (
+    Accepted,
     Access,
     Call,
     EventStream,
@@ -30,6 +35,7 @@ from peregrine.edge.http.protocol import (
     Operation,
     Protocol,
 )
+from peregrine.edge.http.transport import ConnectionLimits, guarded_protocol
 from peregrine.edge.qdrant import QdrantProtocol
 
 
@@ -157,3 +163,113 @@ def test_adding_a_protocol_needs_no_edit_to_the_edge() -> None:
                 assert not node.module.startswith(("peregrine.edge.qdrant", "peregrine.vector")), (
                     path.name, node.module)
     assert QdrantProtocol.prefix == "" and Echo.prefix == "/v1"
+
+
+def test_an_event_stream_stops_when_the_client_leaves(tmp_path: Path) -> None:
+    """uvicorn does not fail sends to a gone client: the edge watches for the
+    disconnect and closes the generator (no tokens made for nobody)."""
+    produced = {"n": 0, "closed": False}
+
+    class Ticks(Protocol):
+        name, prefix = "ticks", "/t"
+
+        def operations(self) -> list[Operation]:
+            async def ticks(call: Call) -> Any:
+                async def events() -> AsyncIterator[Any]:
+                    try:
+                        while True:
+                            produced["n"] += 1
+                            yield {"n": produced["n"]}
+                            await asyncio.sleep(0.01)
+                    finally:
+                        produced["closed"] = True
+
+                return EventStream(events())
+
+            return [Operation("GET", "/ticks", "ticks", "t", "Ticks", ticks)]
+
+    settings = build(bootstrap.Settings, {"data": str(tmp_path)})
+    process = bootstrap.build(settings, protocols=[lambda faces, s: Ticks()])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(
+        process.app, host="127.0.0.1", port=port, log_config=None, lifespan="on",
+        http=guarded_protocol(ConnectionLimits(10, 30, 100), None)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET /t/ticks HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert b"text/event-stream" in client.recv(4096)
+        client.close()
+        time.sleep(0.5)
+        assert produced["closed"]
+        stopped_at = produced["n"]
+        time.sleep(0.3)
+        assert produced["n"] == stopped_at
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_work_left_running_keeps_reads_off_the_event_loop(tmp_path: Path) -> None:
+    """While work answered with 202 still runs (a restore, say), a read that would wait
+    on it must not run inline and hold the event loop."""
+    lock = threading.Lock()
+
+    class Busy(Protocol):
+        name, prefix = "busy", "/b"
+
+        def __init__(self) -> None:
+            self.ops = self.make()
+
+        def operations(self) -> list[Operation]:
+            return self.ops
+
+        def make(self) -> list[Operation]:
+            def hold() -> None:
+                with lock:
+                    time.sleep(0.6)
+
+            def read() -> str:
+                with lock:
+                    return "read"
+
+            async def spawn(call: Call) -> Any:
+                call.spawn(hold)
+                return Accepted()
+
+            async def locked(call: Call) -> Any:
+                return await call.run(read)
+
+            return [Operation("POST", "/spawn", "spawn", "b", "Spawn", spawn),
+                    Operation("GET", "/locked", "locked", "b", "Locked", locked, inline=True)]
+
+    busy = Busy()
+    busy.ops[1].engine_ewma = 0.0  # it has shown itself cheap: eligible to run inline
+    settings = build(bootstrap.Settings, {"data": str(tmp_path)})
+    process = bootstrap.build(settings, protocols=[lambda faces, s: busy])
+    process.app.runtime.ready = True
+    transport = httpx.ASGITransport(app=process.app)  # type: ignore[arg-type]
+
+    async def go() -> float:
+        async with httpx.AsyncClient(transport=transport, base_url="http://edge") as client:
+            assert (await client.post("/b/spawn")).status_code == 202
+            await asyncio.sleep(0.05)  # the spawned work holds the lock now
+            t0 = time.perf_counter()
+            reading = asyncio.ensure_future(client.get("/b/locked"))
+            await asyncio.sleep(0)  # the read starts first
+            assert (await client.get("/healthz")).status_code == 200
+            waited = time.perf_counter() - t0
+            assert (await reading).status_code == 200
+            return waited
+
+    try:
+        assert run(go()) < 0.3
+    finally:
+        process.app.close()

@@ -10,9 +10,12 @@ and the database reopens.
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import tarfile
+import threading
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +67,50 @@ def _truncate_wal(root: Path, n: int) -> None:
     wal.write_bytes(wal.read_bytes()[:-n])
 
 
+def _manifest(root: Path, **changes: Any) -> None:
+    path = root / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _segment(root: Path) -> Path:
+    return root / "segments" / str(json.loads((root / "manifest.json").read_text())
+                                   ["segments"][0])
+
+
+def _reverse_key_order(root: Path) -> None:
+    path = _segment(root) / "key_order.npy"
+    np.save(path, np.load(path)[::-1].copy())
+
+
+def _first_payload(root: Path, blob: bytes) -> None:
+    seg = _segment(root)
+    offsets = np.load(seg / "payload_offsets.npy")
+    data = (seg / "payload.bin").read_bytes()
+    first = int(offsets[1])
+    (seg / "payload.bin").write_bytes(blob + data[first:])
+    np.save(seg / "payload_offsets.npy",
+            np.concatenate([[0], offsets[1:] - first + len(blob)]).astype(np.uint64))
+
+
+def _flat_index(root: Path) -> None:
+    import faiss
+
+    seg = _segment(root)
+    rows = np.load(seg / "vectors.npy")
+    index = faiss.IndexFlatIP(rows.shape[1])
+    index.add(rows)
+    faiss.write_index(index, str(seg / "index.faiss"))
+
+
+def _list_payload(seq: int, op: int, body: bytes) -> tuple[int, bytes]:
+    """An upsert of the same point whose payload is a JSON list."""
+    n, dim = struct.unpack_from("<II", body)
+    assert n >= 1
+    keys = body[8:8 + 17]
+    vector = body[8 + 17 * n:8 + 17 * n + 4 * dim]
+    return op, struct.pack("<II", 1, dim) + keys + vector + struct.pack("<I", 3) + b"[1]"
+
+
 def _missing_segment(root: Path) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     seg = root / "segments" / str(manifest["segments"][0])
@@ -87,6 +134,16 @@ CASES: dict[str, Callable[[Path], None]] = {
     "manifest lists a missing segment": _missing_segment,
     "segment vectors damaged": lambda r: next((r / "segments").rglob("vectors.npy")
                                               ).write_bytes(b"\x93NUMPY garbage"),
+    "manifest checkpoint -5": lambda r: _manifest(r, checkpoint=-5),
+    "manifest lists a segment twice": lambda r: _manifest(
+        r, segments=json.loads((r / "manifest.json").read_text())["segments"] * 2),
+    "segment keys out of order": lambda r: _reverse_key_order(r),
+    "segment payload not an object": lambda r: _first_payload(r, b"[1]"),
+    "segment payload not JSON": lambda r: _first_payload(r, b"{no"),
+    "segment index of another kind": _flat_index,
+    "WAL payload not an object": lambda r: _rewrite_last_record(r, _list_payload),
+    "WAL file misnamed": lambda r: sorted((r / "wal").glob("*.wal"))[-1].rename(
+        r / "wal" / "00000000000000000099.wal"),
 }
 
 
@@ -172,3 +229,76 @@ def test_good_snapshot_still_restores_in_place_and_under_a_new_name(
     assert dump(c) == want
     copy = db.restore_collection(good, "copy")
     assert dump(copy) == want and copy.name == "copy"
+
+
+def _link_member(tar: tarfile.TarFile, name: str, target: str) -> None:
+    member = tarfile.TarInfo(name)
+    member.type = tarfile.SYMTYPE
+    member.linkname = target
+    tar.addfile(member)
+
+
+@pytest.mark.parametrize("kind", ["symlink", "absolute", "parent", "device"])
+def test_archive_members_must_be_plain_files(
+        store: tuple[peregrine.Database, peregrine.Collection, Path], tmp_path: Path,
+        kind: str) -> None:
+    """Links, absolute or climbing names and special files are refused before anything
+    is extracted (older Pythons' extraction filter lets a chain of links escape)."""
+    _, c, good = store
+    bad = tmp_path / "bad.snapshot"
+    with tarfile.open(good) as source, tarfile.open(bad, "w") as tar:
+        for member in source.getmembers():
+            tar.addfile(member, source.extractfile(member) if member.isfile() else None)
+        if kind == "symlink":
+            _link_member(tar, "escape", "../../..")
+        else:
+            member = tarfile.TarInfo({"absolute": "/tmp/evil", "parent": "../evil",
+                                      "device": "dev"}[kind])
+            if kind == "device":
+                member.type = tarfile.CHRTYPE
+            tar.addfile(member, io.BytesIO(b""))
+    with pytest.raises(peregrine.InvalidSnapshotError, match="not a plain file"):
+        c.restore(bad)
+    assert not (tmp_path.parent / "evil").exists()
+    assert c.count() == 50
+
+
+def test_optimize_racing_a_restore_never_publishes_into_it(
+        open_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """optimize() in one thread, restore() in another: the build made from the old
+    contents must not land in the restored directory."""
+    from peregrine.vector.collection.holder import SegmentHolder
+
+    db = open_db()
+    c = db.create_collection("c", DIM, "cosine", index={"segment_rows": 16})
+    c.upsert(list(range(40)), np.random.default_rng(0).standard_normal((40, DIM)))
+    c.optimize()
+    snap = c.snapshot(tmp_path / "s.snapshot")
+    c.delete(ids=list(range(40)))
+    swap = SegmentHolder.swap
+    building = threading.Event()
+
+    def slow_swap(self: SegmentHolder, *args: Any) -> None:
+        building.set()
+        time.sleep(0.5)  # built and opened, about to publish, when the restore runs
+        swap(self, *args)
+
+    monkeypatch.setattr(SegmentHolder, "swap", slow_swap)
+    errors: list[BaseException] = []
+
+    def optimize() -> None:
+        try:
+            c.optimize()
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=optimize)
+    worker.start()
+    building.wait(10)
+    c.restore(snap)
+    worker.join()
+    monkeypatch.setattr(SegmentHolder, "swap", swap)
+    assert c.count() == 40
+    assert all(isinstance(e, peregrine.ClosedError) for e in errors)
+    db.close()
+    assert open_db().collection("c").count() == 40

@@ -6,7 +6,9 @@ fields and one field per section. Every setting has one name, spelled the
 same way in every layer: ``port`` of section ``http`` is ``[http] port`` in
 the file, ``PEREGRINE_HTTP_PORT`` in the environment and ``--http-port`` on
 the command line; a top-level ``data`` is ``data``, ``PEREGRINE_DATA`` and
-``--data``. Unknown names in the file are errors, not silent typos.
+``--data``. Unknown names in the file or among the ``PEREGRINE_*``
+variables are errors, not silent typos: a mistyped key variable must not
+start a server without its key.
 
 Each section validates itself (``validate``); this module only knows how to
 read, coerce and merge.
@@ -15,6 +17,7 @@ read, coerce and merge.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
@@ -92,7 +95,7 @@ def coerce(setting: Setting, value: Any, source: str) -> Any:
                 raise ValueError(value)
             return int(value)
         if kind is float:
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise ValueError(value)
             return float(value)
         if _is_str_tuple(kind):
@@ -133,10 +136,17 @@ def load_settings(root: type[S], file: str | Path | None = None,
             if key not in known:
                 raise InvalidInputError(f"{file}: unknown setting {key!r}")
             values[key] = coerce(known[key], value, str(file))
-    for key, setting in known.items():
-        raw = env.get(setting.env)
-        if raw is not None:
-            values[key] = coerce(setting, raw, setting.env)
+    by_env = {s.env: s for s in known.values()}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        setting = by_env.get(name)
+        if setting is None:  # a typo, or a name from before settings had sections
+            suffix = name.removeprefix(ENV_PREFIX).lower()
+            near = [s.env for s in known.values() if s.name == suffix]
+            hint = f"; did you mean {near[0]}?" if near else ""
+            raise InvalidInputError(f"unknown setting in the environment: {name}{hint}")
+        values[setting.key] = coerce(setting, raw, setting.env)
     for key, value in (overrides or {}).items():
         if value is not None:
             values[key] = coerce(known[key], value, known[key].flag)

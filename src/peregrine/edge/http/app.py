@@ -15,6 +15,7 @@ beyond JSON and msgpack bodies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import hmac
@@ -95,9 +96,22 @@ class EdgeRuntime:
         self._spawned: set[Future[Any]] = set()
         self._closed = False
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Engine work on the pool (call on the event loop). It counts as busy until
+        it has ended, even after its request stopped waiting for it (a timeout), so
+        no read runs inline on the loop meanwhile."""
+        future = self.executor.submit(fn, *args)
+        self.busy += 1
+        loop = asyncio.get_running_loop()
+        future.add_done_callback(lambda _: _call_soon(loop, self._release))
+        return future
+
+    def _release(self) -> None:
+        self.busy -= 1
+
     def spawn(self, fn: Callable[..., Any], *args: Any) -> None:
         context = contextvars.copy_context()
-        future = self.executor.submit(context.run, fn, *args)
+        future = self.submit(context.run, fn, *args)
         self._spawned.add(future)
         future.add_done_callback(self._finished)
 
@@ -120,6 +134,11 @@ class EdgeRuntime:
         self.executor.shutdown(wait=True)
         if self.tracing is not None:
             self.tracing.shutdown()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    with contextlib.suppress(RuntimeError):  # a closed loop counts nothing any more
+        loop.call_soon_threadsafe(fn)
 
 
 def _media(value: bytes | None) -> bytes:
@@ -336,6 +355,9 @@ class EdgeApp:
                 log.exception("request failed: %s %s", method, path)
             if status == 499:
                 return
+            if call is not None and call.started:  # mid-response: only the log can tell
+                log.warning("response cut short: %s", message_of(exc))
+                return
             protocol = (op.protocol if op is not None else None) \
                 or self.router.protocol_for(path) or self._fallback
             extra = exc.headers if isinstance(exc, HttpError) else {}
@@ -388,10 +410,10 @@ class EdgeApp:
                        receive: Receive, send: Send, started: float) -> int:
         if isinstance(result, Response):
             result.headers["x-request-id"] = call.request_id
-            await result(scope, receive, send)
+            await result(scope, receive, _marking_start(call, send))
             return result.status_code
         if isinstance(result, EventStream):
-            await self._stream(result, call, send)
+            await self._stream(result, call, _marking_start(call, send))
             return 200
         if isinstance(result, Accepted):
             body = protocol.accepted(time.perf_counter() - started)
@@ -405,19 +427,34 @@ class EdgeApp:
         return 200
 
     async def _stream(self, stream: EventStream, call: Call, send: Send) -> None:
-        """Server-sent events until the iterator ends or the client goes away."""
+        """Server-sent events until the iterator ends or the client goes away.
+
+        uvicorn does not fail a send to a client that has gone, so the request's
+        receive channel is watched for the disconnect, and the iterator is
+        closed at once (a generator producing tokens stops producing them).
+        """
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                    (b"x-request-id", call.request_id.encode())]
         headers += [(k.encode(), v.encode()) for k, v in stream.headers.items()]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        events = stream.events
+        events = aiter(stream.events)
+        gone = asyncio.ensure_future(_disconnected(call.receive))
         try:
-            async for event in events:
+            while True:
+                step = asyncio.ensure_future(anext(events))
+                await asyncio.wait((step, gone), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():  # the client left first
+                    step.cancel()
+                    await asyncio.gather(step, return_exceptions=True)
+                    return
+                try:
+                    event = step.result()
+                except StopAsyncIteration:
+                    break
                 await send({"type": "http.response.body", "body": sse_event(event),
                             "more_body": True})
-        except OSError:  # the client went away; uvicorn reports it on send
-            return
         finally:
+            gone.cancel()
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -442,6 +479,22 @@ class EdgeApp:
         start: Message = {"type": "http.response.start", "status": status, "headers": headers}
         await send(start)
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _marking_start(call: Call, send: Send) -> Send:
+    """``send``, noting on the call once the response has started (an error after
+    that can no longer be answered with an error body)."""
+    async def marked(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            call.started = True
+        await send(message)
+
+    return marked
 
 
 def sse_event(event: Any) -> bytes:

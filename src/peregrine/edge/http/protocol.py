@@ -185,7 +185,7 @@ class Call:
     """One request: validated inputs, the request's deadline and engine access."""
 
     __slots__ = ("body", "deadline", "edge", "fmt", "inline", "op", "params", "path",
-                 "raw_body", "receive", "request_id", "scope", "span", "timing")
+                 "raw_body", "receive", "request_id", "scope", "span", "started", "timing")
 
     def __init__(self, edge: EdgeRuntime, op: Operation, scope: Scope, receive: Receive,
                  path: dict[str, str], fmt: Format, raw_body: bytes, deadline: float,
@@ -204,6 +204,7 @@ class Call:
         self.span: Any = None
         self.inline = False  # set by the edge: this call may run engine work inline
         self.request_id = request_id
+        self.started = False  # the response has begun (a stream, a file)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run engine work, bounded by the request's deadline.
@@ -224,28 +225,27 @@ class Call:
         remaining = self.deadline - started
         if remaining <= 0:
             raise HttpError(408, "Timeout: the request ran past its deadline")
-        edge.busy += 1
         try:
-            if self.inline and edge.busy == 1:
+            if self.inline and edge.busy == 0:
+                edge.busy += 1
                 token = set_deadline(self.deadline)
                 try:
                     return fn(*args)
                 finally:
+                    edge.busy -= 1
                     reset_deadline(token)
                     spent = time.perf_counter() - started
                     if spent > _INLINE_SLOW_S:  # it held the loop: never again soon
                         self.op.engine_ewma = max(self.op.engine_ewma, 100 * spent)
             context = contextvars.copy_context()  # request id reaches the engine's logs
-            future = asyncio.get_running_loop().run_in_executor(
-                edge.executor, context.run, _under_deadline, self.deadline, fn, args)
+            work = edge.submit(context.run, _under_deadline, self.deadline, fn, args)
             try:
-                return await asyncio.wait_for(future, remaining)
+                return await asyncio.wait_for(asyncio.wrap_future(work), remaining)
             except TimeoutError:
                 raise HttpError(
                     408, f"Timeout: the operation did not finish within {remaining:.3f} s; "
                     "a write may still complete") from None
         finally:
-            edge.busy -= 1
             spent = time.perf_counter() - started
             self.timing["engine"] = self.timing.get("engine", 0.0) + spent
             op = self.op

@@ -124,6 +124,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = None
         if self.transport.is_closing() or self._phase is _Phase.IDLE:
             return
+        if self.flow is not None and self.flow.read_paused:
+            # The server stopped reading (a pipelined request waits for the one
+            # before it, or the app has not taken the body so far): not the
+            # client's delay. Look again later.
+            self._arm(self.limits.body_timeout_s)
+            return
         phase = "headers" if self._phase is _Phase.HEADERS else "body"
         if self.metrics is not None:
             self.metrics.timeouts.labels(phase).inc()

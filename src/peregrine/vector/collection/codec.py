@@ -75,6 +75,17 @@ class UpsertBatch:
         return cls(keys, np.asarray(vectors, dtype=np.float32), blobs)
 
 
+def check_blobs(blobs: Sequence[bytes]) -> None:
+    """Each payload blob is a JSON object or null (for records from outside)."""
+    for blob in blobs:
+        try:
+            value = orjson.loads(blob)
+        except orjson.JSONDecodeError:
+            value = ""
+        if value is not None and not isinstance(value, dict):
+            raise StorageError("malformed upsert record: a payload is not a JSON object")
+
+
 def encode_delete(keys: KeyArray) -> bytes:
     return _COUNT.pack(keys.shape[0]) + np.ascontiguousarray(keys).tobytes()
 

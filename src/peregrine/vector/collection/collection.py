@@ -39,7 +39,7 @@ from peregrine.vector.collection.results import (
     record,
 )
 from peregrine.vector.collection.wal import Op
-from peregrine.vector.errors import InvalidPayloadError
+from peregrine.vector.errors import DimensionMismatchError, InvalidPayloadError
 from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
 from peregrine.vector.segment.filters import (
     DEFAULT_FILTER_LIMITS,
@@ -50,7 +50,7 @@ from peregrine.vector.segment.filters import (
 from peregrine.vector.segment.kernels import F32, I64
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.payload_index import Mask
-from peregrine.vector.segment.sealed import SealedSegment
+from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 from peregrine.vector.types import (
     PAYLOAD_INDEX_KINDS,
     CollectionConfig,
@@ -138,8 +138,15 @@ class Collection:
             if self._closed:
                 return
             self._closed = True
-            self._optimizer.stop()
-            self._holder.close()
+            self._retire(self._holder, self._optimizer)
+
+    @staticmethod
+    def _retire(holder: SegmentHolder, optimizer: Optimizer) -> None:
+        """Stop the optimizer, wait out any build (also one ``optimize()`` runs in a
+        caller's thread; it stops within a chunk), then close the holder."""
+        optimizer.stop()
+        with optimizer.paused():
+            holder.close()  # waits out readers and writers too
 
     def _check_open(self) -> None:
         if self._closed:
@@ -303,6 +310,10 @@ class Collection:
         while not holder.acquire_read():
             holder = self._replaced(holder)
         try:
+            if queries.shape[1] != holder.config.dim:  # restored meanwhile to another dim
+                raise DimensionMismatchError(
+                    f"query vectors: expected dimension {holder.config.dim}, got "
+                    f"{queries.shape[1]}")
             ef_eff = max(ef or holder.config.index.ef, fetch)
             found: list[tuple[Segment, F32, I64]] = []
             for seg in holder.segments:
@@ -435,11 +446,15 @@ class Collection:
     def optimize(self) -> None:
         """Seal and index everything pending, merge segments, drop tombstones."""
         self._check_open()
-        self._optimizer.run_full()
+        try:
+            self._optimizer.run_full()
+        except BuildCancelledError:
+            raise ClosedError(f"collection {self.name!r} closed during optimize()") from None
 
     def snapshot(self, path: str | Path) -> Path:
-        self._check_open()
-        return snapshot.create_snapshot(self._holder, self._optimizer, Path(path))
+        with self._replacing:  # one consistent holder and optimizer: no restore meanwhile
+            self._check_open()
+            return snapshot.create_snapshot(self._holder, self._optimizer, Path(path))
 
     def restore(self, path: str | Path) -> None:
         """Replace this collection's contents with a snapshot's (same name kept).
@@ -461,8 +476,7 @@ class Collection:
             if self._closed:
                 raise ClosedError(f"collection {self.name!r} is closed")
             old_holder, old_optimizer = self._holder, self._optimizer
-            old_optimizer.stop()
-            old_holder.close()  # waits out readers and writers of the old contents
+            self._retire(old_holder, old_optimizer)
             exchange_dirs(staging, self.directory)  # staging now holds the old contents
             try:
                 self._holder, self._optimizer = self._open(config)
@@ -470,7 +484,11 @@ class Collection:
                 log.exception("collection %s: restored contents failed to open; "
                               "putting the previous contents back", config.name)
                 exchange_dirs(staging, self.directory)
-                self._holder, self._optimizer = self._open(old_holder.config)
+                try:
+                    self._holder, self._optimizer = self._open(old_holder.config)
+                except BaseException:
+                    self._closed = True  # neither opens: say so rather than half-work
+                    raise
                 raise StorageError(f"collection {config.name!r}: the snapshot could not be "
                                    "opened in place; the previous contents were kept") from None
 

@@ -82,12 +82,18 @@ class SegmentHolder:
         try:
             for seg_id in self.manifest.segments:
                 self.segments.append(self.open_sealed(seg_id))
+                if strict:
+                    self.sealed_segments()[-1].check_payloads()
             self.mutable = self._new_mutable(self.manifest.checkpoint + 1)
             self.segments.append(self.mutable)
             self.wal = WriteAheadLog(directory / "wal", fsync, fsync_interval_ms)
             replayed = 0
             for record in self.wal.replay(self.manifest.checkpoint, strict=strict):
-                self.apply(record.op, record.body, record.seq)
+                decoded = None
+                if strict and record.op is Op.UPSERT:
+                    decoded = codec.UpsertBatch.decode(record.body, config.dim)
+                    codec.check_blobs(decoded.blobs)
+                self.apply(record.op, record.body, record.seq, decoded)
                 replayed += 1
         except BaseException:
             self._close_segments()
@@ -241,6 +247,11 @@ class SegmentHolder:
         """
         replaced = {id(seg) for seg in sources}
         with self._rw.write():
+            if self.closed:  # closed or restored meanwhile: this build describes nothing
+                if built is not None:
+                    built.close()
+                    shutil.rmtree(built.directory, ignore_errors=True)
+                raise ClosedError(f"collection {self.config.name!r} is closed")
             sealed = [s for s in self.sealed_segments() if id(s) not in replaced]
             rest = [s for s in self.segments
                     if not isinstance(s, SealedSegment) and id(s) not in replaced]

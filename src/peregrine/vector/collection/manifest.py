@@ -33,10 +33,16 @@ class Manifest:
             return cls()
         try:
             data = orjson.loads(path.read_bytes())
-            return cls(int(data["checkpoint"]), [int(s) for s in data["segments"]],
-                       int(data["next_segment_id"]))
+            manifest = cls(int(data["checkpoint"]), [int(s) for s in data["segments"]],
+                           int(data["next_segment_id"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise StorageError(f"corrupt manifest {path}: {exc}") from None
+        ids = manifest.segments
+        if manifest.checkpoint < 0 or len(set(ids)) != len(ids) or any(
+                not 0 < i < manifest.next_segment_id for i in ids):
+            raise StorageError(f"corrupt manifest {path}: checkpoint {manifest.checkpoint}, "
+                               f"segments {ids[:8]}, next id {manifest.next_segment_id}")
+        return manifest
 
     def save(self, directory: Path) -> None:
         write_atomic(directory / MANIFEST, orjson.dumps({

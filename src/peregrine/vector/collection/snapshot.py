@@ -17,12 +17,14 @@ and the staging directory is removed.
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
+import struct
 import tarfile
 import uuid
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
@@ -39,8 +41,15 @@ CONTENTS = "snapshot.json"
 FORMAT = 1
 _CHUNK = 1 << 20
 # An archive may not unpack to more than this many times its own size (GNU
-# sparse members could otherwise fill the disk from a small upload).
-_MAX_EXPANSION = 2
+# sparse members or a compression bomb could otherwise fill the disk from a
+# small upload), nor hold more files than any collection has (each segment is
+# a dozen).
+_MAX_EXPANSION = 10
+_MAX_MEMBERS = 20_000
+# What reading a damaged archive or its contents may raise: all of it means
+# "not a valid snapshot".
+_UNTRUSTED_ERRORS = (PeregrineError, OSError, ValueError, EOFError, tarfile.TarError,
+                     lzma.LZMAError, zlib.error, struct.error)
 
 
 def create_snapshot(holder: SegmentHolder, optimizer: Optimizer, path: Path) -> Path:
@@ -63,10 +72,14 @@ def create_snapshot(holder: SegmentHolder, optimizer: Optimizer, path: Path) -> 
         (staging / CONTENTS).write_bytes(orjson.dumps(contents))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        with tarfile.open(tmp, "w") as tar:
-            for entry in sorted(staging.rglob("*")):
-                tar.add(entry, arcname=str(entry.relative_to(staging)), recursive=False)
-        os.replace(tmp, path)
+        try:
+            with tarfile.open(tmp, "w") as tar:
+                for entry in sorted(staging.rglob("*")):
+                    tar.add(entry, arcname=str(entry.relative_to(staging)), recursive=False)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -92,7 +105,7 @@ def unpack_checked(path: Path, staging: Path, name: str, fsync: str = "group"
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, InvalidSnapshotError):
             raise
-        if isinstance(exc, (PeregrineError, OSError, ValueError, tarfile.TarError)):
+        if isinstance(exc, _UNTRUSTED_ERRORS):
             # Name files inside the snapshot, never where the server keeps them.
             reason = str(exc).replace(f"{staging}/", "").replace(str(staging), "snapshot")
             raise InvalidSnapshotError(
@@ -107,10 +120,8 @@ def _unpack(path: Path, staging: Path, name: str) -> tuple[CollectionConfig, int
         raise InvalidSnapshotError("the snapshot file does not exist")
     limit = _MAX_EXPANSION * path.stat().st_size + (1 << 20)
     with tarfile.open(path, "r") as tar:
-        members = tar.getmembers()
-        if sum(m.size for m in members) > limit:
-            raise InvalidSnapshotError("the snapshot unpacks to more than its own size allows")
-        tar.extractall(staging, filter="data")
+        members = _checked_members(tar, limit)
+        tar.extractall(staging, members=members, filter="data")
     contents = _read_contents(staging)
     wal_last_seq = None
     if contents is not None:
@@ -123,6 +134,31 @@ def _unpack(path: Path, staging: Path, name: str) -> tuple[CollectionConfig, int
     config = config.replace(name=name)
     write_atomic(config_path, orjson.dumps(config.to_dict()))
     return config, wal_last_seq
+
+
+def _checked_members(tar: tarfile.TarFile, limit: int) -> list[tarfile.TarInfo]:
+    """The archive's members, refused unless each is a plain file or directory at a
+    plain relative path, and all together are a reasonable number and size.
+
+    A snapshot holds nothing else, so links and device files are refused
+    outright rather than left to the extraction filter (which older Pythons
+    let a chain of symlinks get past).
+    """
+    members = []
+    total = 0
+    for member in tar:
+        members.append(member)
+        if len(members) > _MAX_MEMBERS:
+            raise InvalidSnapshotError(f"the snapshot holds more than {_MAX_MEMBERS} files")
+        name = PurePosixPath(member.name)
+        if not (member.isfile() or member.isdir()) or name.is_absolute() \
+                or any(part in ("..", "") for part in name.parts) or "\\" in member.name:
+            raise InvalidSnapshotError(
+                f"the snapshot holds {member.name!r}, which is not a plain file or directory")
+        total += member.size
+        if total > limit:
+            raise InvalidSnapshotError("the snapshot unpacks to more than its own size allows")
+    return members
 
 
 def _read_contents(staging: Path) -> dict[str, Any] | None:

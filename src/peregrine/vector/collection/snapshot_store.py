@@ -134,7 +134,7 @@ class SnapshotStore:
             return path
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InvalidInputError("snapshot location must be a file://, http:// or https:// URL")
-        self.check_host(location)
+        self.check_host(location)  # also refuses an invalid port
         target = self.temp_path()
         try:
             request = urllib.request.Request(
@@ -158,13 +158,16 @@ class SnapshotStore:
         return target
 
     def check_host(self, url: str) -> None:
-        """Refuse URLs whose host (or host:port) is not allowed by the settings."""
-        if not self.allowed_hosts:
-            return
+        """Refuse URLs with an invalid port or whose host (or host:port) is not
+        allowed by the settings."""
         parsed = urllib.parse.urlparse(url)
         host = (parsed.hostname or "").lower()
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        if host not in self.allowed_hosts and f"{host}:{port}" not in self.allowed_hosts:
+        try:
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        except ValueError:
+            raise InvalidInputError("snapshot location has an invalid port") from None
+        if self.allowed_hosts and host not in self.allowed_hosts \
+                and f"{host}:{port}" not in self.allowed_hosts:
             raise ForbiddenError(
                 f"snapshots may not be recovered from {host}:{port} "
                 "(vector.snapshot_url_hosts lists the allowed hosts)")
@@ -201,10 +204,14 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any,
                          newurl: str) -> Any:
-        if urllib.parse.urlparse(newurl).scheme not in ("http", "https"):
+        target = urllib.parse.urlparse(newurl)
+        if target.scheme not in ("http", "https"):
             raise ForbiddenError("snapshot download redirected to a non-http location")
         self.store.check_host(newurl)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and target.netloc != urllib.parse.urlparse(req.full_url).netloc:
+            new.remove_header("Api-key")  # the key was for the host it was sent to
+        return new
 
 
 def _opener(store: SnapshotStore) -> urllib.request.OpenerDirector:

@@ -127,6 +127,9 @@ class WriteAheadLog:
                     break
                 if op not in _OPS:
                     raise StorageError(f"WAL {path.name}: record {seq} has unknown kind {op}")
+                if pos == 0 and seq != int(path.stem):
+                    # Files are named by their first record, and truncation trusts the names.
+                    raise StorageError(f"WAL {path.name} starts with record {seq}")
                 if seq <= previous:
                     raise StorageError(f"WAL {path.name}: record {seq} follows {previous}")
                 previous = seq

@@ -146,6 +146,8 @@ class SealedSegment:
             raise StorageError(f"segment {directory.name}: payload offsets do not fit "
                                "payload.bin")
         self._sorted_keys: KeyArray = self._keys[self._key_order]
+        if n > 1 and bool((self._sorted_keys[1:] < self._sorted_keys[:-1]).any()):
+            raise StorageError(f"segment {directory.name}: key_order.npy does not sort the keys")
         self._payload_file = open(payload_path, "rb")  # noqa: SIM115 - lives with the segment
         if payload_bytes:
             self._payload_map = mmap.mmap(self._payload_file.fileno(), 0, access=mmap.ACCESS_READ)
@@ -153,6 +155,12 @@ class SealedSegment:
         if int(self.index.ntotal) != n or int(self.index.d) != dim:
             raise StorageError(f"segment {directory.name}: its index holds "
                                f"{self.index.ntotal} vectors of dimension {self.index.d}")
+        kind = faiss.downcast_index(self.index)
+        expected = faiss.IndexHNSWFlat if self.codes is GraphCodes.FLOAT32 else faiss.IndexHNSWSQ
+        if not isinstance(kind, expected) or int(self.index.metric_type) != _faiss_metric(
+                self.metric):
+            raise StorageError(f"segment {directory.name}: its index is a "
+                               f"{type(kind).__name__}, not the HNSW graph meta.json describes")
         hugepages.back_with_huge_pages(hugepages.index_buffers(self.index, faiss))
         self.n_deleted = int(np.count_nonzero(self.deleted))
         self._norms: F32 | None = None
@@ -221,6 +229,17 @@ class SealedSegment:
                     index.catch_up(self.payload, self._n)
                 self._fields[path] = index
         return index
+
+    def check_payloads(self) -> None:
+        """Every payload parses to a JSON object or null (for a segment from outside)."""
+        for row in range(self._n):
+            try:
+                value = orjson.loads(self.payload_bytes(row))
+            except orjson.JSONDecodeError:
+                value = ""
+            if value is not None and not isinstance(value, dict):
+                raise StorageError(f"segment {self.directory.name}: payload of row {row} is "
+                                   "not a JSON object")
 
     def persist_deleted(self) -> None:
         write_atomic_with(self.directory / "deleted.npy",
