@@ -19,7 +19,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,27 +90,26 @@ class Collection:
         return holder, optimizer
 
     # -- access to the live holder -------------------------------------------------
-    @contextmanager
-    def _reading(self) -> Iterator[SegmentHolder]:
+    def _reading(self) -> AbstractContextManager[SegmentHolder]:
         """The live holder with its shared lock held (waits out a restore)."""
-        holder = self._holder
-        while not holder.acquire_read():
-            holder = self._replaced(holder)
-        try:
-            yield holder
-        finally:
-            holder.release_read()
+        return self._live(writes=False)
+
+    def _writing(self) -> AbstractContextManager[SegmentHolder]:
+        """The live holder with writes to it paused for this caller."""
+        return self._live(writes=True)
 
     @contextmanager
-    def _writing(self) -> Iterator[SegmentHolder]:
-        """The live holder with writes to it paused for this caller."""
+    def _live(self, writes: bool) -> Iterator[SegmentHolder]:
         holder = self._holder
-        while not holder.acquire_writes():
+        while not (holder.acquire_writes() if writes else holder.acquire_read()):
             holder = self._replaced(holder)
         try:
             yield holder
         finally:
-            holder.release_writes()
+            if writes:
+                holder.release_writes()
+            else:
+                holder.release_read()
 
     def _replaced(self, stale: SegmentHolder) -> SegmentHolder:
         with self._replacing:
