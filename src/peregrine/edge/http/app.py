@@ -28,22 +28,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl
 
-import msgpack
 import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from peregrine.core.errors import (
-    AlreadyExistsError,
-    ClosedError,
-    DeadlineExceededError,
-    ForbiddenError,
-    InvalidInputError,
-    NotFoundError,
-    PeregrineError,
-)
 from peregrine.core.logs import request_id_var
+from peregrine.edge.http.bodies import JSON, MSGPACK_TYPES, decode_document, media_type, read_body
+from peregrine.edge.http.errors import message_of, status_of
 from peregrine.edge.http.health import health_operations
 from peregrine.edge.http.metrics import HttpMetrics
 from peregrine.edge.http.protocol import (
@@ -66,14 +58,7 @@ from peregrine.runtime.gcpause import gc_paused
 log = logging.getLogger("peregrine.http")
 access_log = logging.getLogger("peregrine.access")
 
-_JSON = b"application/json"
-# curl's default; Qdrant's documented curl examples set JSON, shell users often do not.
-_LENIENT_JSON = (b"", _JSON, b"application/x-www-form-urlencoded", b"text/plain")
-_MSGPACK_TYPES = (b"application/msgpack", b"application/x-msgpack", b"application/vnd.msgpack")
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-# msgpack's errors that carry no text of their own.
-_MSGPACK_ERRORS = {"FormatError": "a byte that starts no msgpack value (not msgpack data)",
-                   "StackError": "the document is nested too deeply"}
 # Bodies larger than this are decoded and validated on the engine pool, not the loop.
 _DECODE_INLINE_BYTES = 256 << 10
 # A read runs inline only with a body this small and a recent engine time this short.
@@ -139,79 +124,6 @@ class EdgeRuntime:
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
     with contextlib.suppress(RuntimeError):  # a closed loop counts nothing any more
         loop.call_soon_threadsafe(fn)
-
-
-def _media(value: bytes | None) -> bytes:
-    return value.split(b";", 1)[0].strip().lower() if value else b""
-
-
-async def read_body(receive: Receive, limit: int, declared: int | None, setting: str) -> bytes:
-    if declared is not None and declared > limit:
-        raise HttpError(413, f"Payload too large: {declared} bytes, the limit is {limit} "
-                             f"({setting})")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HttpError(499, "client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"Payload too large: more than {limit} bytes ({setting})")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def decode_document(body: bytes, media: bytes) -> Any:
-    if media in _LENIENT_JSON or media.endswith(b"+json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, f"Format error in JSON body: {exc}") from None
-    if media in _MSGPACK_TYPES:
-        try:
-            return msgpack.unpackb(body, raw=False, strict_map_key=True)
-        except Exception as exc:  # msgpack raises a zoo of types for bad input
-            reason = str(exc) or _MSGPACK_ERRORS.get(type(exc).__name__, type(exc).__name__)
-            raise HttpError(400, f"Format error in msgpack body: {reason}") from None
-    raise HttpError(415, "Unsupported media type: send application/json or application/msgpack")
-
-
-def status_of(exc: BaseException) -> int:
-    """The status of an error, by its kind (never by its message)."""
-    if isinstance(exc, HttpError):
-        return exc.status
-    if isinstance(exc, ValidationError | InvalidInputError):
-        return 400
-    if isinstance(exc, NotFoundError):
-        return 404
-    if isinstance(exc, AlreadyExistsError):
-        return 409
-    if isinstance(exc, ForbiddenError):
-        return 403
-    if isinstance(exc, DeadlineExceededError):
-        return 408
-    if isinstance(exc, ClosedError):
-        return 503
-    return 500
-
-
-_KINDS = ((NotFoundError, "Not found"), (ForbiddenError, "Forbidden"),
-          (DeadlineExceededError, "Timeout"), (ClosedError, "Service unavailable"))
-
-
-def message_of(exc: BaseException) -> str:
-    if isinstance(exc, HttpError):
-        return exc.message
-    if isinstance(exc, ValidationError):
-        return f"Format error in request: {exc.errors(include_url=False)[0]['msg']}"
-    if isinstance(exc, PeregrineError):
-        kind = next((word for cls, word in _KINDS if isinstance(exc, cls)), "Wrong input")
-        text = str(exc)
-        return text if text.startswith(kind + ":") else f"{kind}: {text}"
-    return "Service internal error: see the server log for this request id"
 
 
 class EdgeApp:
@@ -306,7 +218,7 @@ class EdgeApp:
         call: Call | None = None
         op: Operation | None = None
         span = None
-        fmt = Format.MSGPACK if _media(headers.get(b"accept")) in _MSGPACK_TYPES else Format.JSON
+        fmt = Format.MSGPACK if media_type(headers.get(b"accept")) in MSGPACK_TYPES else Format.JSON
         try:
             op, path_params = self.router.match(method, path)
             # The edge's own routes (health, metrics) answer errors like the root protocol.
@@ -377,7 +289,7 @@ class EdgeApp:
 
     async def _validated_body(self, op: Operation, protocol: Protocol, body: bytes,
                               headers: dict[bytes, bytes]) -> Any:
-        media = _media(headers.get(b"content-type"))
+        media = media_type(headers.get(b"content-type"))
         if not body.strip():
             if op.body_required:
                 raise HttpError(400, "Format error: this request needs a body")
@@ -401,7 +313,7 @@ class EdgeApp:
         try:
             return op.adapter.validate_python(document)
         except ValidationError as exc:
-            where = "msgpack body" if media in _MSGPACK_TYPES else "JSON body"
+            where = "msgpack body" if media in MSGPACK_TYPES else "JSON body"
             raise protocol.validation_error(exc, where) from None
         except RecursionError:
             raise HttpError(400, "Format error: the body is nested too deeply") from None
@@ -468,7 +380,7 @@ class EdgeApp:
         if "cache_hit" in timing:
             parts.append('cache;desc="hit"' if timing["cache_hit"] else 'cache;desc="miss"')
         headers = [
-            (b"content-type", _MSGPACK_TYPES[0] if fmt is Format.MSGPACK else _JSON),
+            (b"content-type", MSGPACK_TYPES[0] if fmt is Format.MSGPACK else JSON),
             (b"content-length", str(len(payload)).encode()),
             (b"x-request-id", request_id.encode()),
         ]
