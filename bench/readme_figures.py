@@ -62,7 +62,8 @@ def http_paragraph(res: dict[str, Any]) -> str:
     return (
         f"HTTP figures, {_count(res['data']['n'])} real-text vectors on a "
         f"{res['machine']['cores']}-core machine, one run side by side "
-        "([docs/benchmarks-http.md](docs/benchmarks-http.md)): search p50 "
+        f"({res['date'][:10]}, commit {res['git']['commit'][:7]}; "
+        "[docs/benchmarks-http.md](docs/benchmarks-http.md)): search p50 "
         f"{lat['peregrine-json']['p50_ms']:.2f} ms over JSON and "
         f"{lat['peregrine-msgpack']['p50_ms']:.2f} ms with the msgpack binary path "
         f"(the in-process engine {summ['inproc_p50_ms']:.2f} ms, taking turns with the HTTP "
