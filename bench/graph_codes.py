@@ -33,7 +33,8 @@ import numpy as np
 import orjson
 
 from peregrine.vector.ids import encode_ids
-from peregrine.vector.segment.sealed import GraphCodes, SealedSegment, build_sealed_segment
+from peregrine.vector.segment.build import build_sealed_segment
+from peregrine.vector.segment.sealed import GraphCodes, SealedSegment
 from peregrine.vector.types import IndexConfig, Metric
 
 HERE = Path(__file__).resolve().parent

@@ -11,7 +11,8 @@ import pytest
 from vutil import METRICS, check_topk, score_tol, scores, stored_vector
 
 import peregrine
-from peregrine.vector.segment.sealed import GraphCodes, SealedSegment, graph_codes
+from peregrine.vector.segment.build import graph_codes
+from peregrine.vector.segment.sealed import GraphCodes, SealedSegment
 from peregrine.vector.types import IndexConfig, Quantization
 
 

@@ -176,6 +176,12 @@ class CollectionInfo:
     wal_bytes: int
     # Points that carry each declared payload index field (the service fills it).
     payload_points: dict[str, int] = field(default_factory=dict)
+    # "green": nothing waits for the optimizer (rows left in the mutable
+    # segment below its sealing size are searched exactly by design);
+    # "yellow": rows wait for a graph or a build is under way.
+    status: str = "green"
+    # The last optimizer failure, cleared by its next successful step.
+    optimizer_error: str | None = None
 
     @property
     def unindexed_points(self) -> int:

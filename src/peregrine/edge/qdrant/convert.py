@@ -164,8 +164,9 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
     if "sharding_method" in given:
         params["sharding_method"] = given["sharding_method"]
     result: dict[str, Any] = {
-        "status": "green" if info.index_backlog_segments == 0 else "yellow",
-        "optimizer_status": "ok",
+        "status": info.status if info.optimizer_error is None else "red",
+        "optimizer_status": ("ok" if info.optimizer_error is None
+                             else {"error": info.optimizer_error}),
         "indexed_vectors_count": info.indexed_points,
         "points_count": info.points,
         "segments_count": info.segments,

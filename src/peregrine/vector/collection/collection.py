@@ -493,6 +493,7 @@ class Collection:
 
     def info(self) -> CollectionInfo:
         self._check_open()
+        optimizer = self._optimizer
         with self._reading() as holder:
             points = indexed = 0
             for seg in holder.segments:
@@ -500,6 +501,7 @@ class Collection:
                 points += live
                 if isinstance(seg, SealedSegment):
                     indexed += live
+            waiting = optimizer.building or optimizer.pending()
             return CollectionInfo(
                 name=holder.config.name,
                 config=holder.config,
@@ -509,6 +511,8 @@ class Collection:
                 sealed_segments=len(holder.sealed_segments()),
                 index_backlog_segments=len(holder.frozen_segments()),
                 wal_bytes=holder.wal.size_bytes(),
+                status="yellow" if waiting else "green",
+                optimizer_error=optimizer.last_error,
             )
 
     def __len__(self) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class SegmentHolder:
         self.closed = False
         # Called when a full mutable segment is frozen (the optimizer's wake-up).
         self.on_freeze: Callable[[], None] = lambda: None
+        # When the last write was applied (the optimizer seals after a pause).
+        self.last_write = time.monotonic()
         self.manifest = Manifest.load(directory)
         seg_root = directory / "segments"
         seg_root.mkdir(parents=True, exist_ok=True)
@@ -190,6 +193,7 @@ class SegmentHolder:
         return seq
 
     def apply(self, op: Op, body: bytes, seq: int, decoded: Any = None) -> None:
+        self.last_write = time.monotonic()
         if op is Op.UPSERT:
             batch = decoded if decoded is not None else codec.UpsertBatch.decode(
                 body, self.config.dim)

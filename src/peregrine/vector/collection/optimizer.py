@@ -1,4 +1,30 @@
-"""Background sealing and merging of segments.
+"""Background indexing and compaction of a collection's segments.
+
+The policy aims at the layout ``optimize()`` produces, one segment with one
+graph, without anyone calling it, and keeps what waits for a graph cheap to
+search meanwhile:
+
+* **Seal** the mutable segment when it is full, and also once writes have
+  stopped for ``IDLE_S`` (holding at least ``IDLE_SEAL_MIN_ROWS``): the rows
+  of a finished ingest do not wait for more writes to get their graph. Fewer
+  rows stay in the mutable segment, where an exact scan of them costs
+  microseconds.
+* **Extend** the largest segment rather than building small graphs and
+  merging them later: its graph grows by the new rows' insertions (see
+  ``segment/build.py``), so the total indexing work of an ingest is one
+  insertion per row, as for a single build after it. Extending also rewrites
+  the largest segment's files, a copy at disk speed (~2 us a row against
+  ~200 us to insert one), so it is chosen while that copy is at most
+  ``EXTEND_RATIO`` times the rows added; smaller additions get a graph of
+  their own and join the large one once they add up, or when writes stop.
+* **Vacuum** a segment whose rows are more than ``VACUUM_RATIO`` tombstones:
+  rebuilt from its live rows.
+
+Qdrant's optimizers make the same three decisions (indexing, merge, vacuum)
+with size thresholds only: segments below ``indexing_threshold`` stay
+unindexed for good and ``default_segment_number`` segments remain after a
+load. Here the idle rule and the extension bring a loaded collection to one
+graph.
 
 Builds run without any lock held: they read frozen/sealed rows, which never
 change, and only the tombstone masks move meanwhile. The holder's ``swap``
@@ -15,18 +41,28 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 
+from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector.collection.holder import SegmentHolder
+from peregrine.vector.segment.build import build_sealed_segment, extend_sealed_segment
 from peregrine.vector.segment.mutable import MutableSegment, Segment
-from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment, build_sealed_segment
+from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 
 log = logging.getLogger(__name__)
 
-_VACUUM_RATIO = 0.3  # rebuild a sealed segment once this share of it is tombstoned
+IDLE_S = 1.0  # no write for this long: seal what the mutable segment holds
+IDLE_SEAL_MIN_ROWS = 256
+EXTEND_RATIO = 16
+# When writes have stopped, the largest segment absorbs any smaller ones up to
+# this size (a one-off copy of at most ~2 GB of rows).
+IDLE_EXTEND_MAX_ROWS = 1_000_000
+VACUUM_RATIO = 0.3
+_POLL_S = 0.25  # how often the loop looks for idleness when nothing wakes it
 
 
 class Optimizer:
@@ -37,6 +73,8 @@ class Optimizer:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.builds = 0
+        self.building = False  # a build is under way (status "yellow")
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -62,37 +100,68 @@ class Optimizer:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(1.0)
+            self._wake.wait(_POLL_S)
             self._wake.clear()
             if self._stopping.is_set():
                 break
             try:
-                self.run_step()
+                if self.run_step():
+                    self._wake.set()  # more may be due: look again at once
+                self.last_error = None
             except BuildCancelledError:
                 break
-            except Exception:  # keep serving; the next wake retries
+            except Exception as exc:  # keep serving; the next wake retries
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("optimizer of %s failed", self._holder.config.name)
+                self._stopping.wait(1.0)
 
-    # -- policies ---------------------------------------------------------------
-    def run_step(self) -> None:
-        """Seal frozen segments; merge when there are too many sealed ones."""
+    # -- policy -------------------------------------------------------------------
+    def idle(self) -> bool:
+        return time.monotonic() - self._holder.last_write >= IDLE_S
+
+    def pending(self) -> bool:
+        """Whether rows wait for a graph the policy will give them (call under
+        the holder's ``reading()``)."""
+        holder = self._holder
+        return bool(holder.frozen_segments()) or holder.mutable.n_rows >= IDLE_SEAL_MIN_ROWS
+
+    def run_step(self) -> bool:
+        """Make at most one build; True when one was made (another may be due)."""
         holder = self._holder
         with self._lock:
+            idle = self.idle()
+            if idle and holder.mutable.n_rows >= IDLE_SEAL_MIN_ROWS:
+                holder.rotate_mutable()
             with holder.reading():
-                frozen = holder.frozen_segments()
+                frozen: list[Segment] = list(holder.frozen_segments())
+                sealed = holder.sealed_segments()
+            dirty = [s for s in sealed if s.n_rows and s.n_deleted > VACUUM_RATIO * s.n_rows]
+            if dirty:
+                self._build(dirty[:1])
+                return True
+            base = max(sealed, key=lambda s: s.n_rows, default=None)
+            others: list[Segment] = [s for s in sealed if s is not base]
             if frozen:
-                self._build(frozen)
-            with holder.reading():
-                sealed = holder.sealed_segments()
-            limit = holder.config.index.max_segments
-            if len(sealed) > limit:
-                smallest = sorted(sealed, key=lambda s: s.n_rows)[: len(sealed) - limit + 1]
-                self._build(list(smallest))
-            with holder.reading():
-                sealed = holder.sealed_segments()
-            for seg in sealed:
-                if seg.n_rows and seg.n_deleted / seg.n_rows > _VACUUM_RATIO:
-                    self._build([seg])
+                if base is not None and self._extends(base, [*others, *frozen], idle):
+                    self._extend(base, [*others, *frozen])
+                else:
+                    self._build(frozen)
+                return True
+            too_many = len(sealed) > holder.config.index.max_segments
+            if base is not None and others and (too_many or idle) and self._extends(
+                    base, others, idle):
+                self._extend(base, others)
+                return True
+            if too_many:
+                smallest = sorted(sealed, key=lambda s: s.n_rows)
+                self._build(smallest[: len(sealed) - holder.config.index.max_segments + 1])
+                return True
+            return False
+
+    @staticmethod
+    def _extends(base: SealedSegment, added: Sequence[Segment], idle: bool) -> bool:
+        rows = sum(s.n_rows - s.n_deleted for s in added)
+        return base.n_rows <= EXTEND_RATIO * rows or (idle and base.n_rows <= IDLE_EXTEND_MAX_ROWS)
 
     def run_full(self) -> None:
         """Everything into one clean indexed segment (what ``optimize()`` promises)."""
@@ -108,28 +177,74 @@ class Optimizer:
                 self._build(sources)
 
     # -- mechanics -------------------------------------------------------------------
-    def _build(self, sources: Sequence[Segment]) -> None:
-        holder = self._holder
+    @contextmanager
+    def _building(self) -> Iterator[None]:
         if self._stopping.is_set():
             raise BuildCancelledError
-        with holder.reading():
-            plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources]
-        keys = np.concatenate([seg.keys_view()[rows] for seg, rows in zip(sources, plan,
-                                                                          strict=True)])
-        built: SealedSegment | None = None
-        seg_id = -1
-        if keys.size:
-            vectors = np.concatenate([seg.vectors_view()[rows]
-                                      for seg, rows in zip(sources, plan, strict=True)])
-            blobs = [seg.payload_bytes(r) for seg, rows in zip(sources, plan, strict=True)
-                     for r in rows.tolist()]
-            seg_id = holder.new_segment_id()
-            config = holder.config
-            build_sealed_segment(holder.segment_dir(seg_id), vectors, keys, blobs,
-                                 config.metric, config.index, list(config.payload_indexes),
-                                 cancelled=self._stopping.is_set)
-            built = holder.open_sealed(seg_id)
-            self.builds += 1
-        holder.swap(sources, built, plan)
+        self.building = True
+        try:
+            yield
+        finally:
+            self.building = False
+            release_free_memory()  # a build's temporaries must not stay in the heap
+
+    def _build(self, sources: Sequence[Segment]) -> None:
+        """A fresh segment from the live rows of ``sources``."""
+        holder = self._holder
+        with self._building():
+            with holder.reading():
+                plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources]
+            keys = np.concatenate([seg.keys_view()[rows]
+                                   for seg, rows in zip(sources, plan, strict=True)])
+            built: SealedSegment | None = None
+            seg_id = -1
+            if keys.size:
+                vectors = np.concatenate([seg.vectors_view()[rows]
+                                          for seg, rows in zip(sources, plan, strict=True)])
+                blobs = _blobs(sources, plan)
+                seg_id = holder.new_segment_id()
+                config = holder.config
+                build_sealed_segment(holder.segment_dir(seg_id), vectors, keys, blobs,
+                                     config.metric, config.index, list(config.payload_indexes),
+                                     cancelled=self._stopping.is_set)
+                del vectors, blobs
+                built = holder.open_sealed(seg_id)
+                self.builds += 1
+            holder.swap(sources, built, plan)
         log.info("collection %s: built segment %d (%d rows) from %d source(s)",
                  holder.config.name, seg_id, keys.shape[0], len(sources))
+
+    def _extend(self, base: SealedSegment, added: Sequence[Segment]) -> None:
+        """``base`` grown by the live rows of ``added``; a fresh build when base's
+        graph cannot take them."""
+        holder = self._holder
+        with self._building():
+            with holder.reading():
+                plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in added]
+            keys = np.concatenate([seg.keys_view()[rows]
+                                   for seg, rows in zip(added, plan, strict=True)])
+            vectors = np.concatenate([seg.vectors_view()[rows]
+                                      for seg, rows in zip(added, plan, strict=True)])
+            blobs = _blobs(added, plan)
+            seg_id = holder.new_segment_id()
+            config = holder.config
+            done = extend_sealed_segment(holder.segment_dir(seg_id), base, vectors, keys, blobs,
+                                         config.index, list(config.payload_indexes),
+                                         cancelled=self._stopping.is_set)
+            del vectors, blobs
+            if done:
+                built = holder.open_sealed(seg_id)
+                self.builds += 1
+                # Every base row keeps its number, tombstoned or not.
+                holder.swap([base, *added], built, [np.arange(base.n_rows), *plan])
+        if not done:
+            self._build([base, *added])
+            return
+        log.info("collection %s: segment %d = segment %d (%d rows) + %d rows from %d "
+                 "segment(s)", holder.config.name, seg_id, base.id, base.n_rows,
+                 keys.shape[0], len(added))
+
+
+def _blobs(sources: Sequence[Segment], plan: Sequence[np.ndarray]) -> list[bytes]:
+    return [seg.payload_bytes(r) for seg, rows in zip(sources, plan, strict=True)
+            for r in rows.tolist()]

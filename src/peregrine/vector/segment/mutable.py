@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from peregrine.vector.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
+from peregrine.vector.segment.coarse import CoarsePartition
 from peregrine.vector.segment.kernels import F32, I64, NEG_INF, score_block, top_k
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import Metric
@@ -140,6 +141,7 @@ class MutableSegment:
         self._n = 0
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
+        self._coarse = CoarsePartition(capacity, dim)
 
     @property
     def n_rows(self) -> int:
@@ -209,8 +211,38 @@ class MutableSegment:
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
     ) -> tuple[F32, I64]:
+        """Exact below a few thousand rows (or when asked); else probe the coarse
+        partition, so a large backlog costs a fraction of a full scan."""
         n = self._n
-        return exact_search(
-            self._vectors[:n], queries, k, self.metric, allowed, self._norms[:n]
-        )
-
+        vectors, norms = self._vectors[:n], self._norms[:n]
+        coarse = self._coarse
+        if exact or not coarse.ready(vectors, n):
+            return exact_search(vectors, queries, k, self.metric, allowed, norms)
+        probes = coarse.probes_for(ef)
+        if allowed is not None:
+            n_allowed = int(np.count_nonzero(allowed[:n]))
+            if n_allowed * coarse.lists <= n * probes:
+                # Fewer allowed rows than the probe would score: scan them all.
+                return exact_search(vectors, queries, k, self.metric, allowed, norms)
+            # Most probed rows may be filtered out; probe more lists to make up.
+            probes = int(min(coarse.lists, probes * n / n_allowed))
+        if probes >= coarse.lists:
+            return exact_search(vectors, queries, k, self.metric, allowed, norms)
+        nq = queries.shape[0]
+        out_s = np.full((nq, k), NEG_INF, dtype=np.float32)
+        out_i = np.full((nq, k), -1, dtype=np.int64)
+        for qi in range(nq):
+            query = queries[qi : qi + 1]
+            cand = coarse.candidates(queries[qi], n, probes)
+            if allowed is not None:
+                cand &= allowed[:n]
+            rows = np.flatnonzero(cand)
+            if rows.size < k:  # too few candidates near the query: scan exactly
+                s, i = exact_search(vectors, query, k, self.metric, allowed, norms)
+            else:
+                s, i = exact_search(vectors[rows], query, k, self.metric, None, norms[rows])
+                i = rows[i]
+            out_s[qi, : s.shape[1]] = s[0]
+            out_i[qi, : i.shape[1]] = i[0]
+        width = int((out_i >= 0).sum(axis=1).max()) if nq else 0
+        return out_s[:, :width], out_i[:, :width]

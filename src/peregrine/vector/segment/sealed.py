@@ -30,11 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
-import os
-import shutil
 import threading
-import time
-from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,7 +41,7 @@ import numpy.typing as npt
 import orjson
 
 from peregrine.core.errors import StorageError
-from peregrine.core.fsio import fsync_tree, write_atomic_with
+from peregrine.core.fsio import write_atomic_with
 from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.kernels import F32, I64, score_block
@@ -58,7 +54,7 @@ from peregrine.vector.types import IndexConfig, Metric, Quantization
 faiss: Any = _faiss
 
 
-def _faiss_metric(metric: Metric) -> int:
+def faiss_metric(metric: Metric) -> int:
     return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
 
 
@@ -68,17 +64,6 @@ class GraphCodes(StrEnum):
     FLOAT32 = "float32"
     FLOAT16 = "float16"  # exact rescoring of the k hits
     INT8 = "int8"  # oversampled by rescore_factor, then rescored
-
-
-# A float16 copy is used only when every row survives it with at most this
-# relative error (float16 rounding alone is <= 2.4e-4 per component).
-_FP16_MAX_REL_ERROR = 1e-3
-_FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
-
-
-# The graph is built by adding rows in chunks sized to take about this long, so
-# a stop request waits at most that; FAISS still parallelises inside a chunk.
-_BUILD_CHUNK_S = 0.25
 
 
 class BuildCancelledError(Exception):
@@ -157,7 +142,7 @@ class SealedSegment:
                                f"{self.index.ntotal} vectors of dimension {self.index.d}")
         kind = faiss.downcast_index(self.index)
         expected = faiss.IndexHNSWFlat if self.codes is GraphCodes.FLOAT32 else faiss.IndexHNSWSQ
-        if not isinstance(kind, expected) or int(self.index.metric_type) != _faiss_metric(
+        if not isinstance(kind, expected) or int(self.index.metric_type) != faiss_metric(
                 self.metric):
             raise StorageError(f"segment {directory.name}: its index is a "
                                f"{type(kind).__name__}, not the HNSW graph meta.json describes")
@@ -187,12 +172,25 @@ class SealedSegment:
     def lookup(self, keys: KeyArray) -> tuple[I64, I64]:
         if self._n == 0 or keys.size == 0:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        pos = np.searchsorted(self._sorted_keys, keys)
-        pos[pos >= self._n] = 0
-        hit = self._sorted_keys[pos] == keys
-        rows = self._key_order[pos[hit]]
+        # A segment extended with newer versions of its points holds a key more
+        # than once (at most one of its rows live), hence both ends.
+        lo = np.searchsorted(self._sorted_keys, keys, side="left")
+        hi = np.searchsorted(self._sorted_keys, keys, side="right")
+        counts = hi - lo
+        if int(counts.max()) <= 1:
+            which = np.flatnonzero(counts)
+            pos = lo[which]
+        else:
+            which = np.repeat(np.arange(keys.size), counts)
+            first = np.repeat(np.cumsum(counts) - counts, counts)
+            pos = np.repeat(lo, counts) + (np.arange(which.size) - first)
+        rows = self._key_order[pos]
         live = ~self.deleted[rows]
-        return np.flatnonzero(hit)[live].astype(np.int64), rows[live].astype(np.int64)
+        return which[live].astype(np.int64), rows[live].astype(np.int64)
+
+    def payload_offsets(self) -> npt.NDArray[np.uint64]:
+        """Offsets of each row's payload in ``payload.bin`` (n + 1 of them)."""
+        return self._offsets  # type: ignore[no-any-return]
 
     def payload_bytes(self, row: int) -> bytes:
         start, stop = int(self._offsets[row]), int(self._offsets[row + 1])
@@ -334,112 +332,3 @@ def _expect(directory: Path, name: str, array: np.ndarray[Any, Any], shape: tupl
     if array.shape != shape or array.dtype != np.dtype(dtype):
         raise StorageError(f"segment {directory.name}: {name} is {array.dtype}{list(array.shape)}, "
                            f"expected {np.dtype(dtype)}{list(shape)}")
-
-
-def build_sealed_segment(
-    directory: Path,
-    vectors: F32,
-    keys: KeyArray,
-    blobs: Sequence[bytes],
-    metric: Metric,
-    config: IndexConfig,
-    declared_fields: Sequence[str],
-    codes: GraphCodes | None = None,
-    cancelled: Callable[[], bool] = lambda: False,
-) -> None:
-    """Write a complete segment directory; the caller renames nothing.
-
-    ``codes`` overrides the choice of ``graph_codes`` (benchmarks compare them).
-
-    Builds into ``directory.tmp`` then renames, so ``directory`` either does
-    not exist or is whole. ``cancelled`` is polled between chunks of the
-    graph build (the long part): when it turns true the build stops, removes
-    its directory and raises ``BuildCancelledError``.
-    """
-    tmp = directory.with_name(directory.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        _write_segment(tmp, vectors, keys, blobs, metric, config, declared_fields, codes,
-                       cancelled)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    os.replace(tmp, directory)
-
-
-def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[bytes],
-                   metric: Metric, config: IndexConfig, declared_fields: Sequence[str],
-                   codes: GraphCodes | None, cancelled: Callable[[], bool]) -> None:
-    n, dim = vectors.shape
-    # Rows arrive normalised for cosine already (the WAL logs them that way).
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    np.save(tmp / "vectors.npy", vectors)
-    keys = np.ascontiguousarray(keys, dtype=KEY_DTYPE)
-    np.save(tmp / "keys.npy", keys)
-    np.save(tmp / "key_order.npy", np.argsort(keys, kind="stable").astype(np.int64))
-    lengths = np.fromiter((len(b) for b in blobs), dtype=np.uint64, count=n)
-    offsets = np.zeros(n + 1, dtype=np.uint64)
-    np.cumsum(lengths, out=offsets[1:])
-    with open(tmp / "payload.bin", "wb") as fh:
-        fh.write(b"".join(blobs))
-    np.save(tmp / "payload_offsets.npy", offsets)
-    np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
-    codes = codes or graph_codes(vectors, config)
-    index = _build_index(vectors, metric, config, codes, cancelled)
-    faiss.write_index(index, str(tmp / "index.faiss"))
-    if declared_fields:
-        (tmp / "fields").mkdir()
-        for path in declared_fields:
-            field = FieldIndex(path)
-            field.catch_up(lambda row: orjson.loads(blobs[row]), n)
-            field.save(tmp / "fields" / field_file(path))
-    meta = {"rows": n, "dim": dim, "metric": metric.value,
-            "quantization": config.quantization.value, "codes": codes.value, "format": 1}
-    (tmp / "meta.json").write_bytes(orjson.dumps(meta))
-    fsync_tree(tmp)
-
-
-def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
-    """int8 when asked for; float16 when every row survives it; else float32."""
-    if config.quantization is Quantization.INT8:
-        return GraphCodes.INT8
-    if vectors.shape[0] == 0:
-        return GraphCodes.FLOAT32
-    for start in range(0, vectors.shape[0], 16_384):  # bounds the temporaries (~25 MB)
-        block = vectors[start : start + 16_384]
-        if float(np.abs(block).max()) > _FP16_MAX_ABS:
-            return GraphCodes.FLOAT32
-        error = block - block.astype(np.float16).astype(np.float32)
-        err = np.einsum("ij,ij->i", error, error)
-        norm = np.einsum("ij,ij->i", block, block)
-        if (err > _FP16_MAX_REL_ERROR**2 * norm).any():
-            return GraphCodes.FLOAT32
-    return GraphCodes.FLOAT16
-
-
-def _build_index(vectors: F32, metric: Metric, config: IndexConfig, codes: GraphCodes,
-                 cancelled: Callable[[], bool] = lambda: False) -> Any:
-    dim = vectors.shape[1]
-    index: Any
-    if codes is GraphCodes.FLOAT32:
-        index = faiss.IndexHNSWFlat(dim, config.m, _faiss_metric(metric))
-    else:
-        qtype = (faiss.ScalarQuantizer.QT_8bit if codes is GraphCodes.INT8
-                 else faiss.ScalarQuantizer.QT_fp16)
-        index = faiss.IndexHNSWSQ(dim, qtype, config.m, _faiss_metric(metric))
-        if vectors.shape[0]:
-            index.train(vectors)
-    index.hnsw.efConstruction = config.ef_construction
-    index.hnsw.efSearch = config.ef
-    start, chunk, n = 0, 1024, vectors.shape[0]
-    while start < n:
-        if cancelled():
-            raise BuildCancelledError
-        began = time.perf_counter()
-        index.add(vectors[start : start + chunk])
-        start += chunk
-        took = max(time.perf_counter() - began, 1e-6)
-        chunk = int(min(65_536, max(256, chunk * min(4.0, _BUILD_CHUNK_S / took))))
-    return index

@@ -1,0 +1,255 @@
+"""Writing sealed segment directories: from rows, or by extending another.
+
+A build writes into ``<dir>.tmp`` and renames it, so ``<dir>`` either does not
+exist or is whole. The graph is added in chunks sized to take about
+``_BUILD_CHUNK_S`` each; ``cancelled`` is polled between them, so closing a
+collection never waits for a large build: the half-built directory goes and
+``BuildCancelledError`` is raised.
+
+Extending: an HNSW graph grows by insertion, so the graph of a segment's rows
+plus new ones, built by adding the new rows to a copy of the segment's graph,
+is the graph a build of all of them in that order would make. Extending the
+largest segment therefore costs the new rows' insertions plus copying the
+segment's files, not a rebuild of everything: that is what lets the
+optimizer keep one graph for the whole collection as data arrives (see
+``collection/optimizer.py``). Rows keep their numbers, so the base's
+tombstones carry over row for row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from peregrine.core.fsio import fsync_tree
+from peregrine.vector.ids import KEY_DTYPE, KeyArray
+from peregrine.vector.segment.kernels import F32
+from peregrine.vector.segment.payload_index import FieldIndex
+from peregrine.vector.segment.sealed import (
+    BuildCancelledError,
+    GraphCodes,
+    SealedSegment,
+    faiss,
+    faiss_metric,
+    field_file,
+)
+from peregrine.vector.types import IndexConfig, Metric, Quantization
+
+# A float16 copy is used only when every row survives it with at most this
+# relative error (float16 rounding alone is <= 2.4e-4 per component).
+_FP16_MAX_REL_ERROR = 1e-3
+_FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
+
+# The graph is built by adding rows in chunks sized to take about this long, so
+# a stop request waits at most that; FAISS still parallelises inside a chunk.
+_BUILD_CHUNK_S = 0.25
+_COPY_ROWS = 65_536  # rows copied per step when extending (bounds the temporaries)
+
+Cancelled = Callable[[], bool]
+
+
+def build_sealed_segment(
+    directory: Path,
+    vectors: F32,
+    keys: KeyArray,
+    blobs: Sequence[bytes],
+    metric: Metric,
+    config: IndexConfig,
+    declared_fields: Sequence[str],
+    codes: GraphCodes | None = None,
+    cancelled: Cancelled = lambda: False,
+) -> None:
+    """Write a complete segment directory from rows.
+
+    ``codes`` overrides the choice of ``graph_codes`` (benchmarks compare them).
+    """
+    _in_tmp(directory, lambda tmp: _write_segment(tmp, vectors, keys, blobs, metric, config,
+                                                  declared_fields, codes, cancelled))
+
+
+def extend_sealed_segment(
+    directory: Path,
+    base: SealedSegment,
+    vectors: F32,
+    keys: KeyArray,
+    blobs: Sequence[bytes],
+    config: IndexConfig,
+    declared_fields: Sequence[str],
+    cancelled: Cancelled = lambda: False,
+) -> bool:
+    """Write ``base``'s rows followed by new ones, the graph grown from base's.
+
+    Returns False (and writes nothing) when base's graph cannot hold the new
+    rows as a fresh build would: float16 codes for rows float16 cannot carry,
+    or a quantization setting that changed since base was built.
+    """
+    wanted = graph_codes(vectors, config)
+    compatible = base.codes is wanted or (
+        base.codes is GraphCodes.FLOAT32 and wanted is GraphCodes.FLOAT16)
+    if not compatible or base.dim != vectors.shape[1]:
+        return False
+    _in_tmp(directory, lambda tmp: _write_extension(tmp, base, vectors, keys, blobs,
+                                                    declared_fields, cancelled))
+    return True
+
+
+def _in_tmp(directory: Path, write: Callable[[Path], None]) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        fsync_tree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    os.replace(tmp, directory)
+
+
+def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[bytes],
+                   metric: Metric, config: IndexConfig, declared_fields: Sequence[str],
+                   codes: GraphCodes | None, cancelled: Cancelled) -> None:
+    n, dim = vectors.shape
+    # Rows arrive normalised for cosine already (the WAL logs them that way).
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    np.save(tmp / "vectors.npy", vectors)
+    _write_keys(tmp, keys)
+    _write_payloads(tmp, np.zeros(1, np.uint64), blobs)
+    np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
+    codes = codes or graph_codes(vectors, config)
+    index = _new_index(vectors, metric, config, codes)
+    _add_rows(index, vectors, cancelled)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    del index
+    _write_fields(tmp, declared_fields, n, lambda row: orjson.loads(blobs[row]), {})
+    _write_meta(tmp, n, dim, metric, config, codes)
+
+
+def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArray,
+                     blobs: Sequence[bytes], declared_fields: Sequence[str],
+                     cancelled: Cancelled) -> None:
+    n0, dim = base.n_rows, base.dim
+    n = n0 + vectors.shape[0]
+    # The graph first: it is the long part, and a cancel then wastes no copying.
+    index = faiss.read_index(str(base.directory / "index.faiss"))
+    _add_rows(index, np.ascontiguousarray(vectors, dtype=np.float32), cancelled)
+    faiss.write_index(index, str(tmp / "index.faiss"))
+    del index
+    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
+                                    shape=(n, dim))
+    old = base.vectors_view()
+    for start in range(0, n0, _COPY_ROWS):
+        stop = min(n0, start + _COPY_ROWS)
+        out[start:stop] = old[start:stop]
+    out[n0:] = vectors
+    out.flush()
+    del out
+    _write_keys(tmp, np.concatenate([base.keys_view(), keys]))
+    shutil.copyfile(base.directory / "payload.bin", tmp / "payload.bin")
+    _write_payloads(tmp, base.payload_offsets(), blobs)
+    np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
+    saved = {path: base.directory / "fields" / field_file(path) for path in declared_fields}
+
+    def payload_of(row: int) -> dict[str, Any] | None:
+        if row < n0:
+            return base.payload(row)
+        return orjson.loads(blobs[row - n0])  # type: ignore[no-any-return]
+
+    _write_fields(tmp, declared_fields, n, payload_of, saved)
+    _write_meta(tmp, n, dim, base.metric, base.config, base.codes)
+
+
+def _write_keys(tmp: Path, keys: KeyArray) -> None:
+    keys = np.ascontiguousarray(keys, dtype=KEY_DTYPE)
+    np.save(tmp / "keys.npy", keys)
+    np.save(tmp / "key_order.npy", np.argsort(keys, kind="stable").astype(np.int64))
+
+
+def _write_payloads(tmp: Path, offsets: np.ndarray[Any, Any], blobs: Sequence[bytes]) -> None:
+    """Append ``blobs`` to ``payload.bin`` (which holds ``offsets[-1]`` bytes) and
+    write the offsets of old and new rows."""
+    lengths = np.fromiter((len(b) for b in blobs), dtype=np.uint64, count=len(blobs))
+    new = np.empty(len(blobs), dtype=np.uint64)
+    np.cumsum(lengths, out=new)
+    new += np.uint64(offsets[-1])
+    with open(tmp / "payload.bin", "ab") as fh:
+        fh.write(b"".join(blobs))
+    np.save(tmp / "payload_offsets.npy", np.concatenate([offsets.astype(np.uint64), new]))
+
+
+def _write_fields(tmp: Path, declared_fields: Sequence[str], n: int,
+                  payload_of: Callable[[int], dict[str, Any] | None],
+                  saved: dict[str, Path]) -> None:
+    """Index files of the declared fields; a saved one (of the first rows) is
+    loaded and only the rows after it are indexed."""
+    if not declared_fields:
+        return
+    (tmp / "fields").mkdir()
+    for path in declared_fields:
+        known = saved.get(path)
+        field = FieldIndex.load(known) if known is not None and known.exists() else None
+        if field is None:
+            field = FieldIndex(path)
+        field.catch_up(payload_of, n)
+        field.save(tmp / "fields" / field_file(path))
+
+
+def _write_meta(tmp: Path, n: int, dim: int, metric: Metric, config: IndexConfig,
+                codes: GraphCodes) -> None:
+    meta = {"rows": n, "dim": dim, "metric": metric.value,
+            "quantization": config.quantization.value, "codes": codes.value, "format": 1}
+    (tmp / "meta.json").write_bytes(orjson.dumps(meta))
+
+
+def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
+    """int8 when asked for; float16 when every row survives it; else float32."""
+    if config.quantization is Quantization.INT8:
+        return GraphCodes.INT8
+    if vectors.shape[0] == 0:
+        return GraphCodes.FLOAT32
+    for start in range(0, vectors.shape[0], 16_384):  # bounds the temporaries (~25 MB)
+        block = vectors[start : start + 16_384]
+        if float(np.abs(block).max()) > _FP16_MAX_ABS:
+            return GraphCodes.FLOAT32
+        error = block - block.astype(np.float16).astype(np.float32)
+        err = np.einsum("ij,ij->i", error, error)
+        norm = np.einsum("ij,ij->i", block, block)
+        if (err > _FP16_MAX_REL_ERROR**2 * norm).any():
+            return GraphCodes.FLOAT32
+    return GraphCodes.FLOAT16
+
+
+def _new_index(vectors: F32, metric: Metric, config: IndexConfig, codes: GraphCodes) -> Any:
+    dim = vectors.shape[1]
+    index: Any
+    if codes is GraphCodes.FLOAT32:
+        index = faiss.IndexHNSWFlat(dim, config.m, faiss_metric(metric))
+    else:
+        qtype = (faiss.ScalarQuantizer.QT_8bit if codes is GraphCodes.INT8
+                 else faiss.ScalarQuantizer.QT_fp16)
+        index = faiss.IndexHNSWSQ(dim, qtype, config.m, faiss_metric(metric))
+        if vectors.shape[0]:
+            index.train(vectors)
+    index.hnsw.efConstruction = config.ef_construction
+    index.hnsw.efSearch = config.ef
+    return index
+
+
+def _add_rows(index: Any, vectors: F32, cancelled: Cancelled) -> None:
+    start, chunk, n = 0, 1024, vectors.shape[0]
+    while start < n:
+        if cancelled():
+            raise BuildCancelledError
+        began = time.perf_counter()
+        index.add(vectors[start : start + chunk])
+        start += chunk
+        took = max(time.perf_counter() - began, 1e-6)
+        chunk = int(min(65_536, max(256, chunk * min(4.0, _BUILD_CHUNK_S / took))))
