@@ -19,7 +19,7 @@ import orjson
 
 from peregrine.vector.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.coarse import CoarsePartition
-from peregrine.vector.segment.kernels import F32, I64, NEG_INF, score_block, top_k
+from peregrine.vector.segment.kernels import F32, I64, NEG_INF, score_block, subset_top_k, top_k
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import Metric
 
@@ -92,10 +92,7 @@ def exact_search(
         if rows.size == 0:
             return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
         if rows.size < n // 2:
-            sub = vectors[rows]
-            sub_norms = norms[rows] if norms is not None else None
-            scores, idx = exact_search(sub, queries, k, metric, None, sub_norms)
-            return scores, rows[idx]
+            return subset_top_k(vectors, queries, rows, k, metric)
     best_s = np.empty((nq, 0), np.float32)
     best_i = np.empty((nq, 0), np.int64)
     for start in range(0, n, _EXACT_BLOCK):
@@ -240,8 +237,7 @@ class MutableSegment:
             if rows.size < k:  # too few candidates near the query: scan exactly
                 s, i = exact_search(vectors, query, k, self.metric, allowed, norms)
             else:
-                s, i = exact_search(vectors[rows], query, k, self.metric, None, norms[rows])
-                i = rows[i]
+                s, i = subset_top_k(vectors, query, rows, k, self.metric)
             out_s[qi, : s.shape[1]] = s[0]
             out_i[qi, : i.shape[1]] = i[0]
         width = int((out_i >= 0).sum(axis=1).max()) if nq else 0
