@@ -23,7 +23,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import orjson
@@ -50,7 +50,6 @@ _FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
 # The graph is built by adding rows in chunks sized to take about this long, so
 # a stop request waits at most that; FAISS still parallelises inside a chunk.
 _BUILD_CHUNK_S = 0.25
-_COPY_ROWS = 65_536  # rows copied per step when extending (bounds the temporaries)
 
 Cancelled = Callable[[], bool]
 
@@ -143,15 +142,7 @@ def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArra
     _add_rows(index, np.ascontiguousarray(vectors, dtype=np.float32), cancelled)
     faiss.write_index(index, str(tmp / "index.faiss"))
     del index
-    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.float32,
-                                    shape=(n, dim))
-    old = base.vectors_view()
-    for start in range(0, n0, _COPY_ROWS):
-        stop = min(n0, start + _COPY_ROWS)
-        out[start:stop] = old[start:stop]
-    out[n0:] = vectors
-    out.flush()
-    del out
+    _append_rows(base.directory / "vectors.npy", tmp / "vectors.npy", n0, vectors)
     _write_keys(tmp, np.concatenate([base.keys_view(), keys]))
     shutil.copyfile(base.directory / "payload.bin", tmp / "payload.bin")
     _write_payloads(tmp, base.payload_offsets(), blobs)
@@ -165,6 +156,52 @@ def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArra
 
     _write_fields(tmp, declared_fields, n, payload_of, saved)
     _write_meta(tmp, n, dim, base.metric, base.config, base.codes)
+
+
+def _append_rows(source: Path, target: Path, n0: int, vectors: F32) -> None:
+    """``target`` = the (n0, dim) float32 array in ``source`` followed by ``vectors``.
+
+    The old rows are copied by the kernel (``copy_file_range``/``sendfile``):
+    read through a memory map they would all become resident in this process
+    for as long as the map lived, hundreds of MB of RSS for a copy.
+    """
+    dim = vectors.shape[1]
+    rows = np.ascontiguousarray(vectors, dtype=np.float32)
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        version = np.lib.format.read_magic(src)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(src)
+        if shape != (n0, dim) or fortran or dtype != np.float32:
+            raise ValueError(f"{source} holds {dtype}{list(shape)}, expected float32 rows")
+        np.lib.format.write_array_header_1_0(
+            dst, {"descr": "<f4", "fortran_order": False, "shape": (n0 + rows.shape[0], dim)})
+        dst.flush()
+        _copy_range(src, dst, src.tell(), n0 * dim * 4)
+        dst.seek(0, os.SEEK_END)
+        dst.write(rows.tobytes())
+
+
+def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, count: int) -> None:
+    """``count`` bytes of ``src`` from ``offset`` appended to ``dst``, in the kernel
+    where it can (Linux), through a 1 MiB buffer elsewhere."""
+    try:
+        while count:
+            sent = os.sendfile(dst.fileno(), src.fileno(), offset, count)
+            if sent == 0:
+                raise ValueError(f"{src.name} is shorter than its header says")
+            offset, count = offset + sent, count - sent
+        return
+    except OSError:
+        pass  # no sendfile between regular files here
+    dst.seek(0, os.SEEK_END)
+    src.seek(offset)
+    while count:
+        chunk = src.read(min(count, 1 << 20))
+        if not chunk:
+            raise ValueError(f"{src.name} is shorter than its header says")
+        dst.write(chunk)
+        count -= len(chunk)
 
 
 def _write_keys(tmp: Path, keys: KeyArray) -> None:
