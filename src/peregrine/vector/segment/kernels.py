@@ -61,6 +61,20 @@ def subset_top_k(vectors: F32, queries: F32, rows: I64, k: int, metric: Metric) 
     return scores, idx
 
 
+def full_top_k(vectors: F32, queries: F32, k: int, metric: Metric) -> tuple[F32, I64]:
+    """Top-k (best first) of ``queries`` over every row, by FAISS's exact search."""
+    k_eff = min(k, vectors.shape[0])
+    if k_eff == 0:
+        nq = queries.shape[0]
+        return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+    kind = faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
+    scores, idx = faiss.knn(np.ascontiguousarray(queries, dtype=np.float32),
+                            np.ascontiguousarray(vectors, dtype=np.float32), k_eff, kind)
+    if metric is Metric.L2:
+        np.negative(scores, out=scores)
+    return np.asarray(scores, np.float32), np.asarray(idx, np.int64)
+
+
 def top_k(scores: F32, k: int) -> tuple[F32, I64]:
     """Row-wise top-k (best first) of a (nq, n) score matrix; -inf marks excluded."""
     nq, n = scores.shape

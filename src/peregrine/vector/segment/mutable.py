@@ -19,11 +19,22 @@ import orjson
 
 from peregrine.vector.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.coarse import CoarsePartition
-from peregrine.vector.segment.kernels import F32, I64, NEG_INF, score_block, subset_top_k, top_k
+from peregrine.vector.segment.kernels import (
+    F32,
+    I64,
+    NEG_INF,
+    full_top_k,
+    score_block,
+    subset_top_k,
+    top_k,
+)
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import Metric
 
 _EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix
+# From this many queries on, a full scan is a blocked matrix product (BLAS);
+# fewer are scored by FAISS's SIMD loop, one thread per query.
+_BLAS_QUERIES = 20
 
 
 class Segment(Protocol):
@@ -80,27 +91,26 @@ def exact_search(
     allowed: Mask | None,
     norms: F32 | None = None,
 ) -> tuple[F32, I64]:
-    """Brute force over ``vectors`` (optionally a subset), best first.
+    """Brute force over ``vectors`` (optionally the rows ``allowed``), best first.
 
-    With a sparse mask only the allowed rows are gathered and scored, which is
-    what makes small filtered subsets exact *and* cheap.
+    Only allowed rows are scored, which is what makes small filtered subsets
+    exact *and* cheap.
     """
     n = vectors.shape[0]
     nq = queries.shape[0]
     if allowed is not None:
-        rows = np.flatnonzero(allowed[:n])
-        if rows.size == 0:
-            return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
-        if rows.size < n // 2:
-            return subset_top_k(vectors, queries, rows, k, metric)
+        # Scored in place by FAISS, single-threaded per query: a masked BLAS
+        # product scored the excluded rows too, on threads that fight the
+        # server's own for two cores.
+        return subset_top_k(vectors, queries, np.flatnonzero(allowed[:n]), k, metric)
+    if nq < _BLAS_QUERIES:
+        return full_top_k(vectors, queries, k, metric)
     best_s = np.empty((nq, 0), np.float32)
     best_i = np.empty((nq, 0), np.int64)
     for start in range(0, n, _EXACT_BLOCK):
         stop = min(n, start + _EXACT_BLOCK)
         block_norms = norms[start:stop] if norms is not None else None
         scores = score_block(vectors[start:stop], queries, metric, block_norms)
-        if allowed is not None:
-            scores[:, ~allowed[start:stop]] = NEG_INF
         s, i = top_k(scores, k)
         best_s = np.concatenate([best_s, s], axis=1)
         best_i = np.concatenate([best_i, i + start], axis=1)

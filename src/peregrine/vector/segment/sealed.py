@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import mmap
+import os
 import threading
 from enum import StrEnum
 from pathlib import Path
@@ -81,6 +82,7 @@ class SealedSegment:
         self.metric = metric
         self.config = config
         self._payload_file: BinaryIO | None = None
+        self._vectors_fd = -1
         self._payload_map: mmap.mmap | bytes = b""
         try:
             self._load(directory)
@@ -112,7 +114,10 @@ class SealedSegment:
             else GraphCodes.FLOAT32))
         # Memory-mapped, seen as a plain ndarray: np.memmap's indexing wraps every
         # result in another memmap, which costs more than rescoring's gather.
-        self._vectors: F32 = np.asarray(np.load(directory / "vectors.npy", mmap_mode="r"))
+        mapped = np.load(directory / "vectors.npy", mmap_mode="r")
+        self._vectors: F32 = np.asarray(mapped)
+        self._vectors_offset = int(mapped.offset)
+        self._vectors_fd = os.open(directory / "vectors.npy", os.O_RDONLY)
         self._keys: KeyArray = np.load(directory / "keys.npy")
         self._key_order: I64 = np.load(directory / "key_order.npy")
         self._offsets = np.load(directory / "payload_offsets.npy")
@@ -251,8 +256,8 @@ class SealedSegment:
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
     ) -> tuple[F32, I64]:
-        norms = self._l2_norms() if self.metric is Metric.L2 else None
         if exact:
+            norms = self._l2_norms() if self.metric is Metric.L2 else None
             return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
         selector = None
         bitmap = None
@@ -262,7 +267,7 @@ class SealedSegment:
             if n_allowed <= self.config.full_scan_threshold:
                 # Planner: a small subset is scanned exactly (recall 1.0, and
                 # cheaper than a graph walk that rejects most of its visits).
-                return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
+                return exact_search(self._vectors, queries, k, self.metric, allowed)
             bitmap = np.packbits(allowed, bitorder="little")
             selector = faiss.IDSelectorBitmap(self._n, faiss.swig_ptr(bitmap))
             # The walk discards rejected nodes; widen the beam by the selectivity.
@@ -292,11 +297,27 @@ class SealedSegment:
             # The walk ran out of (admissible) nodes before finding k, as a
             # sparse filter or a poorly connected graph can make it: never
             # return fewer results than exist, fall back to the exact scan.
-            return exact_search(self._vectors, queries, k, self.metric, allowed, norms)
+            return exact_search(self._vectors, queries, k, self.metric, allowed)
         if self.codes is not GraphCodes.FLOAT32:
             return self._rescore(queries, labels, k)
         scores = -distances if self.metric is Metric.L2 else distances
         return np.asarray(scores, dtype=np.float32), labels
+
+    def _read_rows(self, rows: list[int]) -> F32:
+        """Rows read with ``pread``, not through the memory map.
+
+        A page fault on the map maps a whole page-cache folio (up to 2 MB), so
+        rescoring a few rows per query through it made the entire vector
+        file resident in this process within a few hundred queries: the
+        float32 copy that float16/int8 graphs exist to keep out of memory.
+        """
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        view = out.reshape(-1).view(np.uint8).data
+        size = self.dim * 4
+        fd, base = self._vectors_fd, self._vectors_offset
+        for j, row in enumerate(rows):
+            os.preadv(fd, [view[j * size : (j + 1) * size]], base + row * size)
+        return out
 
     def _rescore(self, queries: F32, labels: I64, k: int) -> tuple[F32, I64]:
         """Exact float32 scores of the graph's candidates (-1: none), best k first.
@@ -311,7 +332,7 @@ class SealedSegment:
         queries = np.ascontiguousarray(queries)  # same rounding whatever the caller's layout
         for qi, cand in enumerate(labels.tolist()):
             ids = [i for i in cand if i >= 0]
-            rows = self._vectors.take(ids, axis=0)
+            rows = self._read_rows(ids)
             scores = score_block(rows, queries[qi : qi + 1], self.metric)[0].tolist()
             # Stable, like the exact scan: equal scores keep the graph's order.
             order = sorted(range(len(ids)), key=scores.__getitem__, reverse=True)[:k]
@@ -321,6 +342,9 @@ class SealedSegment:
         return np.array(best_s, dtype=np.float32), np.array(best_i, dtype=np.int64)
 
     def close(self) -> None:
+        if self._vectors_fd >= 0:
+            os.close(self._vectors_fd)
+            self._vectors_fd = -1
         if isinstance(self._payload_map, mmap.mmap):
             self._payload_map.close()
         if self._payload_file is not None:
