@@ -223,7 +223,9 @@ class SegmentHolder:
 
     def _rotate(self, first_seq: int) -> None:
         self.mutable.frozen = True
+        previous = self.mutable
         self.mutable = self._new_mutable(first_seq)
+        self.mutable.partition.adopt(previous.partition)
         self.segments.append(self.mutable)
         self.on_freeze()
 

@@ -155,6 +155,11 @@ class MutableSegment:
         return self._n
 
     @property
+    def partition(self) -> CoarsePartition:
+        """The coarse partition probed when this segment is searched approximately."""
+        return self._coarse
+
+    @property
     def free(self) -> int:
         return self.capacity - self._n
 
