@@ -227,9 +227,11 @@ class Collection:
     # -- reads ----------------------------------------------------------------
     @staticmethod
     def _allowed(seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
+        if not seg.n_deleted:
+            return None if compiled is None else compiled(seg)
         deleted = seg.deleted[: seg.n_rows]
         if compiled is None:
-            return ~deleted if seg.n_deleted else None
+            return ~deleted
         return compiled(seg) & ~deleted
 
     def _matching_keys(self, holder: SegmentHolder, compiled: CompiledFilter | None) -> KeyArray:
