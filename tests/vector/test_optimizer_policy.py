@@ -108,6 +108,21 @@ def test_writes_stopping_seals_the_mutable_rows(db: peregrine.Database,
     assert info.segments == 2  # the sealed one and an empty mutable segment
 
 
+def test_small_additions_get_their_own_graph_until_writes_pause(
+        db: peregrine.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(optimizer_module, "IDLE_S", 0.0)
+    rng = np.random.default_rng(7)
+    c = db.create_collection("c", DIM, "cosine")
+    c.upsert(list(range(5_000)), _unit(rng, 5_000))
+    c.optimize()
+    c.upsert(list(range(5_000, 5_300)), _unit(rng, 300))  # 300 * 16 < 5,000 rows
+    _step_until_quiet(c)
+    assert sorted(s.n_rows for s in _sealed(c)) == [300, 5_000]  # no copy of the large one
+    monkeypatch.setattr(optimizer_module, "IDLE_COMPACT_S", 0.0)
+    _step_until_quiet(c)
+    assert [s.n_rows for s in _sealed(c)] == [5_300] and c.count() == 5_300
+
+
 def test_background_optimizer_converges_to_one_graph(tmp_path: Any,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(optimizer_module, "IDLE_S", 0.2)

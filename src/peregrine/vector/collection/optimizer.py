@@ -16,7 +16,8 @@ search meanwhile:
   the largest segment's files, a copy at disk speed (~2 us a row against
   ~200 us to insert one), so it is chosen while that copy is at most
   ``EXTEND_RATIO`` times the rows added; smaller additions get a graph of
-  their own and join the large one once they add up, or when writes stop.
+  their own and join the large one once they add up, or after writes have
+  stopped for ``IDLE_COMPACT_S``.
 * **Vacuum** a segment whose rows are more than ``VACUUM_RATIO`` tombstones:
   rebuilt from its live rows.
 
@@ -58,8 +59,11 @@ log = logging.getLogger(__name__)
 IDLE_S = 1.0  # no write for this long: seal what the mutable segment holds
 IDLE_SEAL_MIN_ROWS = 256
 EXTEND_RATIO = 16
-# When writes have stopped, the largest segment absorbs any smaller ones up to
-# this size (a one-off copy of at most ~2 GB of rows).
+# After this long without writes the largest segment absorbs the smaller ones
+# whatever their size, up to IDLE_EXTEND_MAX_ROWS (a one-off copy of at most
+# ~2 GB). Waiting longer than IDLE_S keeps a client that writes a few rows
+# every few seconds from having the large segment copied each time.
+IDLE_COMPACT_S = 30.0
 IDLE_EXTEND_MAX_ROWS = 1_000_000
 VACUUM_RATIO = 0.3
 _POLL_S = 0.25  # how often the loop looks for idleness when nothing wakes it
@@ -116,8 +120,10 @@ class Optimizer:
                 self._stopping.wait(1.0)
 
     # -- policy -------------------------------------------------------------------
-    def idle(self) -> bool:
-        return time.monotonic() - self._holder.last_write >= IDLE_S
+    def idle(self, seconds: float | None = None) -> bool:
+        """No write for ``seconds`` (default ``IDLE_S``)."""
+        wait = IDLE_S if seconds is None else seconds
+        return time.monotonic() - self._holder.last_write >= wait
 
     def pending(self) -> bool:
         """Whether rows wait for a graph the policy will give them (call under
@@ -129,9 +135,9 @@ class Optimizer:
         """Make at most one build; True when one was made (another may be due)."""
         holder = self._holder
         with self._lock:
-            idle = self.idle()
-            if idle and holder.mutable.n_rows >= IDLE_SEAL_MIN_ROWS:
+            if self.idle() and holder.mutable.n_rows >= IDLE_SEAL_MIN_ROWS:
                 holder.rotate_mutable()
+            quiet = self.idle(IDLE_COMPACT_S)
             with holder.reading():
                 frozen: list[Segment] = list(holder.frozen_segments())
                 sealed = holder.sealed_segments()
@@ -142,14 +148,14 @@ class Optimizer:
             base = max(sealed, key=lambda s: s.n_rows, default=None)
             others: list[Segment] = [s for s in sealed if s is not base]
             if frozen:
-                if base is not None and self._extends(base, [*others, *frozen], idle):
+                if base is not None and self._extends(base, [*others, *frozen], quiet):
                     self._extend(base, [*others, *frozen])
                 else:
                     self._build(frozen)
                 return True
             too_many = len(sealed) > holder.config.index.max_segments
-            if base is not None and others and (too_many or idle) and self._extends(
-                    base, others, idle):
+            if base is not None and others and (too_many or quiet) and self._extends(
+                    base, others, quiet):
                 self._extend(base, others)
                 return True
             if too_many:
@@ -159,9 +165,10 @@ class Optimizer:
             return False
 
     @staticmethod
-    def _extends(base: SealedSegment, added: Sequence[Segment], idle: bool) -> bool:
+    def _extends(base: SealedSegment, added: Sequence[Segment], quiet: bool) -> bool:
         rows = sum(s.n_rows - s.n_deleted for s in added)
-        return base.n_rows <= EXTEND_RATIO * rows or (idle and base.n_rows <= IDLE_EXTEND_MAX_ROWS)
+        return base.n_rows <= EXTEND_RATIO * rows or (
+            quiet and base.n_rows <= IDLE_EXTEND_MAX_ROWS)
 
     def run_full(self) -> None:
         """Everything into one clean indexed segment (what ``optimize()`` promises)."""
