@@ -28,6 +28,7 @@ import numpy as np
 from peregrine.core.deadline import check_deadline
 from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
 from peregrine.core.fsio import exchange_dirs
+from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector import paths
 from peregrine.vector.collection import codec, snapshot
 from peregrine.vector.collection.holder import SegmentHolder
@@ -449,6 +450,7 @@ class Collection:
         self._check_open()
         try:
             self._optimizer.run_full()
+            release_free_memory()  # the replaced segments are gone by now
         except BuildCancelledError:
             raise ClosedError(f"collection {self.name!r} closed during optimize()") from None
 

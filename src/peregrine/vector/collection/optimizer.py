@@ -110,6 +110,8 @@ class Optimizer:
                 break
             try:
                 if self.run_step():
+                    # Only now are the replaced segments unreferenced and freed.
+                    release_free_memory()
                     self._wake.set()  # more may be due: look again at once
                 self.last_error = None
             except BuildCancelledError:
@@ -193,7 +195,6 @@ class Optimizer:
             yield
         finally:
             self.building = False
-            release_free_memory()  # a build's temporaries must not stay in the heap
 
     def _build(self, sources: Sequence[Segment]) -> None:
         """A fresh segment from the live rows of ``sources``."""
