@@ -39,6 +39,7 @@ from peregrine.vector.collection import codec
 from peregrine.vector.collection.manifest import CONFIG_FILE, MANIFEST, Manifest
 from peregrine.vector.collection.wal import Op, WriteAheadLog
 from peregrine.vector.ids import KeyArray
+from peregrine.vector.segment.coarse import Centroids
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.sealed import SealedSegment
 from peregrine.vector.types import CollectionConfig
@@ -75,6 +76,8 @@ class SegmentHolder:
         # When the last write was applied (the optimizer seals after a pause).
         self.last_write = time.monotonic()
         self.manifest = Manifest.load(directory)
+        # Coarse partition centroids, trained once for all mutable segments.
+        self._centroids = Centroids(config.dim)
         seg_root = directory / "segments"
         seg_root.mkdir(parents=True, exist_ok=True)
         listed = set(self.manifest.segments)
@@ -130,7 +133,7 @@ class SegmentHolder:
         seg_id = self.manifest.next_segment_id
         self.manifest.next_segment_id += 1
         return MutableSegment(seg_id, self.config.dim, self.config.index.segment_rows,
-                              self.config.metric, first_seq)
+                              self.config.metric, first_seq, self._centroids)
 
     # -- locks ---------------------------------------------------------------------------
     def acquire_read(self) -> bool:
@@ -223,9 +226,7 @@ class SegmentHolder:
 
     def _rotate(self, first_seq: int) -> None:
         self.mutable.frozen = True
-        previous = self.mutable
         self.mutable = self._new_mutable(first_seq)
-        self.mutable.partition.adopt(previous.partition)
         self.segments.append(self.mutable)
         self.on_freeze()
 

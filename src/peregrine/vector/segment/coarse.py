@@ -1,26 +1,30 @@
-"""A coarse partition (IVF) of a segment that has no graph yet.
+"""A coarse partition (IVF) of the rows that have no graph yet.
 
 Rows wait in the mutable segment, and in frozen ones until the optimizer has
-indexed them. Scanning them exactly costs ~0.35 ms per 1,000 rows of 384-d
-float32 on this class of machine, so an ingest that outruns the index build
-(200k rows waiting) made every query cost ~70 ms for as long as the backlog
-lasted. A coarse partition bounds that: rows are assigned to the nearest of
-``lists`` k-means centroids as they arrive, and a query scores only the rows
-of its ``probes`` nearest lists.
+indexed them. Scanning them exactly costs ~0.1 ms per 1,000 rows of 384-d
+float32 at best, and ingest outruns the index build by 10x or more, so a
+200k-row backlog made every query cost 70 ms for as long as it lasted. A
+coarse partition bounds that: each row is assigned to the nearest of
+``LISTS`` k-means centroids, and a query scores only the rows of its
+``probes`` nearest lists, plus the few newest rows not assigned yet, which
+are scanned exactly so that a write is searchable the moment it returns.
 
-Centroids are trained once, on the first ``train_rows`` rows (tens of
-milliseconds with FAISS's k-means); assignment is incremental, so a query
-after a write pays only for the new rows. Training and assignment run in the
-search path under the partition's own lock: a writer never waits on them.
+The centroids are trained once per collection, on the first
+``TRAIN_ROWS`` rows, and shared by all its segments (``Centroids``).
+Training and assignment run on one background thread (``_Worker``), never in
+a writer's or a reader's path: a search that finds rows unassigned asks for
+them to be assigned and scans them exactly meanwhile.
 
-Probing is tied to the graph's beam width (``ef``): the share of lists probed
-grows with ef, so asking for more recall buys it here too, and
-``ef >= lists * PROBE_EF_PER_LIST`` scans everything (exact).
+Probing follows the graph's beam width: ``probes = ef / PROBE_EF_PER_LIST``,
+so asking for more recall buys it here too, and ``exact=true`` scans all.
 """
 
 from __future__ import annotations
 
+import logging
+import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import faiss as _faiss
@@ -30,79 +34,122 @@ import numpy.typing as npt
 from peregrine.vector.segment.kernels import F32
 
 faiss: Any = _faiss
+log = logging.getLogger(__name__)
 
-# Rows per list: ~100-200 balances centroid scoring against list scanning.
-ROWS_PER_LIST = 128
-# Below this many rows an exact scan is as cheap as probing (~0.2 ms).
-MIN_ROWS = 2048
-# ef per probed list. Measured on 20k real-text MiniLM vectors (156 lists,
-# ef 64): 3 -> recall@10 0.885, 2 -> 0.922, 1.5 -> 0.943, 1 -> 0.966 (41% of
-# the rows scored, 1.5 ms against 21 ms for the full scan), 0.5 -> 0.996.
+LISTS = 1024
+# Trained on this many rows (~20 per centroid); fewer rows are scanned exactly.
+TRAIN_ROWS = 20_000
+# ef per probed list; see docs/engine.md for the recall measured at each.
 PROBE_EF_PER_LIST = 1.0
 MIN_PROBES = 8
-_KMEANS_ITERATIONS = 8
+_KMEANS_ITERATIONS = 10
 _KMEANS_SEED = 1234
+_ASSIGN_CHUNK = 8192  # rows assigned per step: newly assigned rows show up at once
 
 
-class CoarsePartition:
-    """Incremental k-means partition of a growing, append-only row array."""
+class _Worker:
+    """One daemon thread running partition jobs for every collection."""
 
-    def __init__(self, capacity: int, dim: int) -> None:
-        self.lists = max(8, min(4096, capacity // ROWS_PER_LIST))
-        self.train_rows = min(capacity, max(MIN_ROWS, 32 * self.lists))
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="coarse-partition",
+                                                daemon=True)
+                self._thread.start()
+        self._jobs.put(job)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:  # a failed job leaves rows exact-scanned, never wrong
+                log.exception("coarse partition job failed")
+
+
+_WORKER = _Worker()
+
+
+class Centroids:
+    """The k-means centroids of one collection, trained once."""
+
+    def __init__(self, dim: int, lists: int = LISTS) -> None:
         self.dim = dim
-        self._centroids: F32 | None = None
-        self._quantizer: Any = None
-        self._assign = np.empty(capacity, dtype=np.int32)
-        self.assigned = 0
+        self.lists = lists
+        self.quantizer: Any = None  # an IndexFlatL2 over the centroids once trained
         self._lock = threading.Lock()
 
     @property
     def trained(self) -> bool:
-        return self._centroids is not None
+        return self.quantizer is not None
 
-    def adopt(self, previous: CoarsePartition) -> None:
-        """Reuse the centroids of the segment this one follows (same data, so
-        the training, ~0.1-0.7 s on two cores, is paid once per collection)."""
-        if previous.trained and previous.lists == self.lists and previous.dim == self.dim:
-            with self._lock:
-                if self._centroids is None:
-                    self._centroids = previous._centroids
-                    self._quantizer = previous._quantizer
-
-    def ready(self, vectors: F32, n: int) -> bool:
-        """Train if enough rows exist and assign rows up to ``n``; False when the
-        segment is still too small to be worth partitioning."""
-        if n < MIN_ROWS:
-            return False
-        if self.assigned >= n:
-            return True
+    def train(self, sample: F32) -> None:
         with self._lock:
-            if self._centroids is None:
-                sample = np.ascontiguousarray(vectors[: min(n, self.train_rows)])
-                kmeans = faiss.Kmeans(self.dim, self.lists, niter=_KMEANS_ITERATIONS,
-                                      seed=_KMEANS_SEED, min_points_per_centroid=1,
-                                      max_points_per_centroid=1 << 30)
-                kmeans.train(sample)
-                quantizer = faiss.IndexFlatL2(self.dim)
-                quantizer.add(kmeans.centroids)
-                self._quantizer = quantizer
-                self._centroids = np.asarray(kmeans.centroids, dtype=np.float32)
-            if self.assigned < n:
-                _, nearest = self._quantizer.search(
-                    np.ascontiguousarray(vectors[self.assigned : n]), 1)
-                self._assign[self.assigned : n] = nearest[:, 0]
-                self.assigned = n
-        return True
+            if self.quantizer is not None:
+                return
+            kmeans = faiss.Kmeans(self.dim, self.lists, niter=_KMEANS_ITERATIONS,
+                                  seed=_KMEANS_SEED, min_points_per_centroid=1,
+                                  max_points_per_centroid=1 << 30)
+            kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+            quantizer = faiss.IndexFlatL2(self.dim)
+            quantizer.add(kmeans.centroids)
+            self.quantizer = quantizer
+
+    def nearest(self, rows: F32, count: int) -> npt.NDArray[np.int64]:
+        _, lists = self.quantizer.search(np.ascontiguousarray(rows, dtype=np.float32), count)
+        return lists  # type: ignore[no-any-return]
+
+
+class CoarsePartition:
+    """List ids of an append-only row array, assigned in the background."""
+
+    def __init__(self, capacity: int, centroids: Centroids) -> None:
+        self.centroids = centroids
+        self._assign = np.empty(capacity, dtype=np.int32)
+        self.assigned = 0  # rows [0, assigned) have list ids
+        self._queued = False
+        self._lock = threading.Lock()
+
+    @property
+    def lists(self) -> int:
+        return self.centroids.lists
+
+    def usable_rows(self, vectors: F32, n: int) -> int:
+        """Rows with list ids now; asks the worker to assign the rest of ``n``."""
+        if self.assigned < n:
+            with self._lock:
+                if not self._queued:
+                    self._queued = True
+                    _WORKER.submit(lambda: self._catch_up(vectors, n))
+        return self.assigned if self.centroids.trained else 0
+
+    def _catch_up(self, vectors: F32, n: int) -> None:
+        try:
+            centroids = self.centroids
+            if not centroids.trained:
+                if n < TRAIN_ROWS:
+                    return  # still small enough to scan; asked again later
+                centroids.train(vectors[:TRAIN_ROWS])
+            start = self.assigned
+            while start < n:
+                stop = min(n, start + _ASSIGN_CHUNK)
+                self._assign[start:stop] = centroids.nearest(vectors[start:stop], 1)[:, 0]
+                self.assigned = start = stop
+        finally:
+            with self._lock:
+                self._queued = False
 
     def probes_for(self, ef: int) -> int:
         return int(min(self.lists, max(MIN_PROBES, round(ef / PROBE_EF_PER_LIST))))
 
-    def candidates(self, query: F32, n: int, probes: int) -> npt.NDArray[np.bool_]:
-        """Mask over rows [0, n) in the ``probes`` lists nearest to one query."""
-        if probes >= self.lists:
-            return np.ones(n, dtype=np.bool_)
-        _, nearest = self._quantizer.search(np.ascontiguousarray(query[None, :]), probes)
+    def candidates(self, query: F32, rows: int, probes: int) -> npt.NDArray[np.bool_]:
+        """Mask over rows [0, rows) in the ``probes`` lists nearest to one query."""
+        nearest = self.centroids.nearest(query[None, :], probes)[0]
         probed = np.zeros(self.lists, dtype=np.bool_)
-        probed[nearest[0][nearest[0] >= 0]] = True
-        return probed[self._assign[:n]]
+        probed[nearest[nearest >= 0]] = True
+        return probed[self._assign[:rows]]

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from peregrine.vector.ids import KEY_DTYPE, KeyArray, PointId, decode_keys
-from peregrine.vector.segment.coarse import CoarsePartition
+from peregrine.vector.segment.coarse import Centroids, CoarsePartition
 from peregrine.vector.segment.kernels import (
     F32,
     I64,
@@ -129,7 +129,8 @@ def exact_search(
 class MutableSegment:
     """Append-only in-memory segment searched exactly."""
 
-    def __init__(self, segment_id: int, dim: int, capacity: int, metric: Metric, first_seq: int):
+    def __init__(self, segment_id: int, dim: int, capacity: int, metric: Metric, first_seq: int,
+                 centroids: Centroids | None = None):
         self.id = segment_id
         self.dim = dim
         self.capacity = capacity
@@ -139,7 +140,6 @@ class MutableSegment:
         self.first_seq = first_seq
         self.frozen = False
         self._vectors = np.empty((capacity, dim), dtype=np.float32)
-        self._norms = np.empty(capacity, dtype=np.float32)
         self._keys = np.empty(capacity, dtype=KEY_DTYPE)
         self.deleted: Mask = np.zeros(capacity, dtype=np.bool_)
         self.n_deleted = 0
@@ -148,7 +148,8 @@ class MutableSegment:
         self._n = 0
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
-        self._coarse = CoarsePartition(capacity, dim)
+        # Shared by the collection's segments (trained once); see coarse.py.
+        self._coarse = CoarsePartition(capacity, centroids or Centroids(dim))
 
     @property
     def n_rows(self) -> int:
@@ -173,7 +174,6 @@ class MutableSegment:
         start, count = self._n, keys.shape[0]
         stop = start + count
         self._vectors[start:stop] = vectors
-        self._norms[start:stop] = np.einsum("ij,ij->i", vectors, vectors)
         self._keys[start:stop] = keys
         self._payload_blobs.extend(blobs)
         for offset, key in enumerate(keys.tolist()):
@@ -223,34 +223,39 @@ class MutableSegment:
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
     ) -> tuple[F32, I64]:
-        """Exact below a few thousand rows (or when asked); else probe the coarse
-        partition, so a large backlog costs a fraction of a full scan."""
+        """Exact until the coarse partition covers rows; then the rows of the
+        probed lists plus the newest, not yet assigned rows, so a large backlog
+        costs a fraction of a full scan and a write is found at once."""
         n = self._n
-        vectors, norms = self._vectors[:n], self._norms[:n]
+        vectors = self._vectors[:n]
         coarse = self._coarse
-        if exact or not coarse.ready(vectors, n):
-            return exact_search(vectors, queries, k, self.metric, allowed, norms)
+        assigned = 0 if exact else coarse.usable_rows(vectors, n)
+        if assigned == 0:
+            return exact_search(vectors, queries, k, self.metric, allowed)
         probes = coarse.probes_for(ef)
         if allowed is not None:
             n_allowed = int(np.count_nonzero(allowed[:n]))
             if n_allowed * coarse.lists <= n * probes:
                 # Fewer allowed rows than the probe would score: scan them all.
-                return exact_search(vectors, queries, k, self.metric, allowed, norms)
+                return exact_search(vectors, queries, k, self.metric, allowed)
             # Most probed rows may be filtered out; probe more lists to make up.
             probes = int(min(coarse.lists, probes * n / n_allowed))
         if probes >= coarse.lists:
-            return exact_search(vectors, queries, k, self.metric, allowed, norms)
+            return exact_search(vectors, queries, k, self.metric, allowed)
+        tail = np.arange(assigned, n, dtype=np.int64)
+        if allowed is not None:
+            tail = tail[allowed[assigned:n]]
         nq = queries.shape[0]
         out_s = np.full((nq, k), NEG_INF, dtype=np.float32)
         out_i = np.full((nq, k), -1, dtype=np.int64)
         for qi in range(nq):
             query = queries[qi : qi + 1]
-            cand = coarse.candidates(queries[qi], n, probes)
+            cand = coarse.candidates(queries[qi], assigned, probes)
             if allowed is not None:
-                cand &= allowed[:n]
-            rows = np.flatnonzero(cand)
+                cand &= allowed[:assigned]
+            rows = np.concatenate([np.flatnonzero(cand), tail])
             if rows.size < k:  # too few candidates near the query: scan exactly
-                s, i = exact_search(vectors, query, k, self.metric, allowed, norms)
+                s, i = exact_search(vectors, query, k, self.metric, allowed)
             else:
                 s, i = subset_top_k(vectors, query, rows, k, self.metric)
             out_s[qi, : s.shape[1]] = s[0]
