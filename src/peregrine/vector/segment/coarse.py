@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 LISTS = 1024
 # Trained on this many rows (~20 per centroid); fewer rows are scanned exactly.
 TRAIN_ROWS = 20_000
-# ef per probed list; see docs/engine.md for the recall measured at each.
-PROBE_EF_PER_LIST = 1.0
+# ef per probed list. Measured on 180k real-text MiniLM vectors, 1 024 lists
+# trained on 20k of them: probes 32 -> recall@10 0.915 (4.1% of the rows
+# scored), 64 -> 0.949 (7.8%), 96 -> 0.966 (11.6%), 1.7-4.3 ms per query on
+# two busy cores against ~70 ms for the full scan. At 0.75, ef 64 probes 85.
+PROBE_EF_PER_LIST = 0.75
 MIN_PROBES = 8
 _KMEANS_ITERATIONS = 10
 _KMEANS_SEED = 1234
