@@ -173,7 +173,10 @@ def encode_payload(payload: Any, position: int = 0) -> bytes:
     if b"null" in blob and _has_non_finite(payload):
         # orjson writes NaN/inf as null; storing a different value than given is data loss.
         raise InvalidPayloadError(f"payload #{position} contains NaN or infinity (not JSON)")
-    return blob
+    # orjson (3.12+) returns bytes whose allocation is at least ~4 KB and is
+    # never shrunk; the blob lives in the mutable segment until it is sealed,
+    # so a 10-byte payload held 4 KB (0.8 GB for 200k points). Copy it to size.
+    return bytes(memoryview(blob)) if len(blob) < 2048 else blob
 
 
 def _has_non_finite(value: Any) -> bool:
