@@ -254,15 +254,25 @@ class Http:
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """One request on this thread's keep-alive connection; the decoded ``result``."""
-        conn: http.client.HTTPConnection | None = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port,
-                                                                timeout=600)
         data = (self.orjson.dumps(body, option=self.orjson.OPT_SERIALIZE_NUMPY)
                 if body is not None else None)
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        raw = resp.read()
+        for attempt in (1, 2):
+            conn: http.client.HTTPConnection | None = getattr(self.local, "conn", None)
+            if conn is None:
+                conn = self.local.conn = http.client.HTTPConnection("127.0.0.1", self.port,
+                                                                    timeout=600)
+            try:
+                conn.request(method, path, body=data,
+                             headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # The server closed an idle keep-alive connection: reconnect once.
+                conn.close()
+                self.local.conn = None
+                if attempt == 2:
+                    raise
         if resp.status != 200:
             raise RuntimeError(f"{method} {path} -> {resp.status}: {raw[:300]!r}")
         return self.orjson.loads(raw)["result"]

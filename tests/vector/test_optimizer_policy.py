@@ -210,3 +210,63 @@ def test_probing_respects_filters_and_new_rows(small_training: None) -> None:
     _assigned(grow, 3_100)
     _, found = grow.search(more[:10] * -1.0, 1, None, 8, False)
     assert found[:, 0].tolist() == list(range(3_000, 3_010))
+
+
+def test_a_failed_publish_keeps_the_old_segments_and_removes_the_new_one(
+        db: peregrine.Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Persisting the extended segment's tombstones fails (disk full): nothing is
+    published, the base keeps its tombstones, no copy is left on disk."""
+    rng = np.random.default_rng(8)
+    c = db.create_collection("c", DIM, "dot", index={"segment_rows": 64})
+    c.upsert(list(range(64)), _unit(rng, 64))
+    c.optimize()
+    c.delete(ids=[3, 4])
+    c.upsert(list(range(100, 165)), _unit(rng, 65))  # freezes 64 rows
+    base = _sealed(c)[0]
+    real = SealedSegment.persist_deleted
+
+    def failing(self: SealedSegment) -> None:
+        if self is not base:
+            raise OSError(28, "No space left on device")
+        real(self)
+
+    monkeypatch.setattr(SealedSegment, "persist_deleted", failing)
+    with pytest.raises(OSError):
+        c._optimizer.run_step()
+    assert _sealed(c) == [base] and c.count() == 127 and c.retrieve([3, 4]) == []
+    seg_dirs = sorted(p.name for p in (c.directory / "segments").iterdir())
+    assert seg_dirs == [str(base.id)]
+    monkeypatch.setattr(SealedSegment, "persist_deleted", real)
+    _step_until_quiet(c)
+    assert len(_sealed(c)) == 1 and c.count() == 127 and c.retrieve([3, 4]) == []
+
+
+def test_small_int8_graphs_are_rebuilt_not_extended(db: peregrine.Database) -> None:
+    rng = np.random.default_rng(9)
+    c = db.create_collection("c", DIM, "dot", index={"segment_rows": 64,
+                                                     "quantization": "int8"})
+    c.upsert(list(range(64)), _unit(rng, 64))
+    c.optimize()
+    first = _sealed(c)[0]
+    far = 10 * _unit(rng, 65)
+    c.upsert(list(range(100, 165)), far)  # far outside first's ranges
+    _step_until_quiet(c)
+    sealed = _sealed(c)
+    # A fresh build (retrained on all rows), not base + rows: 128 live rows, no copy.
+    assert len(sealed) == 1 and sealed[0] is not first and sealed[0].n_rows == 128
+    assert c.search(far[64], 1)[0].id == 164
+
+
+def test_a_segment_holding_a_live_key_twice_is_refused(db: peregrine.Database) -> None:
+    rng = np.random.default_rng(10)
+    c = db.create_collection("c", DIM, "dot", index={"segment_rows": 64})
+    c.upsert(list(range(64)), _unit(rng, 64))
+    c.optimize()
+    c.upsert([*range(5), *range(200, 259)], _unit(rng, 64))  # 5 overwritten
+    c.upsert([1000], _unit(rng, 1))
+    _step_until_quiet(c)
+    seg = _sealed(c)[0]
+    seg.check_keys()  # the old rows of 0..4 are tombstoned: fine
+    seg.deleted[:] = False  # as a crafted snapshot could have it
+    with pytest.raises(peregrine.StorageError, match="twice"):
+        seg.check_keys()

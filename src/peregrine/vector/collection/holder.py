@@ -89,6 +89,7 @@ class SegmentHolder:
             for seg_id in self.manifest.segments:
                 self.segments.append(self.open_sealed(seg_id))
                 if strict:
+                    self.sealed_segments()[-1].check_keys()
                     self.sealed_segments()[-1].check_payloads()
             self.mutable = self._new_mutable(self.manifest.checkpoint + 1)
             self.segments.append(self.mutable)
@@ -262,8 +263,11 @@ class SegmentHolder:
             sealed = [s for s in self.sealed_segments() if id(s) not in replaced]
             rest = [s for s in self.segments
                     if not isinstance(s, SealedSegment) and id(s) not in replaced]
-            self.segments = [*sealed, *([built] if built else []), *rest]
             checkpoint = min(s.first_seq for s in rest if isinstance(s, MutableSegment)) - 1
+            # Everything durable first, then published: if a write fails here the
+            # segment list is as it was and the caller discards ``built`` (an
+            # extended segment carries every tombstone its base ever had, and
+            # they exist nowhere else on disk until this persists them).
             self.wal.sync()  # tombstones on disk must never be ahead of a durable WAL
             if built is not None:
                 carried = np.concatenate([seg.deleted[rows]
@@ -274,10 +278,22 @@ class SegmentHolder:
             for seg in sealed:
                 if seg.id in self._dirty:
                     seg.persist_deleted()
-            self._dirty.clear()
+                    self._dirty.discard(seg.id)
+            self._dirty.clear()  # the replaced sources' ids, if any
+            segments = [*sealed, *([built] if built else []), *rest]
+            manifest_segments = [s.id for s in segments if isinstance(s, SealedSegment)]
+            previous = (self.manifest.checkpoint, self.manifest.segments)
             self.manifest.checkpoint = max(self.manifest.checkpoint, checkpoint)
-            self.manifest.segments = [s.id for s in self.sealed_segments()]
-            self.manifest.save(self.directory)
+            self.manifest.segments = manifest_segments
+            try:
+                self.manifest.save(self.directory)
+            except BaseException:
+                self.manifest.checkpoint, self.manifest.segments = previous
+                raise
+            self.segments = segments
+            for old in sources:
+                if isinstance(old, MutableSegment):
+                    old.retire()  # its partition jobs have nothing left to serve
         self.wal.truncate_before(self.manifest.checkpoint + 1)
         for old in sources:
             if isinstance(old, SealedSegment):
@@ -314,3 +330,5 @@ class SegmentHolder:
         for seg in self.segments:
             if isinstance(seg, SealedSegment):
                 seg.close()
+            elif isinstance(seg, MutableSegment):
+                seg.retire()

@@ -41,6 +41,7 @@ removed and the sources stay as they were.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -66,7 +67,8 @@ EXTEND_RATIO = 16
 IDLE_COMPACT_S = 30.0
 IDLE_EXTEND_MAX_ROWS = 1_000_000
 VACUUM_RATIO = 0.3
-_POLL_S = 0.25  # how often the loop looks for idleness when nothing wakes it
+_POLL_S = 0.25
+_MAX_BACKOFF_S = 60.0  # how often the loop looks for idleness when nothing wakes it
 
 
 class Optimizer:
@@ -103,6 +105,7 @@ class Optimizer:
             yield
 
     def _loop(self) -> None:
+        backoff = 1.0
         while not self._stopping.is_set():
             self._wake.wait(_POLL_S)
             self._wake.clear()
@@ -112,14 +115,17 @@ class Optimizer:
                 if self.run_step():
                     # Only now are the replaced segments unreferenced and freed.
                     release_free_memory()
+                    self.last_error = None  # a build went through
                     self._wake.set()  # more may be due: look again at once
-                self.last_error = None
             except BuildCancelledError:
                 break
-            except Exception as exc:  # keep serving; the next wake retries
+            except Exception as exc:  # keep serving; retry after a growing pause
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("optimizer of %s failed", self._holder.config.name)
-                self._stopping.wait(1.0)
+                self._stopping.wait(backoff)
+                backoff = min(_MAX_BACKOFF_S, backoff * 2)
+            else:
+                backoff = 1.0
 
     # -- policy -------------------------------------------------------------------
     def idle(self, seconds: float | None = None) -> bool:
@@ -169,6 +175,8 @@ class Optimizer:
     @staticmethod
     def _extends(base: SealedSegment, added: Sequence[Segment], quiet: bool) -> bool:
         rows = sum(s.n_rows - s.n_deleted for s in added)
+        if rows == 0:
+            return False  # nothing to add: the empty segments just go (a plain build)
         return base.n_rows <= EXTEND_RATIO * rows or (
             quiet and base.n_rows <= IDLE_EXTEND_MAX_ROWS)
 
@@ -204,7 +212,6 @@ class Optimizer:
                 plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources]
             keys = np.concatenate([seg.keys_view()[rows]
                                    for seg, rows in zip(sources, plan, strict=True)])
-            built: SealedSegment | None = None
             seg_id = -1
             if keys.size:
                 vectors = np.concatenate([seg.vectors_view()[rows]
@@ -216,11 +223,28 @@ class Optimizer:
                                      config.metric, config.index, list(config.payload_indexes),
                                      cancelled=self._stopping.is_set)
                 del vectors, blobs
-                built = holder.open_sealed(seg_id)
-                self.builds += 1
-            holder.swap(sources, built, plan)
+                self._publish(seg_id, sources, plan)
+            else:
+                holder.swap(sources, None, plan)
         log.info("collection %s: built segment %d (%d rows) from %d source(s)",
                  holder.config.name, seg_id, keys.shape[0], len(sources))
+
+    def _publish(self, seg_id: int, sources: Sequence[Segment],
+                 rows: Sequence[np.ndarray]) -> SealedSegment:
+        """Open the written segment and swap it in; on any failure its directory
+        goes, so a retry never leaves full-size copies behind."""
+        holder = self._holder
+        built: SealedSegment | None = None
+        try:
+            built = holder.open_sealed(seg_id)
+            holder.swap(sources, built, rows)
+        except BaseException:
+            if built is not None:
+                built.close()
+            shutil.rmtree(holder.segment_dir(seg_id), ignore_errors=True)
+            raise
+        self.builds += 1
+        return built
 
     def _extend(self, base: SealedSegment, added: Sequence[Segment]) -> None:
         """``base`` grown by the live rows of ``added``; a fresh build when base's
@@ -241,10 +265,8 @@ class Optimizer:
                                          cancelled=self._stopping.is_set)
             del vectors, blobs
             if done:
-                built = holder.open_sealed(seg_id)
-                self.builds += 1
                 # Every base row keeps its number, tombstoned or not.
-                holder.swap([base, *added], built, [np.arange(base.n_rows), *plan])
+                self._publish(seg_id, [base, *added], [np.arange(base.n_rows), *plan])
         if not done:
             self._build([base, *added])
             return

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import orjson
 
-from peregrine.core.fsio import fsync_tree
+from peregrine.core.fsio import fsync_dir, fsync_tree
 from peregrine.vector.ids import KEY_DTYPE, KeyArray
 from peregrine.vector.segment.kernels import F32
 from peregrine.vector.segment.payload_index import FieldIndex
@@ -50,6 +50,8 @@ _FP16_MAX_ABS = 6.0e4  # float16's largest finite value is 65504
 # The graph is built by adding rows in chunks sized to take about this long, so
 # a stop request waits at most that; FAISS still parallelises inside a chunk.
 _BUILD_CHUNK_S = 0.25
+# An int8 graph is extended only when its ranges were trained on this many rows.
+INT8_MIN_TRAINED_ROWS = 20_000
 
 Cancelled = Callable[[], bool]
 
@@ -89,10 +91,18 @@ def extend_sealed_segment(
     rows as a fresh build would: float16 codes for rows float16 cannot carry,
     or a quantization setting that changed since base was built.
     """
-    wanted = graph_codes(vectors, config)
-    compatible = base.codes is wanted or (
-        base.codes is GraphCodes.FLOAT32 and wanted is GraphCodes.FLOAT16)
-    if not compatible or base.dim != vectors.shape[1]:
+    if base.dim != vectors.shape[1]:
+        return False
+    if base.codes is GraphCodes.INT8:
+        # The int8 quantiser's ranges were trained on base's rows and are kept;
+        # a small base would clip everything that follows.
+        compatible = (config.quantization is Quantization.INT8
+                      and base.n_rows >= INT8_MIN_TRAINED_ROWS)
+    else:
+        wanted = graph_codes(vectors, config) if vectors.shape[0] else base.codes
+        compatible = base.codes is wanted or (
+            base.codes is GraphCodes.FLOAT32 and wanted is GraphCodes.FLOAT16)
+    if not compatible:
         return False
     _in_tmp(directory, lambda tmp: _write_extension(tmp, base, vectors, keys, blobs,
                                                     declared_fields, cancelled))
@@ -111,6 +121,7 @@ def _in_tmp(directory: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     os.replace(tmp, directory)
+    fsync_dir(directory.parent)  # the rename itself must survive a power loss
 
 
 def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[bytes],
@@ -142,11 +153,14 @@ def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArra
     _add_rows(index, np.ascontiguousarray(vectors, dtype=np.float32), cancelled)
     faiss.write_index(index, str(tmp / "index.faiss"))
     del index
+    _check(cancelled)
     _append_rows(base.directory / "vectors.npy", tmp / "vectors.npy", n0, vectors)
     _write_keys(tmp, np.concatenate([base.keys_view(), keys]))
+    _check(cancelled)
     shutil.copyfile(base.directory / "payload.bin", tmp / "payload.bin")
     _write_payloads(tmp, base.payload_offsets(), blobs)
     np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
+    _check(cancelled)
     saved = {path: base.directory / "fields" / field_file(path) for path in declared_fields}
 
     def payload_of(row: int) -> dict[str, Any] | None:
@@ -156,6 +170,11 @@ def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArra
 
     _write_fields(tmp, declared_fields, n, payload_of, saved)
     _write_meta(tmp, n, dim, base.metric, base.config, base.codes)
+
+
+def _check(cancelled: Cancelled) -> None:
+    if cancelled():
+        raise BuildCancelledError
 
 
 def _append_rows(source: Path, target: Path, n0: int, vectors: F32) -> None:

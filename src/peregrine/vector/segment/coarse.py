@@ -60,7 +60,7 @@ class _Worker:
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="coarse-partition",
                                                 daemon=True)
                 self._thread.start()
@@ -116,30 +116,43 @@ class CoarsePartition:
         self._assign = np.empty(capacity, dtype=np.int32)
         self.assigned = 0  # rows [0, assigned) have list ids
         self._queued = False
+        self._retired = False
         self._lock = threading.Lock()
+
+    def retire(self) -> None:
+        """Its segment is gone: a queued job for it returns at once."""
+        self._retired = True
 
     @property
     def lists(self) -> int:
         return self.centroids.lists
 
-    def usable_rows(self, vectors: F32, n: int) -> int:
-        """Rows with list ids now; asks the worker to assign the rest of ``n``."""
-        if self.assigned < n:
+    def request(self, vectors: F32, n: int) -> None:
+        """Ask the worker to assign rows up to ``n`` (returns at once). Writers
+        call it after each append, so an ingest is partitioned as it lands,
+        not when the first search after it finds 200k rows unassigned."""
+        if self.assigned < n and not self._queued:
             with self._lock:
                 if not self._queued:
                     self._queued = True
                     _WORKER.submit(lambda: self._catch_up(vectors, n))
+
+    def usable_rows(self, vectors: F32, n: int) -> int:
+        """Rows with list ids now; asks the worker to assign the rest of ``n``."""
+        self.request(vectors, n)
         return self.assigned if self.centroids.trained else 0
 
     def _catch_up(self, vectors: F32, n: int) -> None:
         try:
             centroids = self.centroids
+            if self._retired:
+                return
             if not centroids.trained:
                 if n < TRAIN_ROWS:
                     return  # still small enough to scan; asked again later
                 centroids.train(vectors[:TRAIN_ROWS])
             start = self.assigned
-            while start < n:
+            while start < n and not self._retired:
                 stop = min(n, start + _ASSIGN_CHUNK)
                 self._assign[start:stop] = centroids.nearest(vectors[start:stop], 1)[:, 0]
                 self.assigned = start = stop

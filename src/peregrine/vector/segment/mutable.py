@@ -155,6 +155,10 @@ class MutableSegment:
     def n_rows(self) -> int:
         return self._n
 
+    def retire(self) -> None:
+        """The segment left its collection: background work for it stops."""
+        self._coarse.retire()
+
     @property
     def partition(self) -> CoarsePartition:
         """The coarse partition probed when this segment is searched approximately."""
@@ -179,6 +183,7 @@ class MutableSegment:
         for offset, key in enumerate(keys.tolist()):
             self._row_of[key] = start + offset
         self._n = stop
+        self._coarse.request(self._vectors[:stop], stop)
 
     def keys_view(self) -> KeyArray:
         return self._keys[: self._n]

@@ -233,6 +233,20 @@ class SealedSegment:
                 self._fields[path] = index
         return index
 
+    def check_keys(self) -> None:
+        """At most one live row per point id (for a segment from outside: an
+        extended segment may hold a key twice, all but one row tombstoned)."""
+        if self._n < 2:
+            return
+        same = self._sorted_keys[1:] == self._sorted_keys[:-1]
+        if not same.any():
+            return
+        live = ~self.deleted[self._key_order]
+        run_start = np.flatnonzero(np.concatenate([[True], ~same]))
+        live_per_key = np.add.reduceat(live.astype(np.int64), run_start)
+        if (live_per_key > 1).any():
+            raise StorageError(f"segment {self.directory.name} holds a point id twice")
+
     def check_payloads(self) -> None:
         """Every payload parses to a JSON object or null (for a segment from outside)."""
         for row in range(self._n):
@@ -316,7 +330,9 @@ class SealedSegment:
         size = self.dim * 4
         fd, base = self._vectors_fd, self._vectors_offset
         for j, row in enumerate(rows):
-            os.preadv(fd, [view[j * size : (j + 1) * size]], base + row * size)
+            if os.preadv(fd, [view[j * size : (j + 1) * size]], base + row * size) != size:
+                raise StorageError(f"segment {self.directory.name}: vectors.npy is shorter "
+                                   "than its header says")
         return out
 
     def _rescore(self, queries: F32, labels: I64, k: int) -> tuple[F32, I64]:
