@@ -3,6 +3,7 @@ stop, the coarse partition of unindexed rows, and the status it reports."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -270,3 +271,36 @@ def test_a_segment_holding_a_live_key_twice_is_refused(db: peregrine.Database) -
     seg.deleted[:] = False  # as a crafted snapshot could have it
     with pytest.raises(peregrine.StorageError, match="twice"):
         seg.check_keys()
+
+
+def test_small_payload_blobs_cost_bytes_not_kilobytes() -> None:
+    """orjson backs each result with >= 4 KB; the stored blob must not keep that."""
+    import tracemalloc
+
+    from peregrine.vector.collection.codec import encode_payload
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        blobs = [encode_payload({"bucket": i}) for i in range(2_000)]
+        per_blob = (tracemalloc.get_traced_memory()[0] - before) / len(blobs)
+    finally:
+        tracemalloc.stop()
+    assert per_blob < 200, per_blob
+    assert blobs[5] == b'{"bucket":5}'
+
+
+def test_a_truncated_vector_file_is_a_storage_error_not_garbage(
+        db: peregrine.Database) -> None:
+    rng = np.random.default_rng(11)
+    c = db.create_collection("c", DIM, "dot")
+    vecs = _unit(rng, 300)
+    c.upsert(list(range(300)), vecs)
+    c.optimize()
+    seg = _sealed(c)[0]
+    assert seg.codes.value == "float16"  # hits are rescored from vectors.npy
+    path = seg.directory / "vectors.npy"
+    os.truncate(path, path.stat().st_size - 150 * DIM * 4)
+    with pytest.raises(peregrine.StorageError, match="shorter"):
+        for q in vecs[150:]:  # some hit lies in the cut-off rows
+            c.search(q, 5)
