@@ -47,6 +47,7 @@ from peregrine.vector.segment.filters import (
     CompiledFilter,
     FilterLimits,
     compile_filter,
+    filter_rows,
 )
 from peregrine.vector.segment.kernels import F32, I64
 from peregrine.vector.segment.mutable import MutableSegment, Segment
@@ -318,10 +319,21 @@ class Collection:
                     f"{queries.shape[1]}")
             ef_eff = max(ef or holder.config.index.ef, fetch)
             found: list[tuple[Segment, F32, I64]] = []
+            scan_limit = holder.config.index.full_scan_threshold
             for seg in holder.segments:
                 if seg.n_rows == 0:
                     continue
                 check_deadline()
+                rows = filter_rows(compiled, seg)
+                if rows is not None:
+                    if seg.n_deleted:
+                        rows = rows[~seg.deleted[rows]]
+                    if rows.size == 0:
+                        continue
+                    if rows.size <= scan_limit:  # the planner's exact branch, without a mask
+                        scores, found_rows = seg.search_rows(queries, fetch, rows)
+                        found.append((seg, scores, found_rows))
+                        continue
                 allowed = self._allowed(seg, compiled)
                 if allowed is not None and not allowed.any():
                     continue

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from peregrine.core.deadline import check_deadline
 from peregrine.core.errors import InvalidInputError
@@ -170,6 +171,8 @@ def _compile_filter_obj(spec: dict[str, Any], where: str) -> CompiledFilter:
 
     if len(must) == 1 and not should and not must_not and min_should is None:
         only = must[0]
+        if isinstance(only, RowsFilter):
+            return only  # keeps its row lists reachable (see RowsFilter)
 
         def evaluate_one(seg: Filterable) -> Mask:
             # The common single condition: its mask as it is (callers never write
@@ -206,6 +209,35 @@ def _compile_filter_obj(spec: dict[str, Any], where: str) -> CompiledFilter:
         return mask
 
     return evaluate
+
+
+class RowsFilter:
+    """``match.value`` / ``match.any`` on one key: a mask like any condition,
+    and also the matching rows themselves, straight from the index postings.
+
+    A selective filter's few rows are all a search scores; going through a
+    mask of every row and back (zeroed, scattered, counted, scanned) cost
+    about a third of a 1%-filter search on 200k rows.
+    """
+
+    def __init__(self, path: str, values: list[Any]) -> None:
+        self.path = path
+        self.values = values
+
+    def __call__(self, seg: Filterable) -> Mask:
+        return seg.field_index(self.path).match_any(self.values, seg.n_rows)
+
+    def rows(self, seg: Filterable) -> npt.NDArray[np.int64]:
+        return seg.field_index(self.path).match_rows(self.values, seg.n_rows)
+
+
+def filter_rows(compiled: CompiledFilter | None, seg: Filterable) -> npt.NDArray[np.int64] | None:
+    """The rows a filter selects in ``seg`` when it can name them without a
+    mask (tombstones not applied); None when only a mask will do."""
+    if isinstance(compiled, RowsFilter):
+        check_deadline()
+        return compiled.rows(seg)
+    return None
 
 
 def _compile_condition(cond: Any, where: str) -> CompiledFilter:
@@ -306,14 +338,14 @@ def _compile_match(match: Any, path: str, where: str) -> CompiledFilter:
     if kind == "value":
         if not _is_scalar(arg):
             raise InvalidFilterError(f"{where}.match.value must be a string, integer or bool")
-        return lambda seg: seg.field_index(path).match_any([arg], seg.n_rows)
+        return RowsFilter(path, [arg])
     if kind in ("any", "except"):
         if not isinstance(arg, list) or not all(_is_scalar(v) for v in arg):
             raise InvalidFilterError(
                 f"{where}.match.{kind} must be a list of strings or integers"
             )
         if kind == "any":
-            return lambda seg: seg.field_index(path).match_any(arg, seg.n_rows)
+            return RowsFilter(path, arg)
         return lambda seg: seg.field_index(path).match_except(arg, seg.n_rows)
     if kind in ("text", "phrase"):
         if not isinstance(arg, str):

@@ -73,6 +73,10 @@ class Segment(Protocol):
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
     ) -> tuple[F32, I64]: ...
 
+    def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
+        """Exact top-k among the listed (live) rows."""
+        ...
+
 
 def mark_deleted(segment: Segment, rows: I64) -> int:
     """The one way a segment's tombstones change: mask and counter together."""
@@ -224,6 +228,9 @@ class MutableSegment:
                 index = self._fields.setdefault(path, FieldIndex(path))
         index.catch_up(self.payload, self._n)
         return index
+
+    def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
+        return subset_top_k(self._vectors[: self._n], queries, rows, k, self.metric)
 
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool

@@ -336,6 +336,20 @@ class FieldIndex:
                 parts.append(snap.codes.rows_of(code))
         return parts
 
+    def match_rows(self, values: Sequence[Any], n: int) -> npt.NDArray[np.int64]:
+        """The rows below ``n`` holding any of ``values``, each once (no mask: a
+        selective filter goes straight to scoring its few rows)."""
+        snap = self._snap
+        parts = self._eq_rows(snap, values)
+        if not parts:
+            return np.empty(0, dtype=np.int64)
+        rows = (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.int64)
+        if n < snap.rows:
+            rows = rows[rows < n]
+        if snap.multi:  # a row holding several of the values is listed under each
+            rows = np.unique(rows)
+        return rows
+
     def match_any(self, values: Sequence[Any], n: int) -> Mask:
         snap = self._snap
         return self._mask(snap, n, self._eq_rows(snap, values))

@@ -45,7 +45,7 @@ from peregrine.core.errors import StorageError
 from peregrine.core.fsio import write_atomic_with
 from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
-from peregrine.vector.segment.kernels import F32, I64, score_block
+from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.types import IndexConfig, Metric, Quantization
@@ -266,6 +266,10 @@ class SealedSegment:
         if self._norms is None:
             self._norms = np.einsum("ij,ij->i", self._vectors, self._vectors).astype(np.float32)
         return self._norms
+
+    def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
+        """Exact top-k among the listed (live) rows, scored in place."""
+        return subset_top_k(self._vectors, queries, rows, k, self.metric)
 
     def search(
         self, queries: F32, k: int, allowed: Mask | None, ef: int, exact: bool
