@@ -603,7 +603,27 @@ def run_timeline(target: Any, inputs: Inputs) -> dict[str, Any]:
         target.optimize()
         out["optimize_s"] = time.perf_counter() - t0
         log(f"{target.name}: optimize() took {out['optimize_s']:.1f} s")
+        out["optimized_windows_p50_ms"] = window_p50s(target, inputs)
         out["optimized"] = settled(target, inputs, "after optimize()")
+    return out
+
+
+def window_p50s(target: Any, inputs: Inputs) -> list[float]:
+    """p50 of each query window the timeline's samples use (sample k searches
+    window k mod count), searched the same way: the like-for-like reference
+    for judging whether a sample is at the optimized speed."""
+    args, queries = inputs.args, inputs.queries
+    count = args.queries_per_sample
+    windows = max(1, -(-len(queries) // count))
+    out = []
+    for w in range(windows):
+        times = []
+        for j in range(count):
+            q = queries[(w * count + j) % len(queries)]
+            t0 = time.perf_counter()
+            target.search(q, args.ef, "none")
+            times.append((time.perf_counter() - t0) * 1e3)
+        out.append(pct(times, 50))
     return out
 
 
