@@ -208,24 +208,19 @@ class Optimizer:
         """A fresh segment from the live rows of ``sources``."""
         holder = self._holder
         with self._building():
-            with holder.reading():
-                plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources]
-            keys = np.concatenate([seg.keys_view()[rows]
-                                   for seg, rows in zip(sources, plan, strict=True)])
+            live = _LiveRows.of(holder, sources)
+            keys = live.keys()
             seg_id = -1
             if keys.size:
-                vectors = np.concatenate([seg.vectors_view()[rows]
-                                          for seg, rows in zip(sources, plan, strict=True)])
-                blobs = _blobs(sources, plan)
                 seg_id = holder.new_segment_id()
                 config = holder.config
-                build_sealed_segment(holder.segment_dir(seg_id), vectors, keys, blobs,
-                                     config.metric, config.index, list(config.payload_indexes),
+                build_sealed_segment(holder.segment_dir(seg_id), live.vectors(), keys,
+                                     live.blobs(), config.metric, config.index,
+                                     list(config.payload_indexes),
                                      cancelled=self._stopping.is_set)
-                del vectors, blobs
-                self._publish(seg_id, sources, plan)
+                self._publish(seg_id, sources, live.plan)
             else:
-                holder.swap(sources, None, plan)
+                holder.swap(sources, None, live.plan)
         log.info("collection %s: built segment %d (%d rows) from %d source(s)",
                  holder.config.name, seg_id, keys.shape[0], len(sources))
 
@@ -251,22 +246,17 @@ class Optimizer:
         graph cannot take them."""
         holder = self._holder
         with self._building():
-            with holder.reading():
-                plan = [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in added]
-            keys = np.concatenate([seg.keys_view()[rows]
-                                   for seg, rows in zip(added, plan, strict=True)])
-            vectors = np.concatenate([seg.vectors_view()[rows]
-                                      for seg, rows in zip(added, plan, strict=True)])
-            blobs = _blobs(added, plan)
+            live = _LiveRows.of(holder, added)
+            keys = live.keys()
             seg_id = holder.new_segment_id()
             config = holder.config
-            done = extend_sealed_segment(holder.segment_dir(seg_id), base, vectors, keys, blobs,
-                                         config.index, list(config.payload_indexes),
+            done = extend_sealed_segment(holder.segment_dir(seg_id), base, live.vectors(), keys,
+                                         live.blobs(), config.index,
+                                         list(config.payload_indexes),
                                          cancelled=self._stopping.is_set)
-            del vectors, blobs
             if done:
                 # Every base row keeps its number, tombstoned or not.
-                self._publish(seg_id, [base, *added], [np.arange(base.n_rows), *plan])
+                self._publish(seg_id, [base, *added], [np.arange(base.n_rows), *live.plan])
         if not done:
             self._build([base, *added])
             return
@@ -275,6 +265,26 @@ class Optimizer:
                  keys.shape[0], len(added))
 
 
-def _blobs(sources: Sequence[Segment], plan: Sequence[np.ndarray]) -> list[bytes]:
-    return [seg.payload_bytes(r) for seg, rows in zip(sources, plan, strict=True)
-            for r in rows.tolist()]
+class _LiveRows:
+    """The live rows of some segments, in build order (what a build copies)."""
+
+    def __init__(self, sources: Sequence[Segment], plan: list[np.ndarray]) -> None:
+        self.sources = sources
+        self.plan = plan
+
+    @classmethod
+    def of(cls, holder: SegmentHolder, sources: Sequence[Segment]) -> _LiveRows:
+        with holder.reading():  # tombstones move under the exclusive lock
+            return cls(sources, [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources])
+
+    def _pairs(self) -> zip[tuple[Segment, np.ndarray]]:
+        return zip(self.sources, self.plan, strict=True)
+
+    def keys(self) -> np.ndarray:
+        return np.concatenate([seg.keys_view()[rows] for seg, rows in self._pairs()])
+
+    def vectors(self) -> np.ndarray:
+        return np.concatenate([seg.vectors_view()[rows] for seg, rows in self._pairs()])
+
+    def blobs(self) -> list[bytes]:
+        return [seg.payload_bytes(r) for seg, rows in self._pairs() for r in rows.tolist()]
