@@ -8,6 +8,7 @@ import msgpack
 import orjson
 from starlette.types import Receive
 
+from peregrine.edge.http import slicing
 from peregrine.edge.http.protocol import HttpError
 
 JSON = b"application/json"
@@ -42,8 +43,27 @@ async def read_body(receive: Receive, limit: int, declared: int | None, setting:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def is_json(media: bytes) -> bool:
+    return media in _LENIENT_JSON or media.endswith(b"+json")
+
+
+def decode_large_document(body: bytes, media: bytes, hook: slicing.SliceHook | None) -> Any:
+    """``decode_document`` for a body of megabytes (call it off the event loop): a JSON
+    body that is mostly one array is parsed in slices, giving the GIL to other
+    requests in between (``slicing``); anything else, including any syntax error,
+    is parsed whole, which also words the error."""
+    if is_json(media):
+        try:
+            layout = slicing.plan(body)
+            if layout is not None:
+                return slicing.decode(body, layout, hook or slicing.ListSlices())
+        except (ValueError, LookupError, TypeError):  # orjson's error is a ValueError
+            pass
+    return decode_document(body, media)
+
+
 def decode_document(body: bytes, media: bytes) -> Any:
-    if media in _LENIENT_JSON or media.endswith(b"+json"):
+    if is_json(media):
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -29,6 +29,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from peregrine.core.deadline import reset_deadline, set_deadline
+from peregrine.edge.http.slicing import SliceHook
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope
@@ -116,6 +117,9 @@ class Operation:
     # Bodies up to http.max_body_bytes (bulk writes); others stop at
     # http.max_query_body_bytes, so that no query makes the server parse megabytes.
     bulk: bool = False
+    # Converts the slices of a large JSON body's main array as they are parsed
+    # (``slicing.SliceHook``); None keeps them as parsed.
+    body_slices: SliceHook | None = None
     responses: dict[str, Any] = field(default_factory=dict)
     adapter: TypeAdapter[Any] | None = field(init=False, default=None)
     default_params: Any = field(init=False, default=None)

@@ -25,6 +25,8 @@ def _unnamed(value: Any) -> Any:
 
 def parse_vector(value: Any) -> np.ndarray:
     value = _unnamed(value)
+    if isinstance(value, np.ndarray):  # converted while the body was decoded in slices
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) % 4:
             raise ValueError("a binary vector is little-endian float32: its length must be "
@@ -42,6 +44,8 @@ def parse_vector(value: Any) -> np.ndarray:
 def parse_vectors(value: Any) -> np.ndarray:
     """A batch: list of vectors (2-D) or one binary blob (1-D, reshaped by the caller)."""
     value = _unnamed(value)
+    if isinstance(value, np.ndarray):  # converted while the body was decoded in slices
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return parse_vector(value)
     if isinstance(value, dict):
@@ -63,6 +67,46 @@ def _numeric(value: list[Any], ndim: int, ragged: str, wrong: str) -> np.ndarray
     if arr.ndim != ndim or arr.dtype.kind not in "iuf":
         raise ValueError(wrong)
     return arr.astype(np.float32)
+
+
+def _float_rows(items: list[Any], ndim: int) -> np.ndarray | None:
+    """``items`` as float32 when they are numbers nested ``ndim`` deep; else None (and
+    validation later reports what is wrong with them)."""
+    try:
+        arr = np.asarray(items)
+    except ValueError:
+        return None
+    if arr.ndim != ndim or arr.dtype.kind not in "iuf":
+        return None
+    return arr.astype(np.float32)
+
+
+class UpsertSlices:
+    """Turns the vectors of a large upsert body into float32 as each slice is parsed
+    (``edge.http.slicing``), so that no single step holds the GIL for the whole
+    batch: a batch's ``vectors`` become one matrix, each of the ``points`` its row."""
+
+    def convert(self, path: tuple[str, ...], items: list[Any]) -> Any:
+        if path == ("batch", "vectors"):
+            rows = _float_rows(items, 2)
+            return items if rows is None else rows
+        if path == ("points",):
+            for item in items:
+                vector = item.get("vector") if isinstance(item, dict) else None
+                if isinstance(vector, list) and vector:
+                    row = _float_rows(vector, 1)
+                    if row is not None:
+                        item["vector"] = row
+        return items
+
+    def join(self, path: tuple[str, ...], parts: list[Any]) -> Any:
+        if all(isinstance(p, np.ndarray) for p in parts) and len(
+                {p.shape[1] for p in parts}) == 1:
+            return np.concatenate(parts)
+        out: list[Any] = []
+        for part in parts:
+            out.extend(part.tolist() if isinstance(part, np.ndarray) else part)
+        return out
 
 
 _VECTOR_SCHEMA: dict[str, Any] = {

@@ -8,6 +8,7 @@ from peregrine.core.errors import InvalidInputError, NotFoundError
 from peregrine.edge.http.protocol import Access, Call, Operation
 from peregrine.edge.qdrant import convert, schemas
 from peregrine.edge.qdrant.routes.common import cached_read, collection_name
+from peregrine.edge.qdrant.vectors import UpsertSlices
 from peregrine.vector.service import PointSelector
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     return [
         Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
                   upsert_points, W, schemas.UpsertBody,
-                  schemas.WriteParams, bulk=True),
+                  schemas.WriteParams, bulk=True, body_slices=UpsertSlices()),
         Operation("POST", P + "/delete", "delete_points", "points",
                   "Delete points by ids or filter", delete_points, W, schemas.PointsSelector,
                   schemas.WriteParams),
