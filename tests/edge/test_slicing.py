@@ -55,7 +55,7 @@ def tiny_slices(monkeypatch: pytest.MonkeyPatch) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents())
 def test_sliced_decode_equals_a_whole_parse(case: tuple[bytes, tuple[str, ...]]) -> None:
-    body, path = case
+    body, _path = case
     expected = orjson.loads(body)
     assert decode_large_document(body, JSON, None) == expected
     layout = slicing.plan(body)

@@ -187,10 +187,13 @@ class VectorService:
             self._bump(name)
 
     def upsert(self, name: str, ids: Sequence[PointId], vectors: Any,
-               payloads: Sequence[dict[str, Any] | None] | None = None) -> int:
-        """Insert or replace points; returns the write's sequence number."""
+               payloads: Sequence[dict[str, Any] | None] | None = None,
+               version_key: str | None = None) -> int:
+        """Insert or replace points; returns the write's sequence number. With
+        ``version_key`` a point is written only over a lower stored version
+        (``Collection.upsert``): the idempotent write of at-least-once pipelines."""
         self._check_count(len(ids), "points")
-        return self._write(name, lambda c: c.upsert(ids, vectors, payloads))
+        return self._write(name, lambda c: c.upsert(ids, vectors, payloads, version_key))
 
     def delete(self, name: str, selector: PointSelector) -> int:
         self._check_selector(selector)

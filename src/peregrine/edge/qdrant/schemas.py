@@ -328,6 +328,12 @@ class WriteParams(QueryModel):
     timeout: int | None = Field(None, ge=1)
 
 
+class UpsertParams(WriteParams):
+    # Peregrine's extension: write a point only over a lower stored version, the
+    # integer at this payload key (idempotent writes from at-least-once pipelines).
+    version_key: str | None = Field(None, min_length=1, max_length=256)
+
+
 class ReadParams(QueryModel):
     consistency: str | None = None
     timeout: int | None = Field(None, ge=1)

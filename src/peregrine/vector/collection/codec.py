@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from peregrine.core.errors import InvalidInputError, StorageError
@@ -32,6 +33,12 @@ class UpsertBatch:
     keys: KeyArray
     vectors: F32
     blobs: list[bytes]  # one JSON document per point; b"null" for no payload
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> UpsertBatch:
+        if keep.all():
+            return self
+        return UpsertBatch(self.keys[keep], self.vectors[keep],
+                           [b for b, k in zip(self.blobs, keep.tolist(), strict=True) if k])
 
     def encode(self) -> bytes:
         n, dim = self.vectors.shape
@@ -158,6 +165,20 @@ def prepare_upsert(
         raise InvalidPayloadError(f"payloads must be a list of {n} JSON objects (or None)")
     blobs = [encode_payload(p, i) for i, p in enumerate(payloads)]
     return UpsertBatch(keys, vecs, blobs)
+
+
+def payload_versions(payloads: Sequence[Any] | None, key: str) -> npt.NDArray[np.int64]:
+    """The integer under ``key`` of every payload (a versioned upsert needs each)."""
+    if payloads is None or isinstance(payloads, dict) or not isinstance(payloads, Sequence):
+        raise InvalidPayloadError(f"a versioned upsert needs a payload with {key!r} per point")
+    out = np.empty(len(payloads), dtype=np.int64)
+    for i, payload in enumerate(payloads):
+        value = payload.get(key) if isinstance(payload, dict) else None
+        if not isinstance(value, int) or isinstance(value, bool) or not (
+                -(1 << 63) <= value < (1 << 63)):
+            raise InvalidPayloadError(f"payload #{i} needs an integer {key!r} (its version)")
+        out[i] = value
+    return out
 
 
 def encode_payload(payload: Any, position: int = 0) -> bytes:

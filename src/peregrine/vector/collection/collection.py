@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from peregrine.core.deadline import check_deadline
 from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
@@ -154,18 +155,43 @@ class Collection:
             raise ClosedError(f"collection {self.name!r} is closed")
 
     # -- writes ---------------------------------------------------------------
-    def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None) -> int:
-        """Insert or replace points; atomic per call. Returns the WAL sequence number."""
+    def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None,
+               version_key: str | None = None) -> int:
+        """Insert or replace points; atomic per call. Returns the WAL sequence number.
+
+        With ``version_key``, every payload carries an integer version under that key
+        and a point is written only if it is new or its stored version is lower: a
+        redelivered or replayed event never duplicates a write nor puts an older
+        version over a newer one (the check and the write happen under one lock).
+        """
         self._check_open()
         config = self.config
+        versions = codec.payload_versions(payloads, version_key) if version_key else None
         batch = codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric)
         with self._writing() as holder:
             if holder.config is not config:  # restored meanwhile: maybe another dim
                 batch = codec.prepare_upsert(ids, vectors, payloads, holder.config.dim,
                                              holder.config.metric)
+            if versions is not None and version_key is not None and batch.keys.size:
+                batch = batch.subset(self._newer(holder, batch.keys, versions, version_key))
             if batch.keys.size == 0:
                 return holder.wal.last_seq
             return holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
+
+    @staticmethod
+    def _newer(holder: SegmentHolder, keys: KeyArray, versions: npt.NDArray[np.int64],
+               version_key: str) -> npt.NDArray[np.bool_]:
+        """Which of ``keys`` are absent or stored with a lower version."""
+        keep = np.ones(keys.size, dtype=np.bool_)
+        with holder.reading():
+            for seg in holder.segments:
+                pos, rows = seg.lookup(keys)
+                for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
+                    stored = (seg.payload(r) or {}).get(version_key)
+                    if (isinstance(stored, int) and not isinstance(stored, bool)
+                            and stored >= versions[p]):
+                        keep[p] = False
+        return keep
 
     def delete(self, ids: Any = None, filter: dict[str, Any] | None = None,
                filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:

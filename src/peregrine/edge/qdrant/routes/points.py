@@ -38,7 +38,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             if payloads is not None and len(payloads) != len(ids):
                 raise InvalidInputError(f"batch has {len(ids)} ids but {len(payloads)} payloads")
             rows = convert.batch_vectors(body.batch.vectors, len(ids))
-        seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads)
+        seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads,
+                             call.params.version_key)
         return convert.update_result(call.params.wait, seq)
 
     def selector(body: schemas.PointsSelector | schemas.SetPayload | schemas.DeletePayload
@@ -114,7 +115,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     return [
         Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
                   upsert_points, W, schemas.UpsertBody,
-                  schemas.WriteParams, bulk=True, body_slices=UpsertSlices()),
+                  schemas.UpsertParams, bulk=True, body_slices=UpsertSlices()),
         Operation("POST", P + "/delete", "delete_points", "points",
                   "Delete points by ids or filter", delete_points, W, schemas.PointsSelector,
                   schemas.WriteParams),
