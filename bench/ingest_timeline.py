@@ -452,8 +452,9 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             backlog = [s for s in res["timeline"]["samples"] if s["phase"] != "steady"]
             if backlog:
                 worst = max(backlog, key=lambda s: s["p50_ms"])
-                rows.append({"subject": name, "phase": f"worst sample before green (t={worst['t_s']:.0f}"
-                             f" s)", "filter": "none", "ef": worst["ef"],
+                rows.append({"subject": name,
+                             "phase": f"worst sample before green (t={worst['t_s']:.0f} s)",
+                             "filter": "none", "ef": worst["ef"],
                              "recall": worst.get("recall"), "p50_ms": worst["p50_ms"],
                              "p99_ms": worst["p99_ms"], "segments": worst.get("segments"),
                              "unindexed": worst.get("unindexed"),
