@@ -33,6 +33,7 @@ from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
+from peregrine.stream.service import StreamService, StreamSettings
 from peregrine.vector.service import VectorService, VectorSettings
 
 log = logging.getLogger("peregrine.server")
@@ -47,6 +48,7 @@ class Settings(Section):
     http: HttpSettings = dataclasses.field(default_factory=HttpSettings)
     vector: VectorSettings = dataclasses.field(default_factory=VectorSettings)
     qdrant: QdrantSettings = dataclasses.field(default_factory=QdrantSettings)
+    stream: StreamSettings = dataclasses.field(default_factory=StreamSettings)
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
 
     def validate(self) -> Settings:
@@ -66,9 +68,14 @@ class Faces:
     """The faces this process runs, each behind its front door."""
 
     vector: VectorService
+    stream: StreamService | None = None
 
     def close(self) -> None:
-        self.vector.close()
+        try:
+            self.vector.close()
+        finally:
+            if self.stream is not None:
+                self.stream.close()
 
 
 # Every protocol the edge serves: one line each.
@@ -87,9 +94,17 @@ class Peregrine:
     app: EdgeApp
 
 
-def open_faces(settings: Settings) -> Faces:
+def open_faces(settings: Settings, bus: bool = True) -> Faces:
+    """The faces; ``bus=False`` skips the stream face's NATS server (in-process
+    tests of the HTTP edge alone)."""
     hugepages.configure(settings.runtime.huge_pages)
-    return Faces(vector=VectorService.open(settings.data, settings.vector))
+    vector = VectorService.open(settings.data, settings.vector)
+    try:
+        stream = StreamService.open(settings.stream, settings.data) if bus else None
+    except BaseException:
+        vector.close()
+        raise
+    return Faces(vector=vector, stream=stream)
 
 
 def build(settings: Settings, faces: Faces | None = None,
@@ -125,6 +140,7 @@ def serve(settings: Settings, on_started: Callable[[Peregrine], None] | None = N
     scheme = "https" if http.tls_cert else "http"
     log.info("serving", extra={"fields": {
         "url": f"{scheme}://{http.host}:{http.port}", "data": settings.data,
+        "nats": process.faces.stream.url if process.faces.stream else None,
         "protocols": [p.name for p in process.app.protocols],
         "auth": bool(http.api_key or http.read_only_api_key),
         "idle_poll_cpus": poller.cpus if poller else []}})

@@ -48,6 +48,41 @@ def _serve(args: argparse.Namespace) -> int:
     return bootstrap.serve(settings, on_started)
 
 
+def _stream_settings(args: argparse.Namespace) -> tuple[object, str]:
+    """[stream] settings of the config file and variables, with this command's flags."""
+    import dataclasses
+
+    from peregrine import bootstrap
+
+    settings = bootstrap.load(args.config)
+    changes = {k: v for k, v in (("nats", args.nats),
+                                 ("vector_url", getattr(args, "vector_url", None))) if v}
+    return dataclasses.replace(settings.stream, **changes), args.data or settings.data
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from peregrine.stream.service import serve_worker
+
+    stream, data = _stream_settings(args)
+    return serve_worker(args.pipeline, stream, data, args.metrics_port)  # type: ignore[arg-type]
+
+
+def _dlq(args: argparse.Namespace) -> int:
+    import orjson
+
+    from peregrine.stream.service import dead_letters, replay_dead_letters
+
+    stream, data = _stream_settings(args)
+    if args.action == "list":
+        for letter in dead_letters(stream, data, args.pipeline, args.limit):  # type: ignore[arg-type]
+            sys.stdout.write(orjson.dumps(letter).decode() + "\n")
+    else:
+        count = replay_dead_letters(stream, data, args.pipeline,  # type: ignore[arg-type]
+                                    args.seq or None)
+        sys.stdout.write(f"replayed {count}\n")
+    return 0
+
+
 def _dest(key: str) -> str:
     return "setting_" + key.replace(".", "__")
 
@@ -74,12 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
             serve.add_argument(setting.flag, dest=_dest(setting.key),
                                action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            serve.add_argument(setting.flag, dest=_dest(setting.key), default=None,
+            # The bus is named often enough to have a short flag too.
+            flags = (setting.flag, "--nats") if setting.key == "stream.nats" else (setting.flag,)
+            serve.add_argument(*flags, dest=_dest(setting.key), default=None,
                                metavar=setting.name.upper(), help=text)
     serve.add_argument("--demo", action="store_true",
                        help="load a real-text demo collection 'docs' and print an example query")
     serve.add_argument("--demo-n", type=int, default=2000, help="texts in the demo collection")
     serve.set_defaults(func=_serve)
+    worker = sub.add_parser("worker", help="run a stream pipeline (module:attribute)",
+                            description="Runs one pipeline; start more to share its work.")
+    worker.add_argument("pipeline", help="module:attribute naming a Pipeline")
+    dlq = sub.add_parser("dlq", help="list or replay a pipeline's dead letters")
+    dlq.add_argument("action", choices=("list", "replay"))
+    dlq.add_argument("pipeline", help="the pipeline's name")
+    dlq.add_argument("--limit", type=int, default=100, help="most letters listed")
+    dlq.add_argument("--seq", type=int, action="append",
+                     help="replay only this dead-letter sequence (repeatable)")
+    for command in (worker, dlq):
+        command.add_argument("--config", default=None, help="TOML config file")
+        command.add_argument("--data", default=None, help="data directory of the local "
+                             "`peregrine serve`, where its NATS URL is recorded")
+        command.add_argument("--nats", default=None, help="NATS URL ([stream] nats)")
+    worker.add_argument("--vector-url", default=None,
+                        help="Peregrine server to write to ([stream] vector_url)")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on this port")
+    worker.set_defaults(func=_worker)
+    dlq.set_defaults(func=_dlq)
     info = sub.add_parser("info", help="print collection statistics of a database")
     info.add_argument("--data", default="./data")
     info.set_defaults(func=_info)

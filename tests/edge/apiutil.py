@@ -45,7 +45,7 @@ class ServerProcess:
         full_env = {**os.environ, **(env or {})}
         self.proc = subprocess.Popen(
             [*_DYING_WITH_PARENT, "serve", "--data", str(data), "--http-port", str(self.port),
-             *args],
+             "--stream-nats-port", "0", *args],
             stdout=self._out, stderr=self._log, env=full_env,
         )
         self._wait_ready(scheme)

@@ -81,7 +81,8 @@ class Echo(Protocol):
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[httpx.AsyncClient]:
-    settings = build(bootstrap.Settings, {"data": str(tmp_path), "http.api_key": "full",
+    settings = build(bootstrap.Settings, {"data": str(tmp_path), "stream.nats_port": 0,
+                                          "http.api_key": "full",
                                           "http.read_only_api_key": "ro"})
     process = bootstrap.build(settings, protocols=[
         *bootstrap.PROTOCOLS,  # Qdrant's REST at /
@@ -188,7 +189,7 @@ def test_an_event_stream_stops_when_the_client_leaves(tmp_path: Path) -> None:
 
             return [Operation("GET", "/ticks", "ticks", "t", "Ticks", ticks)]
 
-    settings = build(bootstrap.Settings, {"data": str(tmp_path)})
+    settings = build(bootstrap.Settings, {"data": str(tmp_path), "stream.nats_port": 0})
     process = bootstrap.build(settings, protocols=[lambda faces, s: Ticks()])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -252,7 +253,7 @@ def test_work_left_running_keeps_reads_off_the_event_loop(tmp_path: Path) -> Non
 
     busy = Busy()
     busy.ops[1].engine_ewma = 0.0  # it has shown itself cheap: eligible to run inline
-    settings = build(bootstrap.Settings, {"data": str(tmp_path)})
+    settings = build(bootstrap.Settings, {"data": str(tmp_path), "stream.nats_port": 0})
     process = bootstrap.build(settings, protocols=[lambda faces, s: busy])
     process.app.runtime.ready = True
     transport = httpx.ASGITransport(app=process.app)  # type: ignore[arg-type]

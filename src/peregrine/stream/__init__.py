@@ -1,0 +1,1 @@
+"""The stream face: event pipelines on NATS JetStream (see ``service``)."""

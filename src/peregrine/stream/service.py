@@ -1,0 +1,173 @@
+"""The stream face's front door: the bus, pipeline workers and dead letters.
+
+``StreamService`` owns the NATS connection details of one ``peregrine serve``:
+it starts the embedded NATS server (unless ``[stream] nats`` names one) and
+records its URL under the data directory, where ``peregrine worker`` finds it.
+``run_worker`` runs one declared pipeline until stopped; ``DeadLetters`` lists
+and replays what a pipeline gave up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from pathlib import Path
+from typing import Any
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.runtime.nats import EmbeddedNats
+from peregrine.stream.codecs import Codec, protobuf
+from peregrine.stream.pipeline import PermanentError, Pipeline
+from peregrine.stream.settings import StreamSettings
+
+__all__ = [
+    "Codec",
+    "PermanentError",
+    "Pipeline",
+    "StreamService",
+    "StreamSettings",
+    "dead_letters",
+    "load_pipeline",
+    "nats_url",
+    "protobuf",
+    "replay_dead_letters",
+    "run_worker",
+    "serve_worker",
+]
+
+URL_FILE = "nats.url"
+
+
+def nats_url(settings: StreamSettings, data: str | Path) -> str:
+    """Where a worker connects: ``[stream] nats``, else the URL a local
+    ``peregrine serve`` recorded in ``<data>/nats.url``."""
+    if settings.nats:
+        return settings.nats
+    recorded = Path(data) / URL_FILE
+    if recorded.is_file():
+        return recorded.read_text().strip()
+    raise InvalidInputError(f"no NATS URL: set --nats (stream.nats) or start `peregrine serve` "
+                            f"with data directory {data} first")
+
+
+class StreamService:
+    """The bus of one server process."""
+
+    def __init__(self, settings: StreamSettings, data: str | Path) -> None:
+        self.settings = settings
+        self.data = Path(data)
+        self.embedded: EmbeddedNats | None = None
+        self.url = settings.nats
+
+    @classmethod
+    def open(cls, settings: StreamSettings, data: str | Path) -> StreamService:
+        service = cls(settings, data)
+        if not settings.nats:
+            service.embedded = EmbeddedNats(service.data / "nats", port=settings.nats_port,
+                                            host=settings.nats_host).start()
+            service.url = service.embedded.url
+            service.data.mkdir(parents=True, exist_ok=True)
+            (service.data / URL_FILE).write_text(service.url + "\n")
+        return service
+
+    def close(self) -> None:
+        if self.embedded is not None:
+            (self.data / URL_FILE).unlink(missing_ok=True)
+            self.embedded.stop()
+            self.embedded = None
+
+
+def load_pipeline(spec: str) -> Any:
+    """``module:attribute`` (a ``Pipeline``, or a function returning one)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise InvalidInputError(f"pipeline {spec!r}: expected module:attribute")
+    try:
+        target: Any = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(f"pipeline {spec!r}: {exc}") from None
+    if not isinstance(target, Pipeline) and callable(target):
+        target = target()
+    if not isinstance(target, Pipeline):
+        raise InvalidInputError(f"pipeline {spec!r} is a {type(target).__name__}, not a Pipeline")
+    return target
+
+
+async def run_worker(pipeline: Any, settings: StreamSettings, url: str,
+                     stop: asyncio.Event | None = None) -> None:
+    """Run ``pipeline`` against the bus at ``url`` until ``stop`` is set."""
+    from peregrine.stream.worker import Worker
+
+    worker = Worker(pipeline, settings, url)
+    await worker.run(stop)
+
+
+def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
+                 metrics_port: int | None = None) -> int:
+    """``peregrine worker``: run a pipeline until SIGTERM or SIGINT, then finish the
+    batch in hand, hand back what was fetched, and exit 0."""
+    pipeline = load_pipeline(spec)
+    url = nats_url(settings, data)
+    if not settings.vector_url:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, vector_url="http://127.0.0.1:6333")
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from peregrine.stream.metrics import StreamMetrics
+
+        metrics = StreamMetrics()
+        start_http_server(metrics_port, registry=metrics.registry)
+    else:
+        metrics = None
+
+    async def main() -> None:
+        from peregrine.stream.worker import Worker
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await Worker(pipeline, settings, url, metrics=metrics).run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
+async def _with_js(url: str, work: Any) -> Any:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        return await work(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def dead_letters(settings: StreamSettings, data: str | Path, pipeline: str,
+                 limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
+    """Summaries of a pipeline's dead letters (``peregrine dlq list``)."""
+    from peregrine.stream.deadletter import DeadLetters
+
+    async def work(js: Any) -> list[dict[str, Any]]:
+        return [d.summary() for d in await DeadLetters(js, settings).read(pipeline, limit,
+                                                                         after)]
+
+    result: list[dict[str, Any]] = asyncio.run(_with_js(nats_url(settings, data), work))
+    return result
+
+
+def replay_dead_letters(settings: StreamSettings, data: str | Path, pipeline: str,
+                        seqs: list[int] | None = None) -> int:
+    """Publish dead letters back to their subjects (``peregrine dlq replay``)."""
+    from peregrine.stream.deadletter import DeadLetters
+
+    async def work(js: Any) -> int:
+        return await DeadLetters(js, settings).replay(pipeline, seqs)
+
+    count: int = asyncio.run(_with_js(nats_url(settings, data), work))
+    return count

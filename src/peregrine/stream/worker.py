@@ -1,0 +1,309 @@
+"""Running one pipeline: pull micro-batches from its durable consumer, run the
+stages, then acknowledge, retry or dead-letter each event.
+
+Any number of workers may run the same pipeline: they share its one durable
+JetStream consumer, so each event goes to one worker at a time, and the events
+of a worker that dies are redelivered to the others after ``ack_wait``.
+
+Guarantees, and where they come from:
+- At-least-once delivery: an event is acknowledged only after its last stage
+  (or after its dead letter is stored). Redeliveries are made harmless by the
+  upsert stage's versioned writes (``stages.UpsertRunner``) and by the
+  ``Nats-Msg-Id`` of emitted results.
+- Per-key order: a worker runs its micro-batches one after the other, in stream
+  order, and within a batch an event whose earlier same-key event failed is held
+  back too (retried after it). Across workers, versions make the stored state
+  follow publish order: an older event never overwrites a newer one.
+- Back-pressure: at most ``max_ack_pending`` events are out per consumer, and a
+  worker holds at most two fetched batches besides the one it runs; a slow store
+  slows the fetching, it does not grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nats
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from peregrine.stream import event as hdr
+from peregrine.stream.event import Event
+from peregrine.stream.jetstream import dead_letter_subject, ensure_pipeline, max_deliver
+from peregrine.stream.metrics import StreamMetrics
+from peregrine.stream.pipeline import Pipeline, read_field
+from peregrine.stream.settings import StreamSettings
+from peregrine.stream.sinks import HttpVectorSink, VectorSink
+from peregrine.stream.stages import StageRunner, build
+
+log = logging.getLogger("peregrine.stream")
+
+_FETCH_WAIT_S = 1.0  # a long poll: returns as soon as one event is there
+_LAG_EVERY_S = 5.0
+_QUEUED_BATCHES = 2
+
+
+def _default_embedder() -> Any:
+    from peregrine.embed import TextEmbedder
+
+    return TextEmbedder()
+
+
+async def _hand_back(msgs: list[Any]) -> None:
+    """Fetched but not run: redelivered at once (to another worker) rather than
+    after ``ack_wait``."""
+    for msg in msgs:
+        with contextlib.suppress(Exception):
+            await msg.nak()
+
+
+def _header_value(text: str) -> str:
+    return " ".join(text.split())[:1000]
+
+
+class Worker:
+    def __init__(self, pipeline: Pipeline, settings: StreamSettings, url: str, *,
+                 sink: VectorSink | None = None, metrics: StreamMetrics | None = None,
+                 embedder_factory: Callable[[], Any] = _default_embedder) -> None:
+        self.pipeline, self.settings, self.url = pipeline, settings, url
+        self.sink = sink
+        if self.sink is None and settings.vector_url:
+            self.sink = HttpVectorSink(settings.vector_url)
+        self.metrics = metrics or StreamMetrics()
+        self.embedder_factory = embedder_factory
+        self.batch_size = pipeline.batch_size or settings.batch_size
+        self.batch_ms = settings.batch_ms if pipeline.batch_ms is None else pipeline.batch_ms
+        self.max_deliver = max_deliver(pipeline, settings)
+        self.nc: Any = None
+        self.js: Any = None
+        self.runners: list[StageRunner] = []
+        self.ready = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        p = self.pipeline
+        self.nc = await nats.connect(self.url, name=f"peregrine-worker-{p.name}-{os.getpid()}",
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        try:
+            self.js = self.nc.jetstream()
+            await ensure_pipeline(self.js, p, self.settings)
+            sub = await self.js.pull_subscribe_bind(durable=p.name, stream=p.stream)
+            self.runners = [build(s, sink=self.sink, nc=self.nc, js=self.js, pipeline=p.name,
+                                  default_embedder=self.embedder_factory) for s in p.stages]
+            queue: asyncio.Queue[list[Any]] = asyncio.Queue(_QUEUED_BATCHES)
+            fetcher = asyncio.create_task(self._fetch(sub, queue, stop))
+            lag = asyncio.create_task(self._watch_lag(stop))
+            self.ready.set()
+            log.info("worker started", extra={"fields": {"pipeline": p.name,
+                                                         "stream": p.stream, "url": self.url}})
+            try:
+                await self._process(queue, stop, fetcher)
+            finally:
+                stop.set()
+                # The fetcher sees ``stop`` within one long poll; nats-py's fetch may
+                # swallow a cancellation, so it is not relied on.
+                for task in (fetcher, lag):
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError,
+                                             Exception):
+                        await asyncio.wait_for(task, _FETCH_WAIT_S * 3)
+                while not queue.empty():
+                    await _hand_back(queue.get_nowait())
+        finally:
+            for runner in self.runners:
+                with contextlib.suppress(Exception):
+                    await runner.close()
+            if self.sink is not None:
+                with contextlib.suppress(Exception):
+                    await self.sink.close()
+            # Every fetched event was settled or handed back above: close, not drain
+            # (a pull subscription's drain waits out its pending requests).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.nc.close(), 5)
+
+    async def _fetch(self, sub: Any, queue: asyncio.Queue[list[Any]],
+                     stop: asyncio.Event) -> None:
+        """Micro-batches: up to ``batch_size`` events, waiting at most ``batch_ms``
+        after the first for more."""
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(self.batch_size, timeout=_FETCH_WAIT_S)
+            except NatsTimeoutError:
+                continue
+            except Exception as exc:  # disconnected: the client reconnects by itself
+                log.warning("fetch failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            deadline = time.monotonic() + self.batch_ms / 1000
+            while len(msgs) < self.batch_size and not stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0.0005:
+                    break
+                try:
+                    msgs += await sub.fetch(self.batch_size - len(msgs), timeout=left)
+                except NatsTimeoutError:
+                    break
+                except Exception as exc:  # e.g. a 408 for the short pull: run what we have
+                    log.debug("top-up fetch: %s", exc)
+                    break
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(queue.put(msgs), _FETCH_WAIT_S)
+                    break
+                except TimeoutError:
+                    continue  # the stages are busy: that is the back-pressure
+            else:
+                await _hand_back(msgs)
+
+    async def _process(self, queue: asyncio.Queue[list[Any]], stop: asyncio.Event,
+                       fetcher: asyncio.Task[None]) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                getting = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getting, stopping, fetcher},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getting not in done:
+                    getting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await getting
+                    if fetcher in done:
+                        fetcher.result()  # re-raise what stopped the fetching
+                    return
+                await self.run_batch(getting.result())
+        finally:
+            stopping.cancel()
+
+    async def _watch_lag(self, stop: asyncio.Event) -> None:
+        p = self.pipeline
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                info = await self.js.consumer_info(p.stream, p.name)
+                self.metrics.pending.labels(p.name).set(info.num_pending or 0)
+                self.metrics.ack_pending.labels(p.name).set(info.num_ack_pending or 0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), _LAG_EVERY_S)
+
+    # -- one batch ------------------------------------------------------------------
+    def to_event(self, msg: Any) -> Event:
+        p = self.pipeline
+        md = msg.metadata
+        headers = dict(msg.headers or {})
+        seq = md.sequence.stream
+        event = Event(subject=msg.subject, raw=msg.data, headers=headers, seq=seq,
+                      deliveries=md.num_delivered, published_at=md.timestamp.timestamp(),
+                      event_id=headers.get(hdr.EVENT_ID) or headers.get(hdr.MSG_ID)
+                      or f"{p.stream}:{seq}",
+                      trace_id=hdr.trace_id_of(headers.get(hdr.TRACEPARENT))
+                      or os.urandom(16).hex(), msg=msg)
+        if event.deliveries > self.max_deliver:
+            event.fail("deliver", f"delivered {event.deliveries} times without finishing "
+                                  "(a worker died on it each time)", permanent=True)
+            return event
+        try:
+            assert p.codec is not None and not isinstance(p.codec, str)
+            event.data = p.codec.decode(msg.data)
+        except Exception as exc:
+            event.fail("decode", exc, permanent=True)
+            return event
+        try:
+            if p.event_id is not None:
+                event.event_id = str(read_field(event.data, p.event_id))
+            key = read_field(event.data, p.key) if p.key is not None else headers.get(hdr.KEY)
+            event.key = None if key is None else str(key)
+        except (KeyError, TypeError) as exc:
+            event.fail("decode", exc, permanent=True)
+        return event
+
+    async def run_batch(self, msgs: list[Any]) -> list[Event]:
+        p, m = self.pipeline, self.metrics
+        events = [self.to_event(msg) for msg in msgs]
+        m.batch_size.labels(p.name).observe(len(events))
+        m.events.labels(p.name, "in").inc(len(events))
+        redelivered = sum(e.deliveries > 1 for e in events)
+        if redelivered:
+            m.redeliveries.labels(p.name).inc(redelivered)
+        for runner in self.runners:
+            live = sum(e.live for e in events)
+            if not live:
+                break
+            started = time.perf_counter()
+            await runner.run(events)
+            m.stage_seconds.labels(p.name, runner.name).observe(time.perf_counter() - started)
+            failed = live - sum(e.live for e in events)
+            m.stage_events.labels(p.name, runner.name, "ok").inc(live - failed)
+            if failed:
+                m.stage_events.labels(p.name, runner.name, "failed").inc(failed)
+                self._hold_followers(events, runner.name)
+        await self._settle(events)
+        return events
+
+    def _hold_followers(self, events: list[Event], stage: str) -> None:
+        """After a failure that will be retried, later events of the same key in the
+        batch wait for it (they are redelivered with it). Behind an event that is
+        dead-lettered now, they go on."""
+        held: set[str] = set()
+        for e in events:
+            if e.key is None:
+                continue
+            if (e.failure is not None and not e.failure.permanent
+                    and (e.failure.held or e.deliveries < self.max_deliver)):
+                held.add(e.key)
+            elif e.live and e.key in held:
+                e.fail(stage, f"held behind an earlier event of key {e.key!r} that failed",
+                       held=True)
+
+    async def _settle(self, events: list[Event]) -> None:
+        p, m = self.pipeline, self.metrics
+        backoff = p.retry_backoff_s or (1.0,)
+        for e in events:
+            if e.live or e.dropped:
+                await e.msg.ack()
+                m.events.labels(p.name, "dropped" if e.dropped else "done").inc()
+                if e.applied_at is not None:
+                    m.freshness.labels(p.name).observe(max(0.0, e.applied_at - e.published_at))
+                continue
+            assert e.failure is not None
+            if e.failure.permanent or (e.deliveries >= self.max_deliver
+                                       and not e.failure.held):
+                try:
+                    await self.dead_letter(e)
+                except Exception as exc:  # not stored: keep the event, try again later
+                    log.warning("dead letter of %s not stored: %s", e.event_id, exc)
+                    await e.msg.nak(delay=backoff[-1])
+                    continue
+                await e.msg.ack()
+                m.events.labels(p.name, "dead_lettered").inc()
+                m.dead_letters.labels(p.name, e.failure.stage).inc()
+            else:
+                await e.msg.nak(delay=backoff[min(e.deliveries, len(backoff)) - 1])
+                m.events.labels(p.name, "retried").inc()
+
+    async def dead_letter(self, e: Event) -> None:
+        """The original bytes and headers, plus where and why it failed; stored
+        (JetStream acknowledged) before the event itself is acknowledged."""
+        assert e.failure is not None
+        headers = dict(e.headers)
+        headers.update({
+            hdr.MSG_ID: f"dlq:{self.pipeline.name}:{e.event_id}:{e.seq}",
+            hdr.EVENT_ID: e.event_id,
+            hdr.ORIGINAL_SEQ: str(e.version),
+            hdr.DLQ_STAGE: e.failure.stage,
+            hdr.DLQ_ERROR: _header_value(e.failure.error),
+            hdr.DLQ_SUBJECT: e.subject,
+            hdr.DLQ_SEQ: str(e.seq),
+            hdr.DLQ_DELIVERIES: str(e.deliveries),
+            hdr.DLQ_TIME: f"{time.time():.3f}",
+        })
+        if hdr.TRACEPARENT not in headers:
+            headers[hdr.TRACEPARENT] = hdr.new_traceparent(e.trace_id)
+        await self.js.publish(dead_letter_subject(self.settings, self.pipeline.name), e.raw,
+                              headers=headers)
+        log.warning("dead-lettered", extra={"fields": {
+            "pipeline": self.pipeline.name, "event_id": e.event_id, "stage": e.failure.stage,
+            "error": e.failure.error[:300], "trace_id": e.trace_id}})
