@@ -177,3 +177,33 @@ def test_start_up_is_idempotent_and_two_workers_share_the_work(
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_embed_stage_with_the_real_model(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """Text events embedded by the bundled model, stored, and found by their text."""
+    pytest.importorskip("sentence_transformers")
+    from peregrine.embed import TextEmbedder
+
+    service = VectorService.open(tmp_path / "text")
+    service.create_collection("notes", 384, "cosine")
+    texts = ["the cat sat on the mat", "stock prices fell sharply today",
+             "a recipe for sourdough bread", "the rocket launched into orbit"]
+
+    async def main() -> None:
+        nc, js = await connect(nats_server.url)
+        pipeline = (Pipeline("notes", source="in.notes")
+                    .embed("text").upsert("notes", id="id", payload=["text"])
+                    .query("notes", k=1, into="nearest"))
+        async with running(pipeline, nats_server.url, LocalVectorSink(service)):
+            await publish(js, "in.notes", [{"id": i, "text": t} for i, t in enumerate(texts)])
+            await drained(js, "PG_NOTES", "notes")
+        await nc.close()
+
+    asyncio.run(main())
+    embedder = TextEmbedder()
+    query = embedder.encode(["bread baking"])[0]
+    from peregrine.vector.service import ReadOptions
+
+    hits = service.search_batch("notes", [(query, ReadOptions(limit=1, with_payload=True))])[0]
+    assert hits[0].payload["text"] == "a recipe for sourdough bread"
+    service.close()
