@@ -207,3 +207,38 @@ def test_embed_stage_with_the_real_model(nats_server: EmbeddedNats, tmp_path: Pa
     hits = service.search_batch("notes", [(query, ReadOptions(limit=1, with_payload=True))])[0]
     assert hits[0].payload["text"] == "a recipe for sourdough bread"
     service.close()
+
+
+def test_enrich_from_a_kv_bucket_and_pydantic_validation(nats_server: EmbeddedNats,
+                                                         vector: Any) -> None:
+    from pydantic import BaseModel
+
+    class Click(BaseModel):
+        id: int
+        user: str
+        vec: list[float]
+
+    async def main() -> None:
+        nc, js = await connect(nats_server.url)
+        kv = await js.create_key_value(bucket="users")
+        await kv.put("u1", orjson.dumps({"plan": "gold"}))
+        pipeline = (Pipeline("clicks", source="in.clicks")
+                    .validate(Click)
+                    .enrich(into="profile", key="user", bucket="users", ttl_s=60)
+                    .map(lambda d: {**d, "plan": (d["profile"] or {}).get("plan", "none")})
+                    .upsert("docs", id="id", vector="vec", payload=["plan"]))
+        async with running(pipeline, nats_server.url, LocalVectorSink(vector)) as worker:
+            await publish(js, "in.clicks", [
+                {"id": 1, "user": "u1", "vec": _vec(1)}, {"id": 2, "user": "u2", "vec": _vec(2)},
+                {"id": 3, "user": "u1", "vec": _vec(3)}, {"id": 4, "user": 7}])
+            await drained(js, "PG_CLICKS", "clicks")
+            enrich = next(r for r in worker.runners if r.name == "enrich")
+            assert enrich.cache.misses == 2  # u1 once (then cached), u2 once
+        plans = {r.id: r.payload["plan"] for r in vector.retrieve("docs", [1, 2, 3], True,
+                                                                  False)}
+        assert plans == {1: "gold", 2: "none", 3: "gold"}
+        letters = await DeadLetters(js, FAST).read("clicks")
+        assert [d.stage for d in letters] == ["validate"]
+        await nc.close()
+
+    asyncio.run(main())
