@@ -94,13 +94,11 @@ class Peregrine:
     app: EdgeApp
 
 
-def open_faces(settings: Settings, bus: bool = True) -> Faces:
-    """The faces; ``bus=False`` skips the stream face's NATS server (in-process
-    tests of the HTTP edge alone)."""
+def open_faces(settings: Settings) -> Faces:
     hugepages.configure(settings.runtime.huge_pages)
     vector = VectorService.open(settings.data, settings.vector)
     try:
-        stream = StreamService.open(settings.stream, settings.data) if bus else None
+        stream = StreamService.open(settings.stream, settings.data)
     except BaseException:
         vector.close()
         raise

@@ -55,8 +55,6 @@ async def drained(js: Any, stream: str, consumer: str, timeout: float = 20.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = await js.consumer_info(stream, consumer)
-        if info.num_pending == 0 and info.num_ack_pending == 0 and info.num_redelivered == 0:
-            return
         if info.num_pending == 0 and info.num_ack_pending == 0:
             return
         await asyncio.sleep(0.05)

@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,18 +183,29 @@ def test_a_mask_shorter_than_the_index_is_cut() -> None:
     assert index.present(10).all()
 
 
-def test_many_distinct_integers_cost_bytes_per_row() -> None:
-    n = 50_000
-    payloads: list[dict[str, Any] | None] = [{"ts": 1_000_000_007 * i} for i in range(n)]
+def _index(field: str, payloads: list[dict[str, Any] | None], n: int) -> FieldIndex:
+    index = FieldIndex(field)
+    index.catch_up(payload_reader(payloads), n)
+    return index
+
+
+def _built_and_held(build: Callable[[], FieldIndex]) -> tuple[FieldIndex, int]:
+    """What ``build`` returns, and the bytes it still holds (tracemalloc)."""
     gc.collect()
     tracemalloc.start()
     try:
-        index = FieldIndex("ts")
-        index.catch_up(payload_reader(payloads), n)
+        built = build()
         gc.collect()
         held = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
+    return built, held
+
+
+def test_many_distinct_integers_cost_bytes_per_row() -> None:
+    n = 50_000
+    payloads: list[dict[str, Any] | None] = [{"ts": 1_000_000_007 * i} for i in range(n)]
+    index, held = _built_and_held(lambda: _index("ts", payloads, n))
     # keys (8) + offsets (4) + rows (4) + flags (2 x 1): ~18 bytes a row; a
     # Python object per key would be ~100 more.
     assert held < 32 * n, f"{held / n:.1f} bytes per row"
@@ -211,15 +223,7 @@ def test_repeated_keys_share_their_key() -> None:
     index = FieldIndex("bucket")
     for stop in range(1_000, n + 1, 1_000):  # the mutable segment's way: in batches
         index.catch_up(payload_reader(payloads), stop)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fresh = FieldIndex("bucket")
-        fresh.catch_up(payload_reader(payloads), n)
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
+    fresh, held = _built_and_held(lambda: _index("bucket", payloads, n))
     assert held < 12 * n, f"{held / n:.1f} bytes per row"
     for idx in (index, fresh):
         np.testing.assert_array_equal(idx.match_any([7, 42], n),

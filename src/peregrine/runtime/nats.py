@@ -71,12 +71,11 @@ class EmbeddedNats:
     """
 
     def __init__(self, store_dir: str | Path, port: int = 0, host: str = "127.0.0.1",
-                 log_file: str | Path | None = None, max_payload: int | None = None) -> None:
+                 log_file: str | Path | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
-        self.max_payload = max_payload
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,16 +83,9 @@ class EmbeddedNats:
         return f"nats://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [str(server_binary()), "--jetstream", "--store_dir", str(self.store_dir),
-               "--addr", self.host, "--port", str(self.port),
-               "--log", str(self.log_file), "--server_name", f"peregrine-{self.port}"]
-        if self.max_payload:
-            # nats-server takes the limit through its config only; the flag form does
-            # not exist, so a tiny config file carries it.
-            conf = self.store_dir / "nats-server.conf"
-            conf.write_text(f"max_payload: {int(self.max_payload)}\n")
-            cmd += ["--config", str(conf)]
-        return cmd
+        return [str(server_binary()), "--jetstream", "--store_dir", str(self.store_dir),
+                "--addr", self.host, "--port", str(self.port),
+                "--log", str(self.log_file), "--server_name", f"peregrine-{self.port}"]
 
     def start(self) -> EmbeddedNats:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -128,12 +120,6 @@ class EmbeddedNats:
         with contextlib.suppress(OSError):
             return self.log_file.read_text(errors="replace")[-2000:]
         return ""
-
-    def kill(self) -> None:
-        """SIGKILL, for crash tests: JetStream must recover from its files."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
     def stop(self) -> None:
         process, self.process = self.process, None

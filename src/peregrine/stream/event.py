@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +60,6 @@ class Event:
     failure: Failure | None = None
     dropped: bool = False  # a stage filtered it out: acknowledged, nothing more
     msg: Any = field(default=None, repr=False)  # the nats Msg, to ack/nak
-    received_at: float = field(default_factory=time.time)
     applied_at: float | None = None  # when its upsert was acknowledged by the store
 
     @property

@@ -195,7 +195,3 @@ class Pipeline:
 
     def map(self, fn: Callable[[Any], Any], batch: bool = False) -> Pipeline:
         return self._add(Map(fn, batch))
-
-    @property
-    def dead_letter_subject_suffix(self) -> str:
-        return self.name

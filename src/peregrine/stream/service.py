@@ -79,7 +79,7 @@ class StreamService:
             self.embedded = None
 
 
-def load_pipeline(spec: str) -> Any:
+def load_pipeline(spec: str) -> Pipeline:
     """``module:attribute`` (a ``Pipeline``, or a function returning one)."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -95,13 +95,12 @@ def load_pipeline(spec: str) -> Any:
     return target
 
 
-async def run_worker(pipeline: Any, settings: StreamSettings, url: str,
-                     stop: asyncio.Event | None = None) -> None:
+async def run_worker(pipeline: Pipeline, settings: StreamSettings, url: str,
+                     stop: asyncio.Event | None = None, metrics: Any = None) -> None:
     """Run ``pipeline`` against the bus at ``url`` until ``stop`` is set."""
     from peregrine.stream.worker import Worker
 
-    worker = Worker(pipeline, settings, url)
-    await worker.run(stop)
+    await Worker(pipeline, settings, url, metrics=metrics).run(stop)
 
 
 def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
@@ -125,14 +124,12 @@ def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
         metrics = None
 
     async def main() -> None:
-        from peregrine.stream.worker import Worker
-
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await Worker(pipeline, settings, url, metrics=metrics).run(stop)
+        await run_worker(pipeline, settings, url, stop, metrics)
 
     asyncio.run(main())
     return 0

@@ -69,9 +69,6 @@ class StageRunner:
     async def run(self, events: list[Event]) -> None:
         raise NotImplementedError
 
-    async def close(self) -> None:
-        return None
-
 
 def _live(events: list[Event]) -> list[Event]:
     return [e for e in events if e.live]
@@ -264,8 +261,7 @@ class UpsertRunner(StageRunner):
         if callable(spec.payload):
             payload = dict(spec.payload(e.data))
         elif spec.payload is not None:
-            payload = {name: read_field(e.data, name) for name in spec.payload
-                       if _has(e.data, name)}
+            payload = _present(e.data, spec.payload)
         else:
             payload = {}
         payload[VERSION_KEY] = e.version
@@ -320,12 +316,15 @@ class UpsertRunner(StageRunner):
                                [p for _, _, p in points.values()], VERSION_KEY)
 
 
-def _has(data: Any, name: str) -> bool:
-    try:
-        read_field(data, name)
-    except (KeyError, TypeError):
-        return False
-    return True
+def _present(data: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The named fields the data has (missing ones are left out)."""
+    out: dict[str, Any] = {}
+    for name in names:
+        try:
+            out[name] = read_field(data, name)
+        except (KeyError, TypeError):
+            continue
+    return out
 
 
 class QueryRunner(StageRunner):
@@ -387,7 +386,7 @@ class EmitRunner(StageRunner):
             return data
         if callable(fields):
             return fields(data)
-        return {name: read_field(data, name) for name in fields if _has(data, name)}
+        return _present(data, fields)
 
     async def run(self, events: list[Event]) -> None:
         sent = []

@@ -115,9 +115,6 @@ class Worker:
                 while not queue.empty():
                     await _hand_back(queue.get_nowait())
         finally:
-            for runner in self.runners:
-                with contextlib.suppress(Exception):
-                    await runner.close()
             if self.sink is not None:
                 with contextlib.suppress(Exception):
                     await self.sink.close()
