@@ -5,6 +5,7 @@ when a :class:`TextEmbedder` is constructed, so the vector store itself does
 not depend on the optional ``embed`` extra.
 """
 
+from peregrine.embed.cache import CachedEmbedder, normalize_text
 from peregrine.embed.embedder import (
     EMBED_DIM,
     MODEL_NAME,
@@ -12,11 +13,16 @@ from peregrine.embed.embedder import (
     TextEmbedder,
     model_path,
 )
+from peregrine.embed.remote import RemoteEmbedder, RemoteEmbedError
 
 __all__ = [
     "EMBED_DIM",
     "MODEL_NAME",
+    "CachedEmbedder",
     "EmbedDependencyError",
+    "RemoteEmbedError",
+    "RemoteEmbedder",
     "TextEmbedder",
     "model_path",
+    "normalize_text",
 ]

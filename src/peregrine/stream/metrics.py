@@ -35,6 +35,9 @@ class StreamMetrics:
         self.ack_pending = Gauge("peregrine_stream_consumer_ack_pending",
                                  "Events delivered and not yet acknowledged", ["pipeline"],
                                  registry=r)
+        self.embed_cache = Counter("peregrine_stream_embed_cache",
+                                   "Texts of embed stages found in (hit) or added to (miss) "
+                                   "the embedding cache", ["pipeline", "result"], registry=r)
         self.freshness = Histogram("peregrine_stream_freshness_seconds",
                                    "From publish (stream time) to visible in the vector store",
                                    ["pipeline"], buckets=_LATENCY, registry=r)

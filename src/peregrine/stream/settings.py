@@ -22,6 +22,11 @@ class StreamSettings(Section):
     nats_port: int = field(4222, "port of the embedded NATS server (0 picks a free one)")
     vector_url: str = field("", "Peregrine server a worker writes to and queries (empty: "
                                 "this process's vector store, or http://127.0.0.1:6333)")
+    embed_url: str = field("", "OpenAI-compatible API root for embed stages "
+                               "(https://host/v1); empty runs the built-in all-MiniLM-L6-v2")
+    embed_model: str = field("", "model name sent to embed_url")
+    embed_cache: int = field(50_000, "texts whose vectors an embed stage keeps, keyed by "
+                                     "SHA-256 of the normalized text and model (0: no cache)")
     batch_size: int = field(256, "most events one micro-batch of a stage takes")
     batch_ms: float = field(5.0, "longest a micro-batch waits to fill, in milliseconds")
     max_ack_pending: int = field(2048, "events a pipeline's consumer hands out unacknowledged "
@@ -34,6 +39,10 @@ class StreamSettings(Section):
     def validate(self) -> StreamSettings:
         if not 0 <= self.nats_port < 65536:
             raise InvalidInputError("stream.nats_port must be 0..65535")
+        if self.embed_url and not self.embed_model:
+            raise InvalidInputError("stream.embed_url needs stream.embed_model")
+        if not 0 <= self.embed_cache <= 10_000_000:
+            raise InvalidInputError("stream.embed_cache must be 0..10000000")
         for name in ("batch_size", "max_ack_pending", "max_deliver"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"stream.{name} must be positive")

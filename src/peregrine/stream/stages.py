@@ -204,11 +204,14 @@ class EnrichRunner(StageRunner):
 
 
 class EmbedRunner(StageRunner):
-    """Embeds one text field of every live event in one call, off the event loop."""
+    """Embeds one text field of every live event in one call, off the event loop
+    (through the SHA-256 text cache unless the stage names its own embedder)."""
 
     def __init__(self, spec: Embed, default_embedder: Callable[[], Any]) -> None:
         self.spec, self.name = spec, spec.name
         self.embedder = spec.embedder or default_embedder()
+        # Of the last batch, when the embedder is a CachedEmbedder (for metrics).
+        self.cache_hits = self.cache_misses = 0
 
     async def run(self, events: list[Event]) -> None:
         texts, todo = [], []
@@ -226,11 +229,14 @@ class EmbedRunner(StageRunner):
             todo.append(e)
         if not todo:
             return
+        hits, misses = getattr(self.embedder, "hits", 0), getattr(self.embedder, "misses", 0)
         try:
             vectors = await asyncio.to_thread(self.embedder.encode, texts)
         except Exception as exc:
             _fail_all(todo, self.name, exc)
             return
+        self.cache_hits = getattr(self.embedder, "hits", 0) - hits
+        self.cache_misses = getattr(self.embedder, "misses", 0) - misses
         for e, row in zip(todo, np.asarray(vectors, dtype=np.float32), strict=True):
             e.data[self.spec.into] = row
 

@@ -39,7 +39,7 @@ from peregrine.stream.metrics import StreamMetrics
 from peregrine.stream.pipeline import Pipeline, read_field
 from peregrine.stream.settings import StreamSettings
 from peregrine.stream.sinks import HttpVectorSink, VectorSink
-from peregrine.stream.stages import StageRunner, build
+from peregrine.stream.stages import EmbedRunner, StageRunner, build
 
 log = logging.getLogger("peregrine.stream")
 
@@ -48,10 +48,21 @@ _LAG_EVERY_S = 5.0
 _QUEUED_BATCHES = 2
 
 
-def _default_embedder() -> Any:
-    from peregrine.embed import TextEmbedder
+def default_embedder(settings: StreamSettings) -> Any:
+    """The embedder of embed stages that name none: the built-in model, or the
+    remote one ``[stream] embed_url`` names, behind the SHA-256 text cache."""
+    from peregrine.embed import MODEL_NAME, CachedEmbedder, RemoteEmbedder, TextEmbedder
 
-    return TextEmbedder()
+    encoder: Any
+    if settings.embed_url:
+        encoder = RemoteEmbedder(settings.embed_url, settings.embed_model)
+        model_id = f"{settings.embed_url}#{settings.embed_model}"
+    else:
+        encoder = TextEmbedder()
+        model_id = f"{MODEL_NAME}#{encoder.backend}"
+    if not settings.embed_cache:
+        return encoder
+    return CachedEmbedder(encoder, model_id, capacity=settings.embed_cache)
 
 
 async def _hand_back(msgs: list[Any]) -> None:
@@ -69,13 +80,14 @@ def _header_value(text: str) -> str:
 class Worker:
     def __init__(self, pipeline: Pipeline, settings: StreamSettings, url: str, *,
                  sink: VectorSink | None = None, metrics: StreamMetrics | None = None,
-                 embedder_factory: Callable[[], Any] = _default_embedder) -> None:
+                 embedder_factory: Callable[[], Any] | None = None) -> None:
         self.pipeline, self.settings, self.url = pipeline, settings, url
         self.sink = sink
         if self.sink is None and settings.vector_url:
             self.sink = HttpVectorSink(settings.vector_url)
         self.metrics = metrics or StreamMetrics()
-        self.embedder_factory = embedder_factory
+        self.embedder_factory = embedder_factory or (lambda: default_embedder(settings))
+        self._embedder: Any = None
         self.batch_size = pipeline.batch_size or settings.batch_size
         self.batch_ms = settings.batch_ms if pipeline.batch_ms is None else pipeline.batch_ms
         self.max_deliver = max_deliver(pipeline, settings)
@@ -83,6 +95,12 @@ class Worker:
         self.js: Any = None
         self.runners: list[StageRunner] = []
         self.ready = asyncio.Event()
+
+    def embedder(self) -> Any:
+        """One default embedder per worker, whatever the number of embed stages."""
+        if self._embedder is None:
+            self._embedder = self.embedder_factory()
+        return self._embedder
 
     # -- lifecycle ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -95,7 +113,7 @@ class Worker:
             await ensure_pipeline(self.js, p, self.settings)
             sub = await self.js.pull_subscribe_bind(durable=p.name, stream=p.stream)
             self.runners = [build(s, sink=self.sink, nc=self.nc, js=self.js, pipeline=p.name,
-                                  default_embedder=self.embedder_factory) for s in p.stages]
+                                  default_embedder=self.embedder) for s in p.stages]
             queue: asyncio.Queue[list[Any]] = asyncio.Queue(_QUEUED_BATCHES)
             fetcher = asyncio.create_task(self._fetch(sub, queue, stop))
             lag = asyncio.create_task(self._watch_lag(stop))
@@ -232,6 +250,9 @@ class Worker:
             started = time.perf_counter()
             await runner.run(events)
             m.stage_seconds.labels(p.name, runner.name).observe(time.perf_counter() - started)
+            if isinstance(runner, EmbedRunner):
+                m.embed_cache.labels(p.name, "hit").inc(runner.cache_hits)
+                m.embed_cache.labels(p.name, "miss").inc(runner.cache_misses)
             failed = live - sum(e.live for e in events)
             m.stage_events.labels(p.name, runner.name, "ok").inc(live - failed)
             if failed:
