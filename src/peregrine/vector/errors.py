@@ -37,6 +37,10 @@ class CollectionNotFoundError(NotFoundError):
     """No collection of that name."""
 
 
+class AliasNotFoundError(NotFoundError):
+    """No alias of that name (renaming one that does not exist)."""
+
+
 class PointNotFoundError(NotFoundError):
     """A point referenced by id (as a query or an example) does not exist."""
 

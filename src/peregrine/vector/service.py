@@ -6,10 +6,12 @@ What a request *means* lives here and nowhere else: search and batch search,
 recommendation by example, the query API (nearest to a vector or to a stored
 point, maximal marginal relevance, points in id order), which ids a filter
 selects, the caps on every size a request controls, the result cache that a
-write makes stale, and named snapshots with their recovery.
+write makes stale, named snapshots with their recovery, and collection
+aliases: every method that takes a collection name also takes an alias, and
+``_resolve`` is the one place where one becomes the other.
 
-Results are typed (``Hit``, ``Record``, ``CollectionInfo``, ``SnapshotInfo``),
-never loose dicts.
+Results are typed (``Hit``, ``Record``, ``CollectionInfo``, ``SnapshotInfo``,
+``AliasInfo``), never loose dicts.
 """
 
 from __future__ import annotations
@@ -44,13 +46,28 @@ from peregrine.vector.queries import (
 )
 from peregrine.vector.result_cache import CacheStats, ResultCache
 from peregrine.vector.settings import VectorSettings
-from peregrine.vector.types import CollectionInfo, Hit, IndexConfig, Metric, Record
+from peregrine.vector.types import (
+    AliasAction,
+    AliasInfo,
+    CollectionInfo,
+    CreateAlias,
+    DeleteAlias,
+    Hit,
+    IndexConfig,
+    Metric,
+    Record,
+    RenameAlias,
+)
 
 T = TypeVar("T")
 
 __all__ = [
+    "AliasAction",
+    "AliasInfo",
     "CacheStats",
     "CollectionInfo",
+    "CreateAlias",
+    "DeleteAlias",
     "Example",
     "Hit",
     "IndexConfig",
@@ -62,6 +79,7 @@ __all__ = [
     "ReadOptions",
     "RecommendQuery",
     "Record",
+    "RenameAlias",
     "SnapshotInfo",
     "VectorService",
     "VectorSettings",
@@ -125,17 +143,59 @@ class VectorService:
                 f"hnsw_ef must be between 1 and {self.settings.max_ef} (max_ef)")
         check_with_payload(options.with_payload)
 
+    # -- names: collections and aliases --------------------------------------------
+    def _resolve(self, name: str) -> str:
+        """The collection ``name`` names: itself, or the target of an alias. Every
+        method below that reads or writes a collection goes through here (or
+        ``_collection``), so that an alias works wherever a collection name does."""
+        return self._db.resolve(name)
+
+    def _collection(self, name: str) -> Collection:
+        """The collection a name or an alias names; CollectionNotFoundError if none."""
+        return self._db.collection(self._resolve(name))
+
+    def update_aliases(self, actions: Sequence[AliasAction]) -> None:
+        """Apply ``CreateAlias`` / ``DeleteAlias`` / ``RenameAlias`` actions in order,
+        all or none, in one durable write. A reader sees the aliases as they were
+        before or after, never in between: delete + create (or create over an
+        existing alias) moves readers to another collection in one step.
+
+        Alias names follow the rule of collection names and cannot be one; a
+        create needs an existing collection (CollectionNotFoundError), a rename an
+        existing alias (AliasNotFoundError); deleting a missing alias is no error.
+        """
+        if not isinstance(actions, list | tuple):
+            raise InvalidInputError("update_aliases takes a list of alias actions")
+        self._check_count(len(actions), "alias actions")
+        self._db.update_aliases(actions)
+
+    def list_aliases(self, collection: str | None = None) -> list[AliasInfo]:
+        """Every alias, or those of one collection (named directly or by an alias)."""
+        pairs = self._db.aliases()
+        if collection is not None:
+            target = self._collection(collection).name
+            pairs = [(a, c) for a, c in pairs if c == target]
+        return [AliasInfo(a, c) for a, c in pairs]
+
     # -- collections -------------------------------------------------------------
     def list_collections(self) -> list[str]:
+        """The collections (aliases are not listed: see ``list_aliases``)."""
         return self._db.list_collections()
 
     def has_collection(self, name: str) -> bool:
+        """Whether a collection of this very name exists (an alias is not one)."""
         return self._db.has_collection(name)
+
+    def collection_exists(self, name: str) -> bool:
+        """Whether ``name`` names a collection, directly or as an alias: whether
+        reads and writes addressed to it find one (what Qdrant's /exists answers)."""
+        return self._db.has_collection(self._resolve(name))
 
     def create_collection(self, name: str, dim: int, metric: str | Metric,
                           index: IndexConfig | dict[str, Any] | None = None,
                           declared: dict[str, Any] | None = None) -> None:
-        """``declared``: protocol -> settings its client set that the engine only keeps."""
+        """``declared``: protocol -> settings its client set that the engine only keeps.
+        A name an alias has is refused (InvalidInputError)."""
         collection = self._db.create_collection(name, dim, metric, index)
         try:
             for protocol, settings in (declared or {}).items():
@@ -144,7 +204,9 @@ class VectorService:
             self._bump(name)
 
     def drop_collection(self, name: str) -> bool:
-        """Returns False when there was nothing to drop (as Qdrant answers)."""
+        """Drop the collection of this very name and its aliases. Returns False when
+        there was nothing to drop (as Qdrant answers, also for an alias's name: a
+        drop never follows an alias)."""
         if not self._db.has_collection(name):
             return False
         try:
@@ -158,7 +220,7 @@ class VectorService:
 
     def collection_info(self, name: str) -> CollectionInfo:
         """The collection's state plus how many points carry each indexed field."""
-        collection = self._db.collection(name)
+        collection = self._collection(name)
         info = collection.info()
         counts = {field: collection.count({"must_not": [{"is_empty": {"key": field}}]})
                   for field in info.config.payload_indexes}
@@ -180,11 +242,11 @@ class VectorService:
 
     def _write(self, name: str, change: Callable[[Collection], T]) -> T:
         """Apply a change; cached reads of the collection are stale afterwards."""
-        collection = self._db.collection(name)
+        collection = self._collection(name)
         try:
             return change(collection)
         finally:
-            self._bump(name)
+            self._bump(collection.name)
 
     def upsert(self, name: str, ids: Sequence[PointId], vectors: Any,
                payloads: Sequence[dict[str, Any] | None] | None = None,
@@ -234,16 +296,23 @@ class VectorService:
 
     def cached(self, name: str, key: bytes, compute: Callable[[], bytes]) -> tuple[bytes, bool]:
         """(encoded result, whether it came from the cache); any write to the collection
-        makes earlier entries stale."""
+        makes earlier entries stale.
+
+        Entries belong to the collection ``name`` resolves to, so moving an alias
+        never serves the other collection's results; a result computed while an
+        alias moved is not kept (``compute`` may have read either collection).
+        """
+        aliases = self._db.alias_version  # before resolving: see AliasTable.version
+        target = self._collection(name).name  # a missing collection is an error either way
         if not self._cache.enabled:
-            self._db.collection(name)  # a missing collection is an error either way
             return compute(), False
-        version = self.version(name)  # read before computing: see ResultCache
-        hit = self._cache.get(name, key, version)
+        version = self.version(target)  # read before computing: see ResultCache
+        hit = self._cache.get(target, key, version)
         if hit is not None:
             return hit, True
         value = compute()
-        self._cache.put(name, key, version, value)
+        if self._db.alias_version == aliases:
+            self._cache.put(target, key, version, value)
         return value, False
 
     def cache_stats(self) -> CacheStats:
@@ -252,17 +321,17 @@ class VectorService:
     def retrieve(self, name: str, ids: Sequence[PointId], with_payload: WithPayload = True,
                  with_vector: bool = False) -> list[Record]:
         self._check_count(len(ids), "point ids")
-        return self._db.collection(name).retrieve(list(ids), with_payload, with_vector)
+        return self._collection(name).retrieve(list(ids), with_payload, with_vector)
 
     def scroll(self, name: str, filter: dict[str, Any] | None = None, limit: int = 10,
                offset: PointId | None = None, with_payload: WithPayload = True,
                with_vector: bool = False) -> tuple[list[Record], PointId | None]:
         self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
-        return self._db.collection(name).scroll(filter, limit, offset, with_payload,
-                                               with_vector, self._filter_limits)
+        return self._collection(name).scroll(filter, limit, offset, with_payload,
+                                             with_vector, self._filter_limits)
 
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
-        return self._db.collection(name).count(filter, self._filter_limits)
+        return self._collection(name).count(filter, self._filter_limits)
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
@@ -293,11 +362,12 @@ class VectorService:
     def _timed(self, name: str, operation: str, read: Callable[[Collection], T]) -> T:
         """A search-like read, its engine time in the search histogram (no context
         manager: this is every search's path)."""
-        collection = self._db.collection(name)
+        collection = self._collection(name)
         started = time.perf_counter()
         result = read(collection)
         if self._metrics is not None:
-            self._metrics.observe_search(name, operation, time.perf_counter() - started)
+            self._metrics.observe_search(collection.name, operation,
+                                         time.perf_counter() - started)
         return result
 
     def _check_batch(self, batch: Sequence[ReadOptions]) -> None:
@@ -395,20 +465,20 @@ class VectorService:
         return target.astype(np.float32), ids
 
     # -- snapshots --------------------------------------------------------------------
+    # Snapshots belong to the collection: through an alias they are its target's.
     def create_snapshot(self, name: str) -> SnapshotInfo:
-        collection = self._db.collection(name)
-        path = collection.snapshot(self._snapshots.new_path(name))
+        collection = self._collection(name)
+        path = collection.snapshot(self._snapshots.new_path(collection.name))
         return self._snapshots.register(path)
 
     def list_snapshots(self, name: str) -> list[SnapshotInfo]:
-        self._db.collection(name)
-        return self._snapshots.list(name)
+        return self._snapshots.list(self._collection(name).name)
 
     def snapshot_path(self, name: str, snapshot: str) -> Path:
-        return self._snapshots.path(name, snapshot)
+        return self._snapshots.path(self._resolve(name), snapshot)
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
-        self._snapshots.delete(name, snapshot)
+        self._snapshots.delete(self._resolve(name), snapshot)
 
     def upload_path(self) -> Path:
         """Where an upload may be written before ``recover_uploaded`` takes it."""
@@ -420,7 +490,8 @@ class VectorService:
     def recover_snapshot(self, name: str, location: str, checksum: str | None = None,
                          api_key: str | None = None) -> None:
         """Create or replace collection ``name`` from a snapshot at a file:// or
-        http(s):// location (checked completely before anything is replaced)."""
+        http(s):// location (checked completely before anything is replaced). An
+        alias's name replaces the collection it names."""
         local = self._snapshots.fetch(location, checksum, self.settings.max_snapshot_bytes,
                                      api_key)
         self._recover(name, local)
@@ -435,6 +506,7 @@ class VectorService:
         self._recover(name, upload)
 
     def _recover(self, name: str, local: Path) -> None:
+        name = self._resolve(name)
         try:
             self._db.restore_collection(local, name)
         finally:

@@ -195,12 +195,51 @@ class CollectionInfo:
         return out
 
 
-def validate_collection_name(name: Any) -> str:
+def validate_collection_name(name: Any, what: str = "collection") -> str:
+    """``name`` if it may name a collection (or, with ``what="alias"``, an alias:
+    both share one namespace and one rule)."""
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise InvalidInputError(
-            f"invalid collection name {name!r}: use 1-255 letters, digits, '_', '-' or '.'"
+            f"invalid {what} name {name!r}: use 1-255 letters, digits, '_', '-' or '.'"
         )
     return name
+
+
+# -- aliases: other names of a collection, changed in one atomic step -------------------
+@dataclass(frozen=True, slots=True)
+class CreateAlias:
+    """Let ``alias`` name ``collection``; an existing alias is re-pointed (how
+    readers switch to a new version of a collection in one step)."""
+
+    alias: str
+    collection: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAlias:
+    """Remove ``alias``; one that does not exist is no error (as in Qdrant, so that
+    "delete, then create" also works the first time)."""
+
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenameAlias:
+    """Give alias ``old`` the name ``new`` (an alias named ``new`` is replaced)."""
+
+    old: str
+    new: str
+
+
+AliasAction = CreateAlias | DeleteAlias | RenameAlias
+
+
+@dataclass(frozen=True, slots=True)
+class AliasInfo:
+    """One alias and the collection it names."""
+
+    alias: str
+    collection: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,11 @@ import numpy as np
 from peregrine.core.errors import InvalidInputError
 from peregrine.edge.qdrant import schemas
 from peregrine.vector.service import (
+    AliasAction,
+    AliasInfo,
     CollectionInfo,
+    CreateAlias,
+    DeleteAlias,
     Hit,
     IndexConfig,
     Metric,
@@ -19,6 +23,7 @@ from peregrine.vector.service import (
     ReadOptions,
     RecommendQuery,
     Record,
+    RenameAlias,
 )
 
 DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
@@ -203,3 +208,18 @@ def update_result(wait: bool | None, seq: int = 0) -> dict[str, Any]:
     """Writes are applied (and searchable) before any answer; ``wait`` only picks the
     status word Qdrant clients expect."""
     return {"operation_id": seq, "status": "completed" if wait else "acknowledged"}
+
+
+def alias_action(op: schemas.CreateAliasOperation | schemas.DeleteAliasOperation
+                 | schemas.RenameAliasOperation) -> AliasAction:
+    if isinstance(op, schemas.CreateAliasOperation):
+        return CreateAlias(op.create_alias.alias_name, op.create_alias.collection_name)
+    if isinstance(op, schemas.DeleteAliasOperation):
+        return DeleteAlias(op.delete_alias.alias_name)
+    return RenameAlias(op.rename_alias.old_alias_name, op.rename_alias.new_alias_name)
+
+
+def aliases(infos: list[AliasInfo]) -> dict[str, Any]:
+    """Qdrant's CollectionsAliasesResponse."""
+    return {"aliases": [{"alias_name": i.alias, "collection_name": i.collection}
+                        for i in infos]}

@@ -158,6 +158,57 @@ class CreateFieldIndex(Model):
     ) = None
 
 
+# -- aliases ------------------------------------------------------------------------
+# Names are checked by the engine (the rule of collection names), not here.
+class CreateAlias(Model):
+    collection_name: str
+    alias_name: str
+
+
+class CreateAliasOperation(Model):
+    create_alias: CreateAlias
+
+
+class DeleteAlias(Model):
+    alias_name: str
+
+
+class DeleteAliasOperation(Model):
+    delete_alias: DeleteAlias
+
+
+class RenameAlias(Model):
+    old_alias_name: str
+    new_alias_name: str
+
+
+class RenameAliasOperation(Model):
+    rename_alias: RenameAlias
+
+
+_ALIAS_ACTIONS = ("create_alias", "delete_alias", "rename_alias")
+
+
+def _alias_action(value: Any) -> str | None:
+    """Which action an object is (Qdrant's untagged enum: the key it holds)."""
+    if isinstance(value, dict):
+        return next((key for key in _ALIAS_ACTIONS if key in value), None)
+    return next((key for key in _ALIAS_ACTIONS if hasattr(value, key)), None)
+
+
+AliasOperation = Annotated[
+    Annotated[CreateAliasOperation, Tag("create_alias")]
+    | Annotated[DeleteAliasOperation, Tag("delete_alias")]
+    | Annotated[RenameAliasOperation, Tag("rename_alias")],
+    Discriminator(_alias_action)]
+
+
+class ChangeAliases(Model):
+    """Applied in order and atomically: all actions or none."""
+
+    actions: list[AliasOperation]
+
+
 # -- points -------------------------------------------------------------------------
 class PointStruct(Model):
     id: PointId

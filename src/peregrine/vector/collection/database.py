@@ -1,4 +1,4 @@
-"""The database: a directory of collections.
+"""The database: a directory of collections, and the aliases that name them.
 
 One process owns a database directory at a time (an advisory ``flock``), as
 with any embedded store; a second opener gets a clear error instead of two
@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ import orjson
 
 from peregrine.core.errors import AlreadyExistsError, ClosedError, InvalidInputError, StorageError
 from peregrine.core.fsio import write_atomic
+from peregrine.vector.collection.aliases import ALIASES_FILE, AliasTable
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.manifest import CONFIG_FILE
 from peregrine.vector.collection.snapshot import unpack_checked
 from peregrine.vector.collection.wal import FsyncPolicy
 from peregrine.vector.errors import CollectionNotFoundError
 from peregrine.vector.types import (
+    AliasAction,
     CollectionConfig,
     IndexConfig,
     Metric,
@@ -82,6 +85,7 @@ class Database:
                     continue
                 config = self._read_config(entry)
                 self._collections[config.name] = self._open_collection(entry, config)
+            self._aliases = AliasTable.load(self.path / ALIASES_FILE, self._collections)
         except BaseException:
             for collection in self._collections.values():
                 collection.close()
@@ -122,6 +126,7 @@ class Database:
         with self._mutex:
             if name in self._collections:
                 raise AlreadyExistsError(f"collection {name!r} already exists")
+            self._check_not_alias(name)
             directory = self._root / name
             staging = self._root / f".create-{uuid.uuid4().hex}"
             staging.mkdir()
@@ -139,7 +144,34 @@ class Database:
             raise CollectionNotFoundError(f"collection {name!r} does not exist") from None
 
     def has_collection(self, name: str) -> bool:
+        """Whether a collection (not an alias) has this name."""
         return name in self._collections
+
+    def _check_not_alias(self, name: str) -> None:
+        if name in self._aliases:
+            raise InvalidInputError(f"{name!r} is an alias: a collection cannot take its "
+                                    "name (delete or rename the alias first)")
+
+    # -- aliases ---------------------------------------------------------------------
+    def resolve(self, name: str) -> str:
+        """The collection an alias names; any other name unchanged (no lock: the
+        alias table is replaced whole, never changed in place)."""
+        return self._aliases.resolve(name)
+
+    @property
+    def alias_version(self) -> int:
+        """Changes whenever an alias may resolve differently (see ``AliasTable``)."""
+        return self._aliases.version
+
+    def aliases(self) -> list[tuple[str, str]]:
+        """(alias, collection) pairs, by alias."""
+        return self._aliases.items()
+
+    def update_aliases(self, actions: Sequence[AliasAction]) -> None:
+        """Apply alias actions in order: all of them, durably in one write, or none."""
+        self._check_open()
+        with self._mutex:
+            self._aliases.apply(actions, self._collections)
 
     def list_collections(self) -> list[str]:
         self._check_open()
@@ -149,6 +181,7 @@ class Database:
         self._check_open()
         with self._mutex:
             collection = self.collection(name)
+            self._aliases.drop_collection(name)
             collection.close()
             del self._collections[name]
             trash = self._root / f".drop-{uuid.uuid4().hex}"
@@ -165,6 +198,7 @@ class Database:
         """
         self._check_open()
         validate_collection_name(name)
+        self._check_not_alias(name)
         existing = self._collections.get(name)
         if existing is not None:
             existing.restore(Path(snapshot))
@@ -176,6 +210,7 @@ class Database:
                 if name in self._collections:  # created meanwhile: replace its contents
                     self._collections[name].restore(Path(snapshot))
                     return self._collections[name]
+                self._check_not_alias(name)
                 directory = self._root / name
                 os.replace(staging, directory)
                 collection = self._open_collection(directory, config)

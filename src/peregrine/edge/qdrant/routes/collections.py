@@ -37,7 +37,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         return await call.run(vector.drop_collection, collection_name(call))
 
     async def collection_exists(call: Call) -> Any:
-        return {"exists": vector.has_collection(collection_name(call))}
+        return {"exists": vector.collection_exists(collection_name(call))}
 
     async def create_field_index(call: Call) -> Any:
         body: schemas.CreateFieldIndex = call.body
@@ -61,7 +61,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         Operation("DELETE", C, "delete_collection", "collections", "Delete a collection",
                   delete_collection, Access.WRITE, params=schemas.TimeoutParams),
         Operation("GET", C + "/exists", "collection_exists", "collections",
-                  "Whether a collection exists", collection_exists),
+                  "Whether a collection (or an alias of one) exists", collection_exists),
         Operation("PUT", C + "/index", "create_field_index", "indexes", "Create a payload index",
                   create_field_index, Access.WRITE, schemas.CreateFieldIndex,
                   schemas.WriteParams),
