@@ -116,24 +116,21 @@ class Bench:
         await self.ensure(pipeline)
         if preload:
             await self.publish(pipeline.source, bodies)
-        worker = Worker(pipeline, self.settings, self.nats.url,
-                        sink=LocalVectorSink(self.vector), embedder_factory=lambda: self.embedder)
         freshness: list[float] = []
         done = asyncio.Event()
         count = 0
-        original = worker.run_batch
 
-        async def run_batch(msgs: list[Any]) -> Any:
+        def settled(events: list[Any]) -> None:
             nonlocal count
-            events = await original(msgs)
             freshness.extend(e.applied_at - e.published_at for e in events
                              if e.applied_at is not None)
             count += len(events)
             if count >= n:
                 done.set()
-            return events
 
-        worker.run_batch = run_batch  # type: ignore[method-assign]
+        worker = Worker(pipeline, self.settings, self.nats.url,
+                        sink=LocalVectorSink(self.vector), embedder_factory=lambda: self.embedder,
+                        on_settled=settled)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         await worker.ready.wait()

@@ -30,7 +30,7 @@ from peregrine.stream.codecs import Codec, resolve
 # function of the event's data.
 Field = str | Callable[[Any], Any]
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SUBJECT = re.compile(r"^[^\s]+$")
 
 
@@ -85,6 +85,8 @@ class Upsert:
     payload: Sequence[str] | Callable[[Any], Mapping[str, Any]] | None = None
     namespace: Field | None = None  # per-tenant: ids and queries are scoped to it
     namespace_key: str = "tenant"
+    create: bool = True  # create a missing collection (size of the vectors, keyword index
+    distance: str = "Cosine"  # on namespace_key) with this distance
     name: str = "upsert"
 
 
@@ -98,6 +100,7 @@ class Query:
     namespace_key: str = "tenant"
     into: str = "matches"
     with_payload: bool = True
+    exclude_id: Field | None = None  # leave out the point of this id (in the namespace)
     name: str = "query"
 
 
@@ -144,14 +147,14 @@ class Pipeline:
     stages: list[Stage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not NAME.match(self.name):
             raise InvalidInputError(f"pipeline name {self.name!r}: 1-64 of A-Z a-z 0-9 _ -")
         if not _SUBJECT.match(self.source):
             raise InvalidInputError(f"source subject {self.source!r} is not a subject")
         self.codec = resolve(self.codec)
         if self.stream is None:
             self.stream = "PG_" + self.name.upper().replace("-", "_")
-        elif not _NAME.match(self.stream):
+        elif not NAME.match(self.stream):
             raise InvalidInputError(f"stream name {self.stream!r}: 1-64 of A-Z a-z 0-9 _ -")
 
     def _add(self, stage: Stage) -> Pipeline:
@@ -176,17 +179,22 @@ class Pipeline:
 
     def upsert(self, collection: str, id: Field, vector: Field = "vector",
                payload: Sequence[str] | Callable[[Any], Mapping[str, Any]] | None = None,
-               namespace: Field | None = None, namespace_key: str = "tenant") -> Pipeline:
-        return self._add(Upsert(collection, id, vector, payload, namespace, namespace_key))
+               namespace: Field | None = None, namespace_key: str = "tenant",
+               create: bool = True, distance: str = "Cosine") -> Pipeline:
+        if distance.capitalize() not in ("Cosine", "Dot", "Euclid", "Manhattan"):
+            raise InvalidInputError(f"distance {distance!r}: Cosine, Dot, Euclid or Manhattan")
+        return self._add(Upsert(collection, id, vector, payload, namespace, namespace_key,
+                                create, distance.capitalize()))
 
     def query(self, collection: str, vector: Field = "vector", k: int = 10,
               filter: Mapping[str, Any] | Callable[[Any], Mapping[str, Any] | None] | None = None,
               into: str = "matches", namespace: Field | None = None,
-              namespace_key: str = "tenant", with_payload: bool = True) -> Pipeline:
+              namespace_key: str = "tenant", with_payload: bool = True,
+              exclude_id: Field | None = None) -> Pipeline:
         if not 1 <= k <= 1000:
             raise InvalidInputError("query k must be 1..1000")
         return self._add(Query(collection, vector, k, filter, namespace, namespace_key, into,
-                               with_payload))
+                               with_payload, exclude_id))
 
     def emit(self, subject: str | Callable[[Any], str],
              fields: Sequence[str] | Callable[[Any], Any] | None = None,

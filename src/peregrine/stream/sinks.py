@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import orjson
 
-from peregrine.core.errors import InvalidInputError, NotFoundError
+from peregrine.core.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 
 _MSGPACK = {"content-type": "application/msgpack"}
 
@@ -26,6 +26,11 @@ class SinkUnavailableError(RuntimeError):
 
 
 class VectorSink(Protocol):
+    async def create_collection(self, collection: str, dim: int, distance: str,
+                                keyword_fields: Sequence[str]) -> None:
+        """Create it (and keyword indexes) unless it exists; another worker
+        creating it at the same time is not an error."""
+
     async def upsert(self, collection: str, ids: Sequence[Any], vectors: np.ndarray,
                      payloads: Sequence[dict[str, Any]], version_key: str) -> None: ...
 
@@ -41,6 +46,18 @@ class LocalVectorSink:
 
     def __init__(self, vector: Any) -> None:
         self.vector = vector
+
+    async def create_collection(self, collection: str, dim: int, distance: str,
+                                keyword_fields: Sequence[str]) -> None:
+        def run() -> None:
+            try:
+                self.vector.create_collection(collection, dim, distance.lower())
+            except AlreadyExistsError:
+                return
+            for name in keyword_fields:
+                self.vector.create_payload_index(collection, name, "keyword")
+
+        await asyncio.to_thread(run)
 
     async def upsert(self, collection: str, ids: Sequence[Any], vectors: np.ndarray,
                      payloads: Sequence[dict[str, Any]], version_key: str) -> None:
@@ -74,6 +91,17 @@ class HttpVectorSink:
         self.client = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers,
                                         timeout=timeout_s)
 
+    async def create_collection(self, collection: str, dim: int, distance: str,
+                                keyword_fields: Sequence[str]) -> None:
+        try:
+            await self._call("PUT", f"/collections/{collection}",
+                             {"vectors": {"size": dim, "distance": distance.capitalize()}})
+        except AlreadyExistsError:
+            return
+        for name in keyword_fields:
+            await self._call("PUT", f"/collections/{collection}/index",
+                             {"field_name": name, "field_schema": "keyword"}, {"wait": "true"})
+
     async def _call(self, method: str, path: str, body: dict[str, Any],
                     params: dict[str, str] | None = None) -> Any:
         import httpx
@@ -88,6 +116,8 @@ class HttpVectorSink:
             raise SinkUnavailableError(f"{method} {path}: {r.status_code} {r.text[:300]}")
         if r.status_code == 404:
             raise NotFoundError(f"{method} {path}: {r.text[:300]}")
+        if r.status_code == 409 or (r.status_code == 400 and "already exists" in r.text):
+            raise AlreadyExistsError(f"{method} {path}: {r.text[:300]}")
         if r.status_code >= 400:
             raise InvalidInputError(f"{method} {path}: {r.status_code} {r.text[:300]}")
         return orjson.loads(r.content).get("result")

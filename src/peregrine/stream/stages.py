@@ -292,7 +292,7 @@ class UpsertRunner(StageRunner):
         if not points:
             return
         try:
-            await self._write(points)
+            await self._write_creating(points)
         except (InvalidInputError, NotFoundError):
             # Some event is bad for the store (wrong dimension...): find it.
             for pid, item in points.items():
@@ -311,6 +311,19 @@ class UpsertRunner(StageRunner):
         now = time.time()
         for e in written:
             e.applied_at = now
+
+    async def _write_creating(self, points: Mapping[Any, tuple[Event, np.ndarray,
+                                                               dict[str, Any]]]) -> None:
+        try:
+            await self._write(points)
+        except NotFoundError:
+            if not self.spec.create:
+                raise
+            dim = next(iter(points.values()))[1].shape[0]
+            keyword = [self.spec.namespace_key] if self.spec.namespace is not None else []
+            await self.sink.create_collection(self.spec.collection, dim, self.spec.distance,
+                                              keyword)
+            await self._write(points)
 
     async def _write(self, points: Mapping[Any, tuple[Event, np.ndarray, dict[str, Any]]]
                      ) -> None:
@@ -342,34 +355,48 @@ class QueryRunner(StageRunner):
     def _filter(self, data: Any) -> dict[str, Any] | None:
         spec = self.spec
         base = spec.filter(data) if callable(spec.filter) else spec.filter
-        if spec.namespace is None:
+        namespace = read_field(data, spec.namespace) if spec.namespace is not None else None
+        if namespace is None:
             return dict(base) if base else None
-        scope = {"key": spec.namespace_key,
-                 "match": {"value": read_field(data, spec.namespace)}}
-        if not base:
-            return {"must": [scope]}
-        return {"must": [scope, dict(base)]}
+        scope = {"key": spec.namespace_key, "match": {"value": namespace}}
+        return {"must": [scope, dict(base)]} if base else {"must": [scope]}
+
+    def _excluded(self, data: Any) -> Any:
+        """The point id the results must not contain (``exclude_id``), or None. It
+        is dropped from k + 1 hits rather than sent as a ``has_id`` filter, which
+        would keep the store off its fast path for a single indexed condition."""
+        spec = self.spec
+        if spec.exclude_id is None:
+            return None
+        namespace = read_field(data, spec.namespace) if spec.namespace is not None else None
+        return point_id(read_field(data, spec.exclude_id), namespace)
 
     async def run(self, events: list[Event]) -> None:
-        todo, vectors, filters = [], [], []
+        todo, vectors, filters, excluded = [], [], [], []
         for e in _live(events):
             try:
-                vectors.append(_vector_of(e.data, self.spec.vector))
-                filters.append(self._filter(e.data))
+                vector = _vector_of(e.data, self.spec.vector)
+                where, skip = self._filter(e.data), self._excluded(e.data)
             except (KeyError, TypeError, ValueError, InvalidInputError) as exc:
                 e.fail(self.name, exc, permanent=True)
                 continue
+            vectors.append(vector)
+            filters.append(where)
+            excluded.append(skip)
             todo.append(e)
         if not todo:
             return
+        k = self.spec.k + (self.spec.exclude_id is not None)
         try:
-            results = await self.sink.search(self.spec.collection, np.stack(vectors),
-                                             self.spec.k, filters, self.spec.with_payload)
+            results = await self.sink.search(self.spec.collection, np.stack(vectors), k,
+                                             filters, self.spec.with_payload)
         except Exception as exc:
             _fail_all(todo, self.name, exc)
             return
-        for e, hits in zip(todo, results, strict=True):
-            e.data[self.spec.into] = hits
+        for e, hits, skip in zip(todo, results, excluded, strict=True):
+            if skip is not None:
+                hits = [h for h in hits if h["id"] != skip]
+            e.data[self.spec.into] = hits[:self.spec.k]
 
 
 class EmitRunner(StageRunner):

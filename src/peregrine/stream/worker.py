@@ -10,12 +10,13 @@ Guarantees, and where they come from:
   (or after its dead letter is stored). Redeliveries are made harmless by the
   upsert stage's versioned writes (``stages.UpsertRunner``) and by the
   ``Nats-Msg-Id`` of emitted results.
-- Per-key order: a worker runs its micro-batches one after the other, in stream
-  order, and within a batch an event whose earlier same-key event failed is held
-  back too (retried after it). Across workers, versions make the stored state
-  follow publish order: an older event never overwrites a newer one.
+- Per-key order: the stages form a pipeline (one task per stage, one batch in
+  each), and every stage takes the batches in stream order; within a batch an
+  event whose earlier same-key event failed is held back too (retried after it).
+  Across workers and retries, versions make the stored state follow publish
+  order: an older event never overwrites a newer one.
 - Back-pressure: at most ``max_ack_pending`` events are out per consumer, and a
-  worker holds at most two fetched batches besides the one it runs; a slow store
+  worker holds at most two fetched batches besides one per stage; a slow store
   slows the fetching, it does not grow memory.
 """
 
@@ -80,7 +81,8 @@ def _header_value(text: str) -> str:
 class Worker:
     def __init__(self, pipeline: Pipeline, settings: StreamSettings, url: str, *,
                  sink: VectorSink | None = None, metrics: StreamMetrics | None = None,
-                 embedder_factory: Callable[[], Any] | None = None) -> None:
+                 embedder_factory: Callable[[], Any] | None = None,
+                 on_settled: Callable[[list[Event]], None] | None = None) -> None:
         self.pipeline, self.settings, self.url = pipeline, settings, url
         self.sink = sink
         if self.sink is None and settings.vector_url:
@@ -88,6 +90,7 @@ class Worker:
         self.metrics = metrics or StreamMetrics()
         self.embedder_factory = embedder_factory or (lambda: default_embedder(settings))
         self._embedder: Any = None
+        self.on_settled = on_settled  # called with each batch once it is settled
         self.batch_size = pipeline.batch_size or settings.batch_size
         self.batch_ms = settings.batch_ms if pipeline.batch_ms is None else pipeline.batch_ms
         self.max_deliver = max_deliver(pipeline, settings)
@@ -102,12 +105,21 @@ class Worker:
             self._embedder = self.embedder_factory()
         return self._embedder
 
+    async def _nats_error(self, exc: Exception) -> None:
+        """One line, at most every 10 s, while the bus is unreachable (nats-py's
+        default prints a traceback per reconnect attempt)."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_nats_error", -1e9) >= 10:
+            self._last_nats_error = now
+            log.warning("NATS %s: %s (retrying)", self.url, exc or type(exc).__name__)
+
     # -- lifecycle ----------------------------------------------------------------
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         p = self.pipeline
         self.nc = await nats.connect(self.url, name=f"peregrine-worker-{p.name}-{os.getpid()}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                     error_cb=self._nats_error)
         try:
             self.js = self.nc.jetstream()
             await ensure_pipeline(self.js, p, self.settings)
@@ -177,22 +189,82 @@ class Worker:
 
     async def _process(self, queue: asyncio.Queue[list[Any]], stop: asyncio.Event,
                        fetcher: asyncio.Task[None]) -> None:
+        """The stages as a pipeline: one task per stage, one batch in each at a time,
+        joined by one-slot queues. Batch N+1 is embedded while batch N is written
+        and queried; every stage still sees the batches in stream order."""
+        links: list[asyncio.Queue[list[Event] | None]] = [
+            asyncio.Queue(1) for _ in range(len(self.runners) + 1)]
+        stages = [asyncio.create_task(self._stage_loop(i, links[i], links[i + 1]))
+                  for i in range(len(self.runners))]
+        settler = asyncio.create_task(self._settle_loop(links[-1]))
+        workers = {*stages, settler}
         stopping = asyncio.create_task(stop.wait())
         try:
             while True:
                 getting = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getting, stopping, fetcher},
+                done, _ = await asyncio.wait({getting, stopping, fetcher, *workers},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getting not in done:
                     getting.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await getting
-                    if fetcher in done:
-                        fetcher.result()  # re-raise what stopped the fetching
-                    return
-                await self.run_batch(getting.result())
+                    for task in done & {fetcher, *workers}:
+                        task.result()  # re-raise what stopped the fetching or a stage
+                    break
+                putting = asyncio.create_task(links[0].put(self._events(getting.result())))
+                await asyncio.wait({putting, *workers}, return_when=asyncio.FIRST_COMPLETED)
+                if not putting.done():
+                    putting.cancel()
+                    for task in workers:
+                        if task.done():
+                            task.result()
+            # Stopping: what is inside the stages finishes and is settled.
+            await links[0].put(None)
+            await asyncio.gather(*workers)
         finally:
             stopping.cancel()
+            for task in workers:
+                task.cancel()
+
+    def _events(self, msgs: list[Any]) -> list[Event]:
+        p, m = self.pipeline, self.metrics
+        events = [self.to_event(msg) for msg in msgs]
+        m.batch_size.labels(p.name).observe(len(events))
+        m.events.labels(p.name, "in").inc(len(events))
+        redelivered = sum(e.deliveries > 1 for e in events)
+        if redelivered:
+            m.redeliveries.labels(p.name).inc(redelivered)
+        return events
+
+    async def _stage_loop(self, index: int, inbox: asyncio.Queue[list[Event] | None],
+                          outbox: asyncio.Queue[list[Event] | None]) -> None:
+        while (events := await inbox.get()) is not None:
+            await self._run_stage(self.runners[index], events)
+            await outbox.put(events)
+        await outbox.put(None)
+
+    async def _settle_loop(self, inbox: asyncio.Queue[list[Event] | None]) -> None:
+        while (events := await inbox.get()) is not None:
+            await self._settle(events)
+            if self.on_settled is not None:
+                self.on_settled(events)
+
+    async def _run_stage(self, runner: StageRunner, events: list[Event]) -> None:
+        p, m = self.pipeline, self.metrics
+        live = sum(e.live for e in events)
+        if not live:
+            return
+        started = time.perf_counter()
+        await runner.run(events)
+        m.stage_seconds.labels(p.name, runner.name).observe(time.perf_counter() - started)
+        if isinstance(runner, EmbedRunner):
+            m.embed_cache.labels(p.name, "hit").inc(runner.cache_hits)
+            m.embed_cache.labels(p.name, "miss").inc(runner.cache_misses)
+        failed = live - sum(e.live for e in events)
+        m.stage_events.labels(p.name, runner.name, "ok").inc(live - failed)
+        if failed:
+            m.stage_events.labels(p.name, runner.name, "failed").inc(failed)
+            self._hold_followers(events, runner.name)
 
     async def _watch_lag(self, stop: asyncio.Event) -> None:
         p = self.pipeline
@@ -236,29 +308,14 @@ class Worker:
         return event
 
     async def run_batch(self, msgs: list[Any]) -> list[Event]:
-        p, m = self.pipeline, self.metrics
-        events = [self.to_event(msg) for msg in msgs]
-        m.batch_size.labels(p.name).observe(len(events))
-        m.events.labels(p.name, "in").inc(len(events))
-        redelivered = sum(e.deliveries > 1 for e in events)
-        if redelivered:
-            m.redeliveries.labels(p.name).inc(redelivered)
+        """One batch through every stage and settled, with nothing else in flight
+        (the pipelined ``_process`` does the same per stage)."""
+        events = self._events(msgs)
         for runner in self.runners:
-            live = sum(e.live for e in events)
-            if not live:
-                break
-            started = time.perf_counter()
-            await runner.run(events)
-            m.stage_seconds.labels(p.name, runner.name).observe(time.perf_counter() - started)
-            if isinstance(runner, EmbedRunner):
-                m.embed_cache.labels(p.name, "hit").inc(runner.cache_hits)
-                m.embed_cache.labels(p.name, "miss").inc(runner.cache_misses)
-            failed = live - sum(e.live for e in events)
-            m.stage_events.labels(p.name, runner.name, "ok").inc(live - failed)
-            if failed:
-                m.stage_events.labels(p.name, runner.name, "failed").inc(failed)
-                self._hold_followers(events, runner.name)
+            await self._run_stage(runner, events)
         await self._settle(events)
+        if self.on_settled is not None:
+            self.on_settled(events)
         return events
 
     def _hold_followers(self, events: list[Event], stage: str) -> None:
