@@ -30,6 +30,7 @@ from peregrine.edge.http.server import run
 from peregrine.edge.http.settings import HttpSettings
 from peregrine.edge.http.tracing import Tracing
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
+from peregrine.edge.streams import StreamsProtocol
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
@@ -79,8 +80,9 @@ class Faces:
 
 
 # Every protocol the edge serves: one line each.
-PROTOCOLS: list[Callable[[Faces, Settings], Protocol]] = [
+PROTOCOLS: list[Callable[[Faces, Settings], Protocol | None]] = [
     lambda faces, settings: QdrantProtocol(faces.vector, settings.qdrant),
+    lambda faces, settings: StreamsProtocol(faces.stream) if faces.stream else None,
 ]
 
 
@@ -106,14 +108,16 @@ def open_faces(settings: Settings) -> Faces:
 
 
 def build(settings: Settings, faces: Faces | None = None,
-          protocols: list[Callable[[Faces, Settings], Protocol]] | None = None) -> Peregrine:
+          protocols: list[Callable[[Faces, Settings], Protocol | None]] | None = None
+          ) -> Peregrine:
     """Open the faces (unless given) and mount the protocols; serving is ``serve``'s job."""
     faces = faces or open_faces(settings)
     try:
         registry = new_registry()
         faces.vector.register_metrics(registry)
-        mounted = [make(faces, settings) for make in (PROTOCOLS if protocols is None
-                                                      else protocols)]
+        made = [make(faces, settings) for make in (PROTOCOLS if protocols is None
+                                                   else protocols)]
+        mounted = [p for p in made if p is not None]
         app = EdgeApp(settings.http, mounted, HttpMetrics(registry),
                       Tracing.from_env(settings.http.tracing), on_close=[faces.close])
     except BaseException:

@@ -70,17 +70,41 @@ def _worker(args: argparse.Namespace) -> int:
 def _dlq(args: argparse.Namespace) -> int:
     import orjson
 
-    from peregrine.stream.service import dead_letters, replay_dead_letters
+    from peregrine.stream.service import (
+        dead_letters,
+        delete_dead_letters,
+        replay_dead_letters,
+    )
 
     stream, data = _stream_settings(args)
     if args.action == "list":
         for letter in dead_letters(stream, data, args.pipeline, args.limit):  # type: ignore[arg-type]
             sys.stdout.write(orjson.dumps(letter).decode() + "\n")
-    else:
+    elif args.action == "replay":
         count = replay_dead_letters(stream, data, args.pipeline,  # type: ignore[arg-type]
                                     args.seq or None)
         sys.stdout.write(f"replayed {count}\n")
+    else:
+        count = delete_dead_letters(stream, data, args.pipeline,  # type: ignore[arg-type]
+                                    args.seq or None)
+        sys.stdout.write(f"deleted {count}\n")
     return 0
+
+
+def _pipelines(args: argparse.Namespace) -> int:
+    import orjson
+
+    from peregrine.stream.service import pipelines
+
+    stream, data = _stream_settings(args)
+    for found in pipelines(stream, data):  # type: ignore[arg-type]
+        sys.stdout.write(orjson.dumps(found).decode() + "\n")
+    return 0
+
+
+_SHORT_FLAGS = {"http.port": ("--port",), "http.host": ("--host",),
+                "stream.nats": ("--nats",), "stream.nats_port": ("--nats-port",),
+                "stream.nats_host": ("--nats-host",)}
 
 
 def _dest(key: str) -> str:
@@ -109,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
             serve.add_argument(setting.flag, dest=_dest(setting.key),
                                action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            # The bus is named often enough to have a short flag too.
-            flags = (setting.flag, "--nats") if setting.key == "stream.nats" else (setting.flag,)
+            # The bus is named often enough to have short flags too.
+            flags = (setting.flag, *_SHORT_FLAGS.get(setting.key, ()))
             serve.add_argument(*flags, dest=_dest(setting.key), default=None,
                                metavar=setting.name.upper(), help=text)
     serve.add_argument("--demo", action="store_true",
@@ -120,23 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a stream pipeline (module:attribute)",
                             description="Runs one pipeline; start more to share its work.")
     worker.add_argument("pipeline", help="module:attribute naming a Pipeline")
-    dlq = sub.add_parser("dlq", help="list or replay a pipeline's dead letters")
-    dlq.add_argument("action", choices=("list", "replay"))
+    pipes = sub.add_parser("pipelines", help="list the pipelines on the bus, with their lag "
+                           "and dead letters (one JSON line each)")
+    dlq = sub.add_parser("dlq", help="list, replay or delete a pipeline's dead letters")
+    dlq.add_argument("action", choices=("list", "replay", "delete"))
     dlq.add_argument("pipeline", help="the pipeline's name")
     dlq.add_argument("--limit", type=int, default=100, help="most letters listed")
     dlq.add_argument("--seq", type=int, action="append",
-                     help="replay only this dead-letter sequence (repeatable)")
-    for command in (worker, dlq):
+                     help="replay or delete only this dead-letter sequence (repeatable)")
+    for command in (worker, dlq, pipes):
         command.add_argument("--config", default=None, help="TOML config file")
         command.add_argument("--data", default=None, help="data directory of the local "
                              "`peregrine serve`, where its NATS URL is recorded")
         command.add_argument("--nats", default=None, help="NATS URL ([stream] nats)")
-    worker.add_argument("--vector-url", default=None,
+    worker.add_argument("--url", "--vector-url", dest="vector_url", default=None,
                         help="Peregrine server to write to ([stream] vector_url)")
     worker.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus metrics on this port")
     worker.set_defaults(func=_worker)
     dlq.set_defaults(func=_dlq)
+    pipes.set_defaults(func=_pipelines)
     info = sub.add_parser("info", help="print collection statistics of a database")
     info.add_argument("--data", default="./data")
     info.set_defaults(func=_info)

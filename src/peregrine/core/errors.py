@@ -43,3 +43,8 @@ class StorageError(PeregrineError):
 
 class ClosedError(PeregrineError):
     """The store or service was closed."""
+
+
+class UnavailableError(PeregrineError):
+    """A component this work needs (the bus, a store) cannot be reached now; trying
+    again later may succeed."""

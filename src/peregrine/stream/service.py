@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
-from peregrine.core.errors import InvalidInputError
+from peregrine.core.errors import InvalidInputError, UnavailableError
 from peregrine.runtime.nats import EmbeddedNats
 from peregrine.stream.codecs import Codec, protobuf
 from peregrine.stream.pipeline import PermanentError, Pipeline
@@ -29,8 +31,10 @@ __all__ = [
     "StreamService",
     "StreamSettings",
     "dead_letters",
+    "delete_dead_letters",
     "load_pipeline",
     "nats_url",
+    "pipelines",
     "protobuf",
     "replay_dead_letters",
     "run_worker",
@@ -72,6 +76,38 @@ class StreamService:
             (service.data / URL_FILE).write_text(service.url + "\n")
         return service
 
+    # -- administration (the edge's stream protocol): one short connection per call,
+    # -- so nothing outlives the request's event loop.
+    async def pipelines(self) -> list[dict[str, Any]]:
+        """Every pipeline on the bus: lag, in-flight, redeliveries, dead letters."""
+        result: list[dict[str, Any]] = await _admin(self.url, self.settings,
+                                                    lambda a: a.pipelines())
+        return result
+
+    async def pipeline(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await _admin(self.url, self.settings,
+                                              lambda a: a.pipeline(name))
+        return result
+
+    async def list_dead_letters(self, name: str, limit: int = 100, after: int = 0
+                                ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await _admin(
+            self.url, self.settings, lambda a: a.dead_letters(name, limit, after))
+        return result
+
+    async def replay(self, name: str, seqs: list[int] | None = None) -> int:
+        count: int = await _admin(self.url, self.settings, lambda a: a.replay(name, seqs))
+        return count
+
+    async def delete_dead_letters(self, name: str, seqs: list[int] | None = None) -> int:
+        count: int = await _admin(self.url, self.settings,
+                                  lambda a: a.delete_dead_letters(name, seqs))
+        return count
+
+    async def delete_pipeline(self, name: str) -> bool:
+        done: bool = await _admin(self.url, self.settings, lambda a: a.delete_pipeline(name))
+        return done
+
     def close(self) -> None:
         if self.embedded is not None:
             (self.data / URL_FILE).unlink(missing_ok=True)
@@ -84,6 +120,10 @@ def load_pipeline(spec: str) -> Pipeline:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise InvalidInputError(f"pipeline {spec!r}: expected module:attribute")
+    # Like ``python -m``: modules of the working directory (``examples.x``) are found
+    # even when this runs as an installed console script.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         target: Any = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
@@ -135,36 +175,55 @@ def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
     return 0
 
 
-async def _with_js(url: str, work: Any) -> Any:
+async def _admin(url: str, settings: StreamSettings, work: Any) -> Any:
+    """``work(StreamAdmin)`` over a fresh connection to the bus at ``url``."""
     import nats
+    from nats.errors import NoServersError
 
-    nc = await nats.connect(url)
+    from peregrine.stream.admin import StreamAdmin
+
     try:
-        return await work(nc.jetstream())
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0,
+                                allow_reconnect=False, error_cb=_quiet)
+    except (NoServersError, OSError, TimeoutError) as exc:
+        raise UnavailableError(f"the bus at {url} cannot be reached: "
+                               f"{exc or type(exc).__name__}") from None
+    try:
+        return await work(StreamAdmin(nc.jetstream(), settings))
     finally:
         await nc.close()
+
+
+async def _quiet(exc: Exception) -> None:
+    """nats-py prints a traceback per failed attempt by default; the caller reports."""
+
+
+def pipelines(settings: StreamSettings, data: str | Path) -> list[dict[str, Any]]:
+    """``peregrine pipelines``: every pipeline on the bus with its lag."""
+    result: list[dict[str, Any]] = asyncio.run(_admin(nats_url(settings, data), settings,
+                                                      lambda a: a.pipelines()))
+    return result
 
 
 def dead_letters(settings: StreamSettings, data: str | Path, pipeline: str,
                  limit: int = 100, after: int = 0) -> list[dict[str, Any]]:
     """Summaries of a pipeline's dead letters (``peregrine dlq list``)."""
-    from peregrine.stream.deadletter import DeadLetters
-
-    async def work(js: Any) -> list[dict[str, Any]]:
-        return [d.summary() for d in await DeadLetters(js, settings).read(pipeline, limit,
-                                                                         after)]
-
-    result: list[dict[str, Any]] = asyncio.run(_with_js(nats_url(settings, data), work))
+    result: list[dict[str, Any]] = asyncio.run(_admin(
+        nats_url(settings, data), settings, lambda a: a.dead_letters(pipeline, limit, after)))
     return result
 
 
 def replay_dead_letters(settings: StreamSettings, data: str | Path, pipeline: str,
                         seqs: list[int] | None = None) -> int:
     """Publish dead letters back to their subjects (``peregrine dlq replay``)."""
-    from peregrine.stream.deadletter import DeadLetters
+    count: int = asyncio.run(_admin(nats_url(settings, data), settings,
+                                    lambda a: a.replay(pipeline, seqs)))
+    return count
 
-    async def work(js: Any) -> int:
-        return await DeadLetters(js, settings).replay(pipeline, seqs)
 
-    count: int = asyncio.run(_with_js(nats_url(settings, data), work))
+def delete_dead_letters(settings: StreamSettings, data: str | Path, pipeline: str,
+                        seqs: list[int] | None = None) -> int:
+    """Drop dead letters for good (``peregrine dlq delete``)."""
+    count: int = asyncio.run(_admin(nats_url(settings, data), settings,
+                                    lambda a: a.delete_dead_letters(pipeline, seqs)))
     return count

@@ -12,6 +12,7 @@ from peregrine.core.errors import (
     InvalidInputError,
     NotFoundError,
     PeregrineError,
+    UnavailableError,
 )
 from peregrine.edge.http.protocol import HttpError
 
@@ -30,13 +31,14 @@ def status_of(exc: BaseException) -> int:
         return 403
     if isinstance(exc, DeadlineExceededError):
         return 408
-    if isinstance(exc, ClosedError):
+    if isinstance(exc, ClosedError | UnavailableError):
         return 503
     return 500
 
 
 _KINDS = ((NotFoundError, "Not found"), (ForbiddenError, "Forbidden"),
-          (DeadlineExceededError, "Timeout"), (ClosedError, "Service unavailable"))
+          (DeadlineExceededError, "Timeout"), (ClosedError, "Service unavailable"),
+          (UnavailableError, "Service unavailable"))
 
 
 def message_of(exc: BaseException) -> str:

@@ -1,0 +1,1 @@
+"""Example pipelines and services (run from the repository root)."""
