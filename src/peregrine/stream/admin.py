@@ -30,10 +30,19 @@ def _check_name(name: str) -> None:
         raise InvalidInputError(f"pipeline name {name!r}: 1-64 of A-Z a-z 0-9 _ -")
 
 
-def _summary(info: Any, dead: int) -> dict[str, Any]:
+def _described(description: str) -> tuple[str, str | None]:
+    """(pipeline, version) from ``peregrine pipeline NAME[ version V]``."""
+    name, _, version = description[len(_MARK):].partition(" version ")
+    return name, version or None
+
+
+def _summary(info: Any, dead: dict[str, int]) -> dict[str, Any]:
     config = info.config
+    pipeline, version = _described(config.description or "")
     return {
-        "name": info.name,
+        "name": info.name,  # the consumer: the pipeline's name, with _<version> if any
+        "pipeline": pipeline,
+        "version": version,
         "stream": info.stream_name,
         "source": config.filter_subject,
         "lag": info.num_pending or 0,  # in the stream, not yet delivered
@@ -42,7 +51,7 @@ def _summary(info: Any, dead: int) -> dict[str, Any]:
         "waiting_pulls": info.num_waiting or 0,  # ~ idle worker fetches
         "delivered_seq": info.delivered.stream_seq if info.delivered else 0,
         "acked_seq": info.ack_floor.stream_seq if info.ack_floor else 0,
-        "dead_letters": dead,
+        "dead_letters": dead.get(pipeline, 0),  # dead letters are per pipeline
         "max_deliver": (config.max_deliver or 1) - 1,  # one extra is kept for crash loops
         "max_ack_pending": config.max_ack_pending,
         "ack_wait_s": config.ack_wait,
@@ -74,7 +83,7 @@ class StreamAdmin:
                 continue
             for info in await self.js.consumers_info(stream.config.name):
                 if (info.config.description or "").startswith(_MARK):
-                    out.append(_summary(info, dead.get(info.name, 0)))
+                    out.append(_summary(info, dead))
         return sorted(out, key=lambda p: p["name"])
 
     async def pipeline(self, name: str) -> dict[str, Any]:

@@ -59,9 +59,11 @@ def consumer_config(pipeline: Pipeline, settings: StreamSettings) -> api.Consume
     # One delivery more than the retry limit: an event that keeps killing its
     # worker (so never fails "normally") is dead-lettered on that extra delivery
     # instead of the server dropping it silently from the consumer.
+    described = f"peregrine pipeline {pipeline.name}"
+    if pipeline.version is not None:
+        described += f" version {pipeline.version}"
     return api.ConsumerConfig(
-        name=pipeline.name, durable_name=pipeline.name,
-        description=f"peregrine pipeline {pipeline.name}",
+        name=pipeline.consumer, durable_name=pipeline.consumer, description=described,
         deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=pipeline.ack_wait_s or settings.ack_wait_s,
         max_deliver=max_deliver(pipeline, settings) + 1,

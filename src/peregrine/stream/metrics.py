@@ -38,6 +38,10 @@ class StreamMetrics:
         self.embed_cache = Counter("peregrine_stream_embed_cache",
                                    "Texts of embed stages found in (hit) or added to (miss) "
                                    "the embedding cache", ["pipeline", "result"], registry=r)
+        self.backfilling = Gauge("peregrine_stream_backfilling",
+                                 "1 while a new version re-processes the stream (its aliases "
+                                 "still name the previous version's collections)",
+                                 ["pipeline"], registry=r)
         self.freshness = Histogram("peregrine_stream_freshness_seconds",
                                    "From publish (stream time) to visible in the vector store",
                                    ["pipeline"], buckets=_LATENCY, registry=r)

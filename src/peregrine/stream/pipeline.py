@@ -31,6 +31,7 @@ from peregrine.stream.codecs import Codec, resolve
 Field = str | Callable[[Any], Any]
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+VERSION = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _SUBJECT = re.compile(r"^[^\s]+$")
 
 
@@ -144,6 +145,12 @@ class Pipeline:
     max_ack_pending: int | None = None
     ack_wait_s: float | None = None
     retry_backoff_s: tuple[float, ...] = (0.2, 1.0, 5.0)
+    # The version of what the pipeline writes (e.g. its embedding model). With a
+    # version, each upsert/query collection C is an alias that readers use, and the
+    # pipeline writes C_<version> through its own consumer <name>_<version>. A new
+    # version re-processes the stream from its start into the new collection, then
+    # points the alias at it (see ``Worker``): re-embedding without downtime.
+    version: str | None = None
     stages: list[Stage] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -156,6 +163,19 @@ class Pipeline:
             self.stream = "PG_" + self.name.upper().replace("-", "_")
         elif not NAME.match(self.stream):
             raise InvalidInputError(f"stream name {self.stream!r}: 1-64 of A-Z a-z 0-9 _ -")
+        if self.version is not None and not VERSION.match(self.version):
+            raise InvalidInputError(f"version {self.version!r}: 1-32 of A-Z a-z 0-9 _ - .")
+
+    @property
+    def consumer(self) -> str:
+        """The durable consumer its workers share: one per version."""
+        if self.version is None:
+            return self.name
+        return f"{self.name}_{self.version}".replace(".", "_")
+
+    def collection_of(self, collection: str) -> str:
+        """The collection this version writes and reads for a stage's ``collection``."""
+        return collection if self.version is None else f"{collection}_{self.version}"
 
     def _add(self, stage: Stage) -> Pipeline:
         names = {s.name for s in self.stages}

@@ -25,6 +25,7 @@ class StreamSettings(Section):
     embed_url: str = field("", "OpenAI-compatible API root for embed stages "
                                "(https://host/v1); empty runs the built-in all-MiniLM-L6-v2")
     embed_model: str = field("", "model name sent to embed_url")
+    embed_threads: int = field(0, "threads of the built-in embedder (0: one per usable core)")
     embed_cache: int = field(50_000, "texts whose vectors an embed stage keeps, keyed by "
                                      "SHA-256 of the normalized text and model (0: no cache)")
     batch_size: int = field(256, "most events one micro-batch of a stage takes")
@@ -41,6 +42,8 @@ class StreamSettings(Section):
             raise InvalidInputError("stream.nats_port must be 0..65535")
         if self.embed_url and not self.embed_model:
             raise InvalidInputError("stream.embed_url needs stream.embed_model")
+        if not 0 <= self.embed_threads <= 256:
+            raise InvalidInputError("stream.embed_threads must be 0..256")
         if not 0 <= self.embed_cache <= 10_000_000:
             raise InvalidInputError("stream.embed_cache must be 0..10000000")
         for name in ("batch_size", "max_ack_pending", "max_deliver"):

@@ -38,6 +38,15 @@ class VectorSink(Protocol):
                      filters: Sequence[dict[str, Any] | None], with_payload: bool
                      ) -> list[list[dict[str, Any]]]: ...
 
+    async def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` names, or None when it is no alias."""
+
+    async def point_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one atomic step (readers switch)."""
+
+    async def collection_exists(self, name: str) -> bool:
+        """Whether ``name`` finds a collection (directly or as an alias)."""
+
     async def close(self) -> None: ...
 
 
@@ -58,6 +67,18 @@ class LocalVectorSink:
                 self.vector.create_payload_index(collection, name, "keyword")
 
         await asyncio.to_thread(run)
+
+    async def alias_target(self, alias: str) -> str | None:
+        found = await asyncio.to_thread(self.vector.list_aliases)
+        return next((a.collection for a in found if a.alias == alias), None)
+
+    async def point_alias(self, alias: str, collection: str) -> None:
+        from peregrine.vector.service import CreateAlias
+
+        await asyncio.to_thread(self.vector.update_aliases, [CreateAlias(alias, collection)])
+
+    async def collection_exists(self, name: str) -> bool:
+        return bool(await asyncio.to_thread(self.vector.collection_exists, name))
 
     async def upsert(self, collection: str, ids: Sequence[Any], vectors: np.ndarray,
                      payloads: Sequence[dict[str, Any]], version_key: str) -> None:
@@ -102,13 +123,26 @@ class HttpVectorSink:
             await self._call("PUT", f"/collections/{collection}/index",
                              {"field_name": name, "field_schema": "keyword"}, {"wait": "true"})
 
-    async def _call(self, method: str, path: str, body: dict[str, Any],
+    async def alias_target(self, alias: str) -> str | None:
+        found = await self._call("GET", "/aliases", None)
+        return next((a["collection_name"] for a in found["aliases"]
+                     if a["alias_name"] == alias), None)
+
+    async def point_alias(self, alias: str, collection: str) -> None:
+        await self._call("POST", "/collections/aliases", {"actions": [
+            {"create_alias": {"alias_name": alias, "collection_name": collection}}]})
+
+    async def collection_exists(self, name: str) -> bool:
+        found = await self._call("GET", f"/collections/{name}/exists", None)
+        return bool(found["exists"])
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None,
                     params: dict[str, str] | None = None) -> Any:
         import httpx
 
         try:
-            r = await self.client.request(method, path, params=params,
-                                          content=msgpack.packb(body, use_bin_type=True),
+            content = None if body is None else msgpack.packb(body, use_bin_type=True)
+            r = await self.client.request(method, path, params=params, content=content,
                                           headers=_MSGPACK)
         except httpx.HTTPError as exc:
             raise SinkUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc

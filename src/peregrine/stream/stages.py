@@ -256,8 +256,9 @@ class UpsertRunner(StageRunner):
     version (the event's stream sequence), so redeliveries and replays are no-ops
     and an older event never overwrites a newer one."""
 
-    def __init__(self, spec: Upsert, sink: VectorSink) -> None:
+    def __init__(self, spec: Upsert, sink: VectorSink, collection: str | None = None) -> None:
         self.spec, self.name, self.sink = spec, spec.name, sink
+        self.collection = collection or spec.collection  # a versioned pipeline's own
 
     def _point(self, e: Event) -> tuple[Any, np.ndarray, dict[str, Any]]:
         spec = self.spec
@@ -321,7 +322,7 @@ class UpsertRunner(StageRunner):
                 raise
             dim = next(iter(points.values()))[1].shape[0]
             keyword = [self.spec.namespace_key] if self.spec.namespace is not None else []
-            await self.sink.create_collection(self.spec.collection, dim, self.spec.distance,
+            await self.sink.create_collection(self.collection, dim, self.spec.distance,
                                               keyword)
             await self._write(points)
 
@@ -330,7 +331,7 @@ class UpsertRunner(StageRunner):
         dims = {v.shape[0] for _, v, _ in points.values()}
         if len(dims) != 1:
             raise InvalidInputError(f"vectors of different dimensions in one batch: {dims}")
-        await self.sink.upsert(self.spec.collection, list(points),
+        await self.sink.upsert(self.collection, list(points),
                                np.stack([v for _, v, _ in points.values()]),
                                [p for _, _, p in points.values()], VERSION_KEY)
 
@@ -349,8 +350,9 @@ def _present(data: Any, names: Sequence[str]) -> dict[str, Any]:
 class QueryRunner(StageRunner):
     """Top-k neighbours of each live event's vector, in one batched search."""
 
-    def __init__(self, spec: Query, sink: VectorSink) -> None:
+    def __init__(self, spec: Query, sink: VectorSink, collection: str | None = None) -> None:
         self.spec, self.name, self.sink = spec, spec.name, sink
+        self.collection = collection or spec.collection
 
     def _filter(self, data: Any) -> dict[str, Any] | None:
         spec = self.spec
@@ -388,7 +390,7 @@ class QueryRunner(StageRunner):
             return
         k = self.spec.k + (self.spec.exclude_id is not None)
         try:
-            results = await self.sink.search(self.spec.collection, np.stack(vectors), k,
+            results = await self.sink.search(self.collection, np.stack(vectors), k,
                                              filters, self.spec.with_payload)
         except Exception as exc:
             _fail_all(todo, self.name, exc)
@@ -487,7 +489,10 @@ class MapRunner(StageRunner):
 
 
 def build(stage: Stage, *, sink: VectorSink | None, nc: Any, js: Any, pipeline: str,
-          default_embedder: Callable[[], Any]) -> StageRunner:
+          default_embedder: Callable[[], Any],
+          collection_of: Callable[[str], str] = str) -> StageRunner:
+    """``collection_of`` maps a stage's collection to the one written and read
+    (a versioned pipeline's ``<collection>_<version>``)."""
     if isinstance(stage, Validate):
         return ValidateRunner(stage)
     if isinstance(stage, Enrich):
@@ -497,8 +502,9 @@ def build(stage: Stage, *, sink: VectorSink | None, nc: Any, js: Any, pipeline: 
     if isinstance(stage, (Upsert, Query)):
         if sink is None:
             raise InvalidInputError(f"stage {stage.name} needs a vector store (--vector-url)")
-        return UpsertRunner(stage, sink) if isinstance(stage, Upsert) else QueryRunner(
-            stage, sink)
+        physical = collection_of(stage.collection)
+        return UpsertRunner(stage, sink, physical) if isinstance(stage, Upsert) else (
+            QueryRunner(stage, sink, physical))
     if isinstance(stage, Emit):
         return EmitRunner(stage, nc, pipeline)
     return MapRunner(stage)

@@ -33,11 +33,12 @@ from typing import Any
 import nats
 from nats.errors import TimeoutError as NatsTimeoutError
 
+from peregrine.core.errors import InvalidInputError
 from peregrine.stream import event as hdr
 from peregrine.stream.event import Event
 from peregrine.stream.jetstream import dead_letter_subject, ensure_pipeline, max_deliver
 from peregrine.stream.metrics import StreamMetrics
-from peregrine.stream.pipeline import Pipeline, read_field
+from peregrine.stream.pipeline import Pipeline, Upsert, read_field
 from peregrine.stream.settings import StreamSettings
 from peregrine.stream.sinks import HttpVectorSink, VectorSink
 from peregrine.stream.stages import EmbedRunner, StageRunner, build
@@ -46,6 +47,7 @@ log = logging.getLogger("peregrine.stream")
 
 _FETCH_WAIT_S = 1.0  # a long poll: returns as soon as one event is there
 _LAG_EVERY_S = 5.0
+_BACKFILL_CHECK_S = 0.25
 _QUEUED_BATCHES = 2
 
 
@@ -59,7 +61,7 @@ def default_embedder(settings: StreamSettings) -> Any:
         encoder = RemoteEmbedder(settings.embed_url, settings.embed_model)
         model_id = f"{settings.embed_url}#{settings.embed_model}"
     else:
-        encoder = TextEmbedder()
+        encoder = TextEmbedder(num_threads=settings.embed_threads or None)
         model_id = f"{MODEL_NAME}#{encoder.backend}"
     if not settings.embed_cache:
         return encoder
@@ -91,6 +93,11 @@ class Worker:
         self.embedder_factory = embedder_factory or (lambda: default_embedder(settings))
         self._embedder: Any = None
         self.on_settled = on_settled  # called with each batch once it is settled
+        # A new version catching up runs the stages up to its last upsert only.
+        self.backfilling = False
+        self.unpointed = False  # some alias does not name this version's collection yet
+        self.last_upsert = max((i for i, s in enumerate(pipeline.stages)
+                                if isinstance(s, Upsert)), default=len(pipeline.stages))
         self.batch_size = pipeline.batch_size or settings.batch_size
         self.batch_ms = settings.batch_ms if pipeline.batch_ms is None else pipeline.batch_ms
         self.max_deliver = max_deliver(pipeline, settings)
@@ -123,9 +130,11 @@ class Worker:
         try:
             self.js = self.nc.jetstream()
             await ensure_pipeline(self.js, p, self.settings)
-            sub = await self.js.pull_subscribe_bind(durable=p.name, stream=p.stream)
+            sub = await self.js.pull_subscribe_bind(durable=p.consumer, stream=p.stream)
             self.runners = [build(s, sink=self.sink, nc=self.nc, js=self.js, pipeline=p.name,
+                                  collection_of=p.collection_of,
                                   default_embedder=self.embedder) for s in p.stages]
+            await self._start_version()
             queue: asyncio.Queue[list[Any]] = asyncio.Queue(_QUEUED_BATCHES)
             fetcher = asyncio.create_task(self._fetch(sub, queue, stop))
             lag = asyncio.create_task(self._watch_lag(stop))
@@ -192,7 +201,9 @@ class Worker:
         """The stages as a pipeline: one task per stage, one batch in each at a time,
         joined by one-slot queues. Batch N+1 is embedded while batch N is written
         and queried; every stage still sees the batches in stream order."""
-        links: list[asyncio.Queue[list[Event] | None]] = [
+        # Each batch carries whether it was fetched while backfilling: one fetched
+        # then is not acted on even if the switch happens while it is inside.
+        links: list[asyncio.Queue[tuple[list[Event], bool] | None]] = [
             asyncio.Queue(1) for _ in range(len(self.runners) + 1)]
         stages = [asyncio.create_task(self._stage_loop(i, links[i], links[i + 1]))
                   for i in range(len(self.runners))]
@@ -211,7 +222,8 @@ class Worker:
                     for task in done & {fetcher, *workers}:
                         task.result()  # re-raise what stopped the fetching or a stage
                     break
-                putting = asyncio.create_task(links[0].put(self._events(getting.result())))
+                batch = (self._events(getting.result()), self.backfilling)
+                putting = asyncio.create_task(links[0].put(batch))
                 await asyncio.wait({putting, *workers}, return_when=asyncio.FIRST_COMPLETED)
                 if not putting.done():
                     putting.cancel()
@@ -236,15 +248,20 @@ class Worker:
             m.redeliveries.labels(p.name).inc(redelivered)
         return events
 
-    async def _stage_loop(self, index: int, inbox: asyncio.Queue[list[Event] | None],
-                          outbox: asyncio.Queue[list[Event] | None]) -> None:
-        while (events := await inbox.get()) is not None:
-            await self._run_stage(self.runners[index], events)
-            await outbox.put(events)
+    async def _stage_loop(self, index: int,
+                          inbox: asyncio.Queue[tuple[list[Event], bool] | None],
+                          outbox: asyncio.Queue[tuple[list[Event], bool] | None]) -> None:
+        while (batch := await inbox.get()) is not None:
+            events, backfill = batch
+            if not (backfill and index > self.last_upsert):
+                await self._run_stage(self.runners[index], events)
+            await outbox.put(batch)
         await outbox.put(None)
 
-    async def _settle_loop(self, inbox: asyncio.Queue[list[Event] | None]) -> None:
-        while (events := await inbox.get()) is not None:
+    async def _settle_loop(self, inbox: asyncio.Queue[tuple[list[Event], bool] | None]
+                           ) -> None:
+        while (batch := await inbox.get()) is not None:
+            events = batch[0]
             await self._settle(events)
             if self.on_settled is not None:
                 self.on_settled(events)
@@ -269,12 +286,70 @@ class Worker:
     async def _watch_lag(self, stop: asyncio.Event) -> None:
         p = self.pipeline
         while not stop.is_set():
-            with contextlib.suppress(Exception):
-                info = await self.js.consumer_info(p.stream, p.name)
+            try:
+                info = await self.js.consumer_info(p.stream, p.consumer)
                 self.metrics.pending.labels(p.name).set(info.num_pending or 0)
                 self.metrics.ack_pending.labels(p.name).set(info.num_ack_pending or 0)
+                if self.unpointed and not (self.backfilling and info.num_pending):
+                    await self._point_aliases()
+            except Exception as exc:  # the bus or the store is away: next round
+                log.debug("lag check: %s", exc)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), _LAG_EVERY_S)
+                await asyncio.wait_for(stop.wait(),
+                                       _BACKFILL_CHECK_S if self.unpointed else _LAG_EVERY_S)
+
+    # -- versions: re-processing the stream into a new collection --------------------
+    def _aliases(self) -> dict[str, str]:
+        """alias -> this version's collection, for every upsert stage."""
+        p = self.pipeline
+        return {s.collection: p.collection_of(s.collection) for s in p.stages
+                if isinstance(s, Upsert)}
+
+    async def _start_version(self) -> None:
+        """A versioned pipeline whose aliases already name its collections is live.
+        One whose aliases name something else (another version's collections, or
+        plain collections of that name) backfills: it runs the stream from its start
+        through its last upsert only (re-emitting history would act on it twice),
+        and points the aliases at its collections once it has caught up. On a first
+        deployment (no alias, no collection) it is live, and points the aliases as
+        soon as its collections exist."""
+        if self.pipeline.version is None or self.sink is None:
+            return
+        aliases = self._aliases()
+        for alias, mine in aliases.items():
+            target = await self.sink.alias_target(alias)
+            if target == mine:
+                continue
+            self.unpointed = True
+            if target is not None or await self.sink.collection_exists(alias):
+                self.backfilling = True
+        self.metrics.backfilling.labels(self.pipeline.name).set(int(self.backfilling))
+        if self.backfilling:
+            log.warning("backfilling", extra={"fields": {
+                "pipeline": self.pipeline.name, "version": self.pipeline.version,
+                "aliases": aliases}})
+
+    async def _point_aliases(self) -> None:
+        """Point every alias at this version's collection (each switch is atomic for
+        that alias's readers); called once caught up, or at once on a first
+        deployment. A collection not created yet (no event so far) waits a round."""
+        assert self.sink is not None
+        for alias, mine in self._aliases().items():
+            if await self.sink.alias_target(alias) == mine:
+                continue
+            if not await self.sink.collection_exists(mine):
+                return
+            try:
+                await self.sink.point_alias(alias, mine)
+            except InvalidInputError as exc:  # ``alias`` is a plain collection
+                log.error("cannot point alias %s at %s: %s (drop that collection to let "
+                          "the switch happen)", alias, mine, exc)
+                return
+        self.unpointed = self.backfilling = False
+        self.metrics.backfilling.labels(self.pipeline.name).set(0)
+        log.warning("aliases pointed", extra={"fields": {
+            "pipeline": self.pipeline.name, "version": self.pipeline.version,
+            "aliases": self._aliases()}})
 
     # -- one batch ------------------------------------------------------------------
     def to_event(self, msg: Any) -> Event:
@@ -310,9 +385,10 @@ class Worker:
     async def run_batch(self, msgs: list[Any]) -> list[Event]:
         """One batch through every stage and settled, with nothing else in flight
         (the pipelined ``_process`` does the same per stage)."""
-        events = self._events(msgs)
-        for runner in self.runners:
-            await self._run_stage(runner, events)
+        events, backfill = self._events(msgs), self.backfilling
+        for index, runner in enumerate(self.runners):
+            if not (backfill and index > self.last_upsert):
+                await self._run_stage(runner, events)
         await self._settle(events)
         if self.on_settled is not None:
             self.on_settled(events)
