@@ -19,7 +19,7 @@ from peregrine.vector.service import ReadOptions, VectorService
 
 pytest.importorskip("onnxruntime")
 
-from peregrine.embed import TextEmbedder  # noqa: E402
+from peregrine.embed import TextEmbedder
 
 
 def _pipeline(version: str, embedder: Any, out: str) -> Pipeline:
@@ -74,7 +74,7 @@ def test_new_version_backfills_then_switches_readers_atomically(
                 try:
                     served.append(vector.count("notes", None))
                     vector.search("notes", query, ReadOptions(limit=3))
-                except BaseException as exc:  # noqa: BLE001 - any error fails the test
+                except BaseException as exc:
                     errors.append(exc)
 
         reader = threading.Thread(target=read)

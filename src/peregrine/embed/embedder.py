@@ -100,6 +100,7 @@ class TextEmbedder:
         int8: bool = True,
         onnx_batch: int = 8,
         cache_dir: Path | None = None,
+        spin: bool = True,
     ) -> None:
         """Load the bundled model.
 
@@ -112,7 +113,8 @@ class TextEmbedder:
         ONNX only: ``int8`` selects the int8-weight graph (min cosine >= 0.99
         to the torch reference, measured in bench/embed_bench.py) over the
         float32 one; ``onnx_batch`` caps texts per ONNX Runtime call (8 was
-        fastest on 2 cores); ``cache_dir`` overrides where the export is kept.
+        fastest on 2 cores); ``cache_dir`` overrides where the export is kept;
+        ``spin=False`` keeps idle ONNX Runtime threads from spinning.
         """
         _force_offline()
         if backend is None:
@@ -131,7 +133,7 @@ class TextEmbedder:
                 raise EmbedDependencyError(_INSTALL_HINT) from exc
             self._onnx = OnnxEncoder(
                 model_path(), int8=int8, num_threads=num_threads,
-                max_seq_length=max_seq_length or 256, cache=cache_dir,
+                max_seq_length=max_seq_length or 256, cache=cache_dir, spin=spin,
             )
             self._dim: int = EMBED_DIM
             return

@@ -61,6 +61,8 @@ class OnnxEncoder:
 
     ``num_threads`` is ONNX Runtime's intra-op thread count (default: the
     CPUs this process may run on); inter-op is 1 since the graph is a chain.
+    ``spin=False`` stops idle intra-op threads from spinning (for processes that
+    share the CPU with other latency-sensitive work).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class OnnxEncoder:
         num_threads: int | None = None,
         max_seq_length: int = 256,
         cache: Path | None = None,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
         from tokenizers import Tokenizer
@@ -89,6 +92,10 @@ class OnnxEncoder:
         opts.intra_op_num_threads = self.num_threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:
+            # Idle intra-op threads sleep instead of spinning: slower alone, but they
+            # stop stealing the cores an event loop beside them needs.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session: Any = ort.InferenceSession(
             str(self.path), opts, providers=["CPUExecutionProvider"]
         )

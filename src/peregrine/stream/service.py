@@ -136,11 +136,13 @@ def load_pipeline(spec: str) -> Pipeline:
 
 
 async def run_worker(pipeline: Pipeline, settings: StreamSettings, url: str,
-                     stop: asyncio.Event | None = None, metrics: Any = None) -> None:
-    """Run ``pipeline`` against the bus at ``url`` until ``stop`` is set."""
+                     stop: asyncio.Event | None = None, metrics: Any = None,
+                     freeze_gc: bool = False) -> None:
+    """Run ``pipeline`` against the bus at ``url`` until ``stop`` is set;
+    ``freeze_gc`` when the process is the worker's own (see ``Worker``)."""
     from peregrine.stream.worker import Worker
 
-    await Worker(pipeline, settings, url, metrics=metrics).run(stop)
+    await Worker(pipeline, settings, url, metrics=metrics, freeze_gc=freeze_gc).run(stop)
 
 
 def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
@@ -169,7 +171,7 @@ def serve_worker(spec: str, settings: StreamSettings, data: str | Path,
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await run_worker(pipeline, settings, url, stop, metrics)
+        await run_worker(pipeline, settings, url, stop, metrics, freeze_gc=True)
 
     asyncio.run(main())
     return 0

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import time
@@ -31,10 +32,10 @@ from collections.abc import Callable
 from typing import Any
 
 import nats
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.stream import event as hdr
+from peregrine.stream.consumer import PullConsumer
 from peregrine.stream.event import Event
 from peregrine.stream.jetstream import dead_letter_subject, ensure_pipeline, max_deliver
 from peregrine.stream.metrics import StreamMetrics
@@ -48,7 +49,6 @@ log = logging.getLogger("peregrine.stream")
 _FETCH_WAIT_S = 1.0  # a long poll: returns as soon as one event is there
 _LAG_EVERY_S = 5.0
 _BACKFILL_CHECK_S = 0.25
-_QUEUED_BATCHES = 2
 
 
 def default_embedder(settings: StreamSettings) -> Any:
@@ -84,7 +84,8 @@ class Worker:
     def __init__(self, pipeline: Pipeline, settings: StreamSettings, url: str, *,
                  sink: VectorSink | None = None, metrics: StreamMetrics | None = None,
                  embedder_factory: Callable[[], Any] | None = None,
-                 on_settled: Callable[[list[Event]], None] | None = None) -> None:
+                 on_settled: Callable[[list[Event]], None] | None = None,
+                 freeze_gc: bool = False) -> None:
         self.pipeline, self.settings, self.url = pipeline, settings, url
         self.sink = sink
         if self.sink is None and settings.vector_url:
@@ -93,6 +94,7 @@ class Worker:
         self.embedder_factory = embedder_factory or (lambda: default_embedder(settings))
         self._embedder: Any = None
         self.on_settled = on_settled  # called with each batch once it is settled
+        self.freeze_gc = freeze_gc  # a worker process: keep start-up objects out of GC
         # A new version catching up runs the stages up to its last upsert only.
         self.backfilling = False
         self.unpointed = False  # some alias does not name this version's collection yet
@@ -101,6 +103,7 @@ class Worker:
         self.batch_size = pipeline.batch_size or settings.batch_size
         self.batch_ms = settings.batch_ms if pipeline.batch_ms is None else pipeline.batch_ms
         self.max_deliver = max_deliver(pipeline, settings)
+        self.max_ack_pending = pipeline.max_ack_pending or settings.max_ack_pending
         self.nc: Any = None
         self.js: Any = None
         self.runners: list[StageRunner] = []
@@ -130,29 +133,31 @@ class Worker:
         try:
             self.js = self.nc.jetstream()
             await ensure_pipeline(self.js, p, self.settings)
-            sub = await self.js.pull_subscribe_bind(durable=p.consumer, stream=p.stream)
+            assert p.stream is not None
+            consumer = PullConsumer(self.nc, p.stream, p.consumer,
+                                    window=min(2 * self.batch_size, self.max_ack_pending))
+            await consumer.start()
             self.runners = [build(s, sink=self.sink, nc=self.nc, js=self.js, pipeline=p.name,
                                   collection_of=p.collection_of,
                                   default_embedder=self.embedder) for s in p.stages]
             await self._start_version()
-            queue: asyncio.Queue[list[Any]] = asyncio.Queue(_QUEUED_BATCHES)
-            fetcher = asyncio.create_task(self._fetch(sub, queue, stop))
             lag = asyncio.create_task(self._watch_lag(stop))
+            waker = asyncio.create_task(self._wake_on(stop, consumer))
+            if self.freeze_gc:  # what start-up built lives as long as the process
+                gc.collect()
+                gc.freeze()
             self.ready.set()
             log.info("worker started", extra={"fields": {"pipeline": p.name,
                                                          "stream": p.stream, "url": self.url}})
             try:
-                await self._process(queue, stop, fetcher)
+                await self._process(consumer, stop)
             finally:
                 stop.set()
-                # The fetcher sees ``stop`` within one long poll; nats-py's fetch may
-                # swallow a cancellation, so it is not relied on.
-                for task in (fetcher, lag):
-                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError,
-                                             Exception):
-                        await asyncio.wait_for(task, _FETCH_WAIT_S * 3)
-                while not queue.empty():
-                    await _hand_back(queue.get_nowait())
+                waker.cancel()
+                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError,
+                                         Exception):
+                    await asyncio.wait_for(lag, _FETCH_WAIT_S * 3)
+                await _hand_back(await consumer.stop())
         finally:
             if self.sink is not None:
                 with contextlib.suppress(Exception):
@@ -162,45 +167,19 @@ class Worker:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.close(), 5)
 
-    async def _fetch(self, sub: Any, queue: asyncio.Queue[list[Any]],
-                     stop: asyncio.Event) -> None:
-        """Micro-batches: up to ``batch_size`` events, waiting at most ``batch_ms``
-        after the first for more."""
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(self.batch_size, timeout=_FETCH_WAIT_S)
-            except NatsTimeoutError:
-                continue
-            except Exception as exc:  # disconnected: the client reconnects by itself
-                log.warning("fetch failed: %s", exc)
-                await asyncio.sleep(0.5)
-                continue
-            deadline = time.monotonic() + self.batch_ms / 1000
-            while len(msgs) < self.batch_size and not stop.is_set():
-                left = deadline - time.monotonic()
-                if left <= 0.0005:
-                    break
-                try:
-                    msgs += await sub.fetch(self.batch_size - len(msgs), timeout=left)
-                except NatsTimeoutError:
-                    break
-                except Exception as exc:  # e.g. a 408 for the short pull: run what we have
-                    log.debug("top-up fetch: %s", exc)
-                    break
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(queue.put(msgs), _FETCH_WAIT_S)
-                    break
-                except TimeoutError:
-                    continue  # the stages are busy: that is the back-pressure
-            else:
-                await _hand_back(msgs)
+    @staticmethod
+    async def _wake_on(stop: asyncio.Event, consumer: PullConsumer) -> None:
+        await stop.wait()
+        consumer.arrived.set()
 
-    async def _process(self, queue: asyncio.Queue[list[Any]], stop: asyncio.Event,
-                       fetcher: asyncio.Task[None]) -> None:
+    async def _process(self, consumer: PullConsumer, stop: asyncio.Event) -> None:
         """The stages as a pipeline: one task per stage, one batch in each at a time,
         joined by one-slot queues. Batch N+1 is embedded while batch N is written
-        and queried; every stage still sees the batches in stream order."""
+        and queried; every stage still sees the batches in stream order.
+
+        A batch is cut only when the first stage can take it: at a low rate each
+        event goes alone at once, under load the events that arrived meanwhile go
+        together (up to ``batch_size``, after waiting up to ``batch_ms`` for more)."""
         # Each batch carries whether it was fetched while backfilling: one fetched
         # then is not acted on even if the switch happens while it is inside.
         links: list[asyncio.Queue[tuple[list[Event], bool] | None]] = [
@@ -209,24 +188,29 @@ class Worker:
                   for i in range(len(self.runners))]
         settler = asyncio.create_task(self._settle_loop(links[-1]))
         workers = {*stages, settler}
-        stopping = asyncio.create_task(stop.wait())
         try:
-            while True:
-                getting = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getting, stopping, fetcher, *workers},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getting not in done:
-                    getting.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getting
-                    for task in done & {fetcher, *workers}:
-                        task.result()  # re-raise what stopped the fetching or a stage
+            while not stop.is_set():
+                for task in workers:
+                    if task.done():
+                        task.result()  # re-raise what stopped a stage
+                try:
+                    msgs = await consumer.next_batch(self.batch_size, self.batch_ms / 1000,
+                                                     _FETCH_WAIT_S)
+                except Exception as exc:  # disconnected: the client reconnects by itself
+                    log.warning("pull failed: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if not msgs:
+                    continue
+                if stop.is_set():
+                    await _hand_back(msgs)
                     break
-                batch = (self._events(getting.result()), self.backfilling)
-                putting = asyncio.create_task(links[0].put(batch))
-                await asyncio.wait({putting, *workers}, return_when=asyncio.FIRST_COMPLETED)
-                if not putting.done():
-                    putting.cancel()
+                links[0].put_nowait((self._events(msgs), self.backfilling))
+                # The next batch is cut once the first stage has taken this one.
+                taken = asyncio.create_task(links[0].join())
+                await asyncio.wait({taken, *workers}, return_when=asyncio.FIRST_COMPLETED)
+                if not taken.done():
+                    taken.cancel()
                     for task in workers:
                         if task.done():
                             task.result()
@@ -234,7 +218,6 @@ class Worker:
             await links[0].put(None)
             await asyncio.gather(*workers)
         finally:
-            stopping.cancel()
             for task in workers:
                 task.cancel()
 
@@ -252,6 +235,7 @@ class Worker:
                           inbox: asyncio.Queue[tuple[list[Event], bool] | None],
                           outbox: asyncio.Queue[tuple[list[Event], bool] | None]) -> None:
         while (batch := await inbox.get()) is not None:
+            inbox.task_done()
             events, backfill = batch
             if not (backfill and index > self.last_upsert):
                 await self._run_stage(self.runners[index], events)
