@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,9 +20,15 @@ DLQ_DELIVERIES = "Peregrine-Dlq-Deliveries"
 DLQ_TIME = "Peregrine-Dlq-Time"
 
 
+def new_trace_id() -> str:
+    """128 random bits as W3C hex; from the process's PRNG, not the kernel's (a trace
+    id must be unique, not secret, and this runs once per event)."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def new_traceparent(trace_id: str | None = None) -> str:
     """A W3C ``traceparent`` with a fresh span id (and a fresh trace id if none)."""
-    return f"00-{trace_id or os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+    return f"00-{trace_id or new_trace_id()}-{random.getrandbits(64):016x}-01"
 
 
 def trace_id_of(traceparent: str | None) -> str | None:
