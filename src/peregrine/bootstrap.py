@@ -73,10 +73,14 @@ class Faces:
 
     def close(self) -> None:
         try:
-            self.vector.close()
+            if self.stream is not None:  # in-process pipelines write to the store
+                self.stream.stop_pipelines()
         finally:
-            if self.stream is not None:
-                self.stream.close()
+            try:
+                self.vector.close()
+            finally:
+                if self.stream is not None:
+                    self.stream.close()
 
 
 # Every protocol the edge serves: one line each.
@@ -104,7 +108,13 @@ def open_faces(settings: Settings) -> Faces:
     except BaseException:
         vector.close()
         raise
-    return Faces(vector=vector, stream=stream)
+    faces = Faces(vector=vector, stream=stream)
+    try:
+        stream.start_pipelines(vector)
+    except BaseException:
+        faces.close()
+        raise
+    return faces
 
 
 def build(settings: Settings, faces: Faces | None = None,

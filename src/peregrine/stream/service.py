@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ __all__ = [
 ]
 
 URL_FILE = "nats.url"
+log = logging.getLogger("peregrine.stream")
 
 
 def nats_url(settings: StreamSettings, data: str | Path) -> str:
@@ -64,6 +67,8 @@ class StreamService:
         self.data = Path(data)
         self.embedded: EmbeddedNats | None = None
         self.url = settings.nats
+        self._thread: threading.Thread | None = None
+        self._stop_pipelines: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     @classmethod
     def open(cls, settings: StreamSettings, data: str | Path) -> StreamService:
@@ -108,7 +113,56 @@ class StreamService:
         done: bool = await _admin(self.url, self.settings, lambda a: a.delete_pipeline(name))
         return done
 
+    # -- pipelines inside the server: [stream] pipelines -------------------------------
+    def start_pipelines(self, vector: Any) -> None:
+        """Run ``[stream] pipelines`` in this process, on a thread of their own, writing
+        through ``vector`` (the vector face's front door) instead of HTTP. Each is
+        loaded now, so a bad name stops the start-up; one that fails later is logged
+        and restarted after a second."""
+        specs = self.settings.pipelines
+        if not specs:
+            return
+        from peregrine.stream.sinks import LocalVectorSink
+
+        pipelines = [load_pipeline(spec) for spec in specs]
+        ready = threading.Event()
+
+        async def supervise(pipeline: Pipeline, stop: asyncio.Event) -> None:
+            from peregrine.stream.worker import Worker
+
+            while not stop.is_set():
+                try:
+                    await Worker(pipeline, self.settings, self.url,
+                                 sink=LocalVectorSink(vector)).run(stop)
+                except Exception:
+                    log.exception("pipeline %s failed; restarting in 1 s", pipeline.name)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            self._stop_pipelines = (asyncio.get_running_loop(), stop)
+            ready.set()
+            await asyncio.gather(*(supervise(p, stop) for p in pipelines))
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),),
+                                        name="stream-pipelines", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+
+    def stop_pipelines(self, timeout_s: float = 30.0) -> None:
+        """Finish the batches in hand and stop; before the vector store closes."""
+        if self._stop_pipelines is not None:
+            loop, stop = self._stop_pipelines
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(stop.set)
+            self._stop_pipelines = None
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
     def close(self) -> None:
+        self.stop_pipelines()
         if self.embedded is not None:
             (self.data / URL_FILE).unlink(missing_ok=True)
             self.embedded.stop()

@@ -20,6 +20,9 @@ class StreamSettings(Section):
                           "comma-separated); empty starts the embedded server")
     nats_host: str = field("127.0.0.1", "address the embedded NATS server listens on")
     nats_port: int = field(4222, "port of the embedded NATS server (0 picks a free one)")
+    pipelines: tuple[str, ...] = field((), "pipelines (module:attribute) that `peregrine serve` "
+                                           "runs in its own process, writing through its "
+                                           "vector store's front door")
     vector_url: str = field("", "Peregrine server a worker writes to and queries (empty: "
                                 "this process's vector store, or http://127.0.0.1:6333)")
     embed_url: str = field("", "OpenAI-compatible API root for embed stages "
