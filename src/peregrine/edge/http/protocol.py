@@ -159,6 +159,30 @@ class Protocol:
         return HttpError(400, describe_validation(exc, f"Format error in {where}"))
 
 
+_MP_HEAD: bytes = b"\x83" + msgpack.packb("result")
+_MP_TAIL: bytes = msgpack.packb("status") + msgpack.packb("ok") + msgpack.packb("time")
+
+
+class ResultEnvelope(Protocol):
+    """Qdrant's envelope, which other protocols of this server reuse so that one
+    client helper reads every answer: ``{"result": ..., "status": "ok", "time": s}``,
+    errors ``{"status": {"error": "..."}, "time": s}``, work left running 202
+    ``{"status": "accepted", "time": s}``."""
+
+    def success(self, result: bytes, fmt: Format, seconds: float) -> bytes:
+        """The envelope spliced around the already encoded result (no re-encoding)."""
+        if fmt is Format.MSGPACK:
+            return _MP_HEAD + result + _MP_TAIL + bytes(msgpack.packb(seconds))
+        return (b'{"result":' + result + b',"status":"ok","time":'
+                + repr(seconds).encode() + b"}")
+
+    def accepted(self, seconds: float) -> bytes:
+        return orjson.dumps({"status": "accepted", "time": seconds})
+
+    def error(self, status: int, message: str, seconds: float) -> bytes:
+        return orjson.dumps({"status": {"error": message}, "time": seconds})
+
+
 def describe_validation(exc: ValidationError, prefix: str, limit: int = 3) -> str:
     parts = []
     for err in exc.errors(include_url=False)[:limit]:

@@ -14,17 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import orjson
 from pydantic import ValidationError
 
 from peregrine.core.settings import Section, field
 from peregrine.edge.http.health import health_operations
 from peregrine.edge.http.protocol import (
-    Format,
     HttpError,
     Operation,
-    Protocol,
+    ResultEnvelope,
     describe_validation,
 )
 from peregrine.vector.service import VectorService
@@ -37,9 +35,6 @@ class QdrantSettings(Section):
     # silently; newer ones only warn).
     version: str = field("1.16.0", "the Qdrant API version GET / reports")
 
-
-_MP_HEAD: bytes = b"\x83" + msgpack.packb("result")
-_MP_TAIL: bytes = msgpack.packb("status") + msgpack.packb("ok") + msgpack.packb("time")
 
 # pydantic error kinds that are constraint violations of a well-formed body
 # (Qdrant's `validator` checks, answered 422); any other kind means the body is
@@ -57,7 +52,7 @@ _BOUND_TEXT = {
 }
 
 
-class QdrantProtocol(Protocol):
+class QdrantProtocol(ResultEnvelope):
     name = "qdrant"
     prefix = ""
 
@@ -79,19 +74,6 @@ class QdrantProtocol(Protocol):
             self._openapi = orjson.dumps(build_openapi([*health_operations(),
                                                         *self.operations()]))
         return self._openapi
-
-    def success(self, result: bytes, fmt: Format, seconds: float) -> bytes:
-        """The envelope spliced around the already encoded result (no re-encoding)."""
-        if fmt is Format.MSGPACK:
-            return _MP_HEAD + result + _MP_TAIL + bytes(msgpack.packb(seconds))
-        return (b'{"result":' + result + b',"status":"ok","time":'
-                + repr(seconds).encode() + b"}")
-
-    def accepted(self, seconds: float) -> bytes:
-        return orjson.dumps({"status": "accepted", "time": seconds})
-
-    def error(self, status: int, message: str, seconds: float) -> bytes:
-        return orjson.dumps({"status": {"error": message}, "time": seconds})
 
     def validation_error(self, exc: ValidationError, where: str) -> HttpError:
         errors = exc.errors(include_url=False)

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from peregrine.edge.http.protocol import (
     Access,
     Call,
-    Format,
     NoParams,
     Operation,
-    Protocol,
     QueryModel,
+    ResultEnvelope,
 )
 from peregrine.stream.service import StreamService
 
@@ -49,27 +47,12 @@ class Selection(BaseModel):
     seqs: list[int] | None = Field(None, max_length=_MAX_SEQS)
 
 
-class StreamsProtocol(Protocol):
+class StreamsProtocol(ResultEnvelope):
     name = "streams"
     prefix = "/streams"
 
     def __init__(self, stream: StreamService) -> None:
         self.stream = stream
-
-    def success(self, result: bytes, fmt: Format, seconds: float) -> bytes:
-        if fmt is Format.MSGPACK:  # rare here: re-encode rather than splice
-            import msgpack
-
-            return bytes(msgpack.packb({"result": msgpack.unpackb(result), "status": "ok",
-                                        "time": seconds}, use_bin_type=True))
-        return (b'{"result":' + result + b',"status":"ok","time":'
-                + repr(seconds).encode() + b"}")
-
-    def accepted(self, seconds: float) -> bytes:
-        return orjson.dumps({"status": "accepted", "time": seconds})
-
-    def error(self, status: int, message: str, seconds: float) -> bytes:
-        return orjson.dumps({"status": {"error": message}, "time": seconds})
 
     def operations(self) -> list[Operation]:
         stream = self.stream
