@@ -4,6 +4,12 @@
 # multi-GB CUDA wheel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The state face's shared tier, and its tests, need a real Redis server (Debian's).
+if ! command -v redis-server >/dev/null 2>&1; then
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    $SUDO apt-get install -y -q redis-server >/dev/null 2>&1 \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q redis-server >/dev/null; }
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip

@@ -30,10 +30,12 @@ from peregrine.edge.http.server import run
 from peregrine.edge.http.settings import HttpSettings
 from peregrine.edge.http.tracing import Tracing
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
+from peregrine.edge.sessions import SessionsProtocol
 from peregrine.edge.streams import StreamsProtocol
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
+from peregrine.state.service import StateService, StateSettings
 from peregrine.stream.service import StreamService, StreamSettings
 from peregrine.vector.service import VectorService, VectorSettings
 
@@ -50,6 +52,7 @@ class Settings(Section):
     vector: VectorSettings = dataclasses.field(default_factory=VectorSettings)
     qdrant: QdrantSettings = dataclasses.field(default_factory=QdrantSettings)
     stream: StreamSettings = dataclasses.field(default_factory=StreamSettings)
+    state: StateSettings = dataclasses.field(default_factory=StateSettings)
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
 
     def validate(self) -> Settings:
@@ -70,6 +73,7 @@ class Faces:
 
     vector: VectorService
     stream: StreamService | None = None
+    state: StateService | None = None
 
     def close(self) -> None:
         try:
@@ -79,14 +83,19 @@ class Faces:
             try:
                 self.vector.close()
             finally:
-                if self.stream is not None:
-                    self.stream.close()
+                try:
+                    if self.state is not None:
+                        self.state.close()
+                finally:
+                    if self.stream is not None:
+                        self.stream.close()
 
 
 # Every protocol the edge serves: one line each.
 PROTOCOLS: list[Callable[[Faces, Settings], Protocol | None]] = [
     lambda faces, settings: QdrantProtocol(faces.vector, settings.qdrant),
     lambda faces, settings: StreamsProtocol(faces.stream) if faces.stream else None,
+    lambda faces, settings: SessionsProtocol(faces.state) if faces.state else None,
 ]
 
 
@@ -100,7 +109,7 @@ class Peregrine:
     app: EdgeApp
 
 
-def open_faces(settings: Settings) -> Faces:
+def open_faces(settings: Settings, registry: CollectorRegistry | None = None) -> Faces:
     hugepages.configure(settings.runtime.huge_pages)
     vector = VectorService.open(settings.data, settings.vector)
     try:
@@ -110,6 +119,7 @@ def open_faces(settings: Settings) -> Faces:
         raise
     faces = Faces(vector=vector, stream=stream)
     try:
+        faces.state = StateService.open(settings.state, settings.data, registry)
         stream.start_pipelines(vector)
     except BaseException:
         faces.close()
@@ -121,9 +131,9 @@ def build(settings: Settings, faces: Faces | None = None,
           protocols: list[Callable[[Faces, Settings], Protocol | None]] | None = None
           ) -> Peregrine:
     """Open the faces (unless given) and mount the protocols; serving is ``serve``'s job."""
-    faces = faces or open_faces(settings)
+    registry = new_registry()
+    faces = faces or open_faces(settings, registry)
     try:
-        registry = new_registry()
         faces.vector.register_metrics(registry)
         made = [make(faces, settings) for make in (PROTOCOLS if protocols is None
                                                    else protocols)]

@@ -104,7 +104,7 @@ def _pipelines(args: argparse.Namespace) -> int:
 
 _SHORT_FLAGS = {"http.port": ("--port",), "http.host": ("--host",),
                 "stream.nats": ("--nats",), "stream.nats_port": ("--nats-port",),
-                "stream.nats_host": ("--nats-host",)}
+                "stream.nats_host": ("--nats-host",), "state.redis": ("--redis",)}
 
 
 def _dest(key: str) -> str:

@@ -1,0 +1,90 @@
+"""The state face's front door: sessions for LLM applications.
+
+``StateService.open(settings, data)`` opens the tiers under ``<data>/state``:
+memory, the local durable store (SQLite, WAL) and, with ``[state] redis``, the
+shared Redis tier. Identifiers are stored as HMAC-SHA256 of (tenant, id) with
+the node's secret, so raw session and user ids never reach a store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from peregrine.state.ids import check_id, load_secret, stored_id
+from peregrine.state.local import LocalStore
+from peregrine.state.metrics import StateMetrics
+from peregrine.state.sessions import MAX_READ, SessionStore, node_id
+from peregrine.state.settings import StateSettings
+from peregrine.state.shared import RedisTier
+from peregrine.state.turns import Turn
+
+__all__ = ["MAX_READ", "StateService", "StateSettings", "Turn"]
+
+DEFAULT_TENANT = "default"
+
+
+class StateService:
+    def __init__(self, settings: StateSettings, sessions: SessionStore, secret: bytes) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._secret = secret
+
+    @classmethod
+    def open(cls, settings: StateSettings, data: str | Path,
+             registry: CollectorRegistry | None = None) -> StateService:
+        root = Path(data)
+        shared = None
+        if settings.redis:
+            shared = RedisTier(settings.redis, settings.redis_timeout_s,
+                               settings.session_ttl_s, settings.max_turns, node_id())
+        secret = load_secret(settings.secret, root,
+                             shared.agree_secret if shared is not None else None)
+        local = LocalStore(root / "state" / "local.sqlite3",
+                           durable=settings.durability == "durable",
+                           ttl_s=settings.session_ttl_s, max_turns=settings.max_turns)
+        metrics = StateMetrics(registry) if registry is not None else None
+        try:
+            sessions = SessionStore(settings, local, shared, metrics)
+        except BaseException:
+            local.close()
+            raise
+        return cls(settings, sessions, secret)
+
+    def _sid(self, tenant: str, session_id: str) -> str:
+        check_id("tenant", tenant)
+        return stored_id(self._secret, tenant, "session", check_id("session id", session_id))
+
+    def append_turn(self, session_id: str, role: str, content: str,
+                    tenant: str = DEFAULT_TENANT) -> Turn:
+        """Append a turn; with the durable policy it survives power loss once this
+        returns. Visible to the next read on this node at once."""
+        return self._sessions.append(self._sid(tenant, session_id), role, content)
+
+    def last_turns(self, session_id: str, n: int = 20,
+                   tenant: str = DEFAULT_TENANT) -> list[Turn]:
+        """The last ``n`` turns, oldest first (empty for an unknown session)."""
+        return self._sessions.last(self._sid(tenant, session_id), n)
+
+    def delete_session(self, session_id: str, tenant: str = DEFAULT_TENANT) -> bool:
+        return self._sessions.delete(self._sid(tenant, session_id))
+
+    def sync(self) -> int:
+        """Replay to Redis what it missed (the syncer thread does this by itself)."""
+        return self._sessions.sync_once() if self._sessions.redis is not None else 0
+
+    @property
+    def redis_up(self) -> bool | None:
+        shared = self._sessions.redis
+        return None if shared is None else shared.up
+
+    def stats(self) -> dict[str, Any]:
+        return {"redis_up": self.redis_up, "pending": self._sessions.local.pending()}
+
+    def close(self) -> None:
+        try:
+            self._sessions.close()
+        finally:
+            self._sessions.local.close()

@@ -1,0 +1,178 @@
+"""Sessions across the tiers: L1 memory -> L2 Redis -> L3 local durable store.
+
+Appends are written through: the local store first (durable per the policy,
+so nothing acknowledged is lost), then Redis (skipped while Redis is down;
+the syncer replays it later), then memory. Reads go memory -> Redis -> local
+store, and fill memory on the way back. The syncer thread probes a down Redis
+and replays what it missed (turns, then deletions), so turns appended on this
+node while Redis was down become readable from the other nodes once it is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.state.local import LocalStore
+from peregrine.state.memory import MemoryTier
+from peregrine.state.settings import StateSettings
+from peregrine.state.shared import RedisDown, RedisTier
+from peregrine.state.turns import Turn
+
+log = logging.getLogger("peregrine.state")
+
+MAX_READ = 1000  # turns one read may ask for
+MAX_ROLE = 64
+_L1_TTL_S = 300.0  # memory is refreshed at least this often, invalidations or not
+
+
+class SessionStore:
+    def __init__(self, settings: StateSettings, local: LocalStore,
+                 redis_tier: RedisTier | None, metrics: Any = None) -> None:
+        self.settings = settings
+        self.local = local
+        self.redis = redis_tier
+        self.memory = MemoryTier(settings.l1_sessions, min(_L1_TTL_S, settings.session_ttl_s),
+                                 settings.max_turns)
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if redis_tier is not None:
+            self.sync_once()
+            redis_tier.listen(self._invalidate)
+            self._syncer = threading.Thread(target=self._sync_loop, name="state-sync",
+                                            daemon=True)
+            self._syncer.start()
+
+    def _count(self, tier: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reads.labels(tier).inc()
+
+    def _invalidate(self, sid: str) -> None:
+        if sid == "*":
+            self.memory.clear()
+        else:
+            self.memory.forget(sid)
+
+    # -- the API ------------------------------------------------------------------
+    def append(self, sid: str, role: str, content: str) -> Turn:
+        if not isinstance(role, str) or not 1 <= len(role) <= MAX_ROLE:
+            raise InvalidInputError(f"role must be a string of 1-{MAX_ROLE} characters")
+        if not isinstance(content, str):
+            raise InvalidInputError("content must be a string")
+        if len(content.encode()) > self.settings.max_turn_bytes:
+            raise InvalidInputError(f"content is over {self.settings.max_turn_bytes} bytes "
+                                    "(state.max_turn_bytes)")
+        turn = Turn(uuid.uuid4().hex, role, content, time.time())
+        self.local.append(sid, turn)
+        if self.redis is not None and self.settings.redis and self.redis.up:
+            try:
+                self.redis.add([(sid, turn)])
+                self.local.mark_synced([(sid, turn)])
+            except RedisDown:
+                self._degraded()
+        self.memory.append(sid, turn)
+        return turn
+
+    def last(self, sid: str, n: int) -> list[Turn]:
+        if not 0 <= n <= MAX_READ:
+            raise InvalidInputError(f"last must be 0..{MAX_READ}")
+        found = self.memory.last(sid, n)
+        if found is not None:
+            self._count("memory")
+            return found
+        window = max(n, 64)  # fill memory with more than asked: the next turn reads it
+        if self.redis is not None and self.redis.up:
+            try:
+                turns, total = self.redis.last(sid, window)
+                if total:
+                    self._count("redis")
+                    self.memory.put(sid, turns, complete=total <= len(turns))
+                    return turns[-n:] if n else []
+            except RedisDown:
+                self._degraded()
+        turns, total = self.local.last(sid, window)
+        self._count("local")
+        if turns:
+            self.memory.put(sid, turns, complete=total <= len(turns))
+        return turns[-n:] if n else []
+
+    def delete(self, sid: str) -> bool:
+        existed = bool(self.last(sid, 1))
+        self.local.delete(sid)
+        self.memory.forget(sid)
+        if self.redis is not None and self.redis.up:
+            try:
+                self.redis.delete([sid])
+                self.local.drop_tombstones([sid])
+            except RedisDown:
+                self._degraded()
+        return existed
+
+    # -- degradation and catch-up ---------------------------------------------------
+    def _degraded(self) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_up.set(0)
+
+    def _sync_loop(self) -> None:
+        assert self.redis is not None
+        while not self._stop.wait(self.settings.retry_s):
+            try:
+                self.sync_once()
+            except Exception:  # keep the loop alive whatever happens
+                log.exception("state sync failed")
+
+    def sync_once(self) -> int:
+        """While Redis is down: probe it; once it answers, replay the turns and
+        deletions it missed, and only then mark it up. Returns the turns replayed."""
+        assert self.redis is not None
+        if self.redis.up:
+            return 0
+        if not self.redis.probe():
+            if self.metrics is not None:
+                self.metrics.redis_up.set(0)
+                self.metrics.pending.set(self.local.pending())
+            return 0
+        replayed = 0
+        try:
+            while batch := self.local.unsynced():
+                self.redis.add(batch, force=True)
+                self.local.mark_synced(batch)
+                replayed += len(batch)
+            while sids := self.local.tombstones():
+                self.redis.delete(sids, force=True)
+                self.local.drop_tombstones(sids)
+        except RedisDown:
+            return replayed
+        self.memory.clear()  # other nodes' writes meanwhile were not announced
+        self.redis.mark_up()
+        try:  # appends that came between the last batch and mark_up
+            while batch := self.local.unsynced():
+                self.redis.add(batch)
+                self.local.mark_synced(batch)
+                replayed += len(batch)
+        except RedisDown:
+            return replayed
+        if self.metrics is not None:
+            self.metrics.redis_up.set(1)
+            self.metrics.pending.set(0)
+            self.metrics.replayed.inc(replayed)
+        if replayed:
+            log.warning("replayed %d turns to redis", replayed)
+        return replayed
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join(5)
+        if self.redis is not None:
+            self.redis.close()
+
+
+def node_id() -> str:
+    return f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,40 @@
+"""Settings of the state face: the ``[state]`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.core.settings import Section, field
+
+
+@dataclass(frozen=True)
+class StateSettings(Section):
+    redis: str = field("", "Redis URL of the shared tier (redis://host:port/db); empty: "
+                           "in-process and local durable tiers only")
+    durability: str = field("durable", "durable: a turn is fsynced to the local store "
+                                       "before its append returns (survives power loss); "
+                                       "relaxed: it survives a crash of the process only")
+    session_ttl_s: float = field(7 * 24 * 3600.0, "a session expires this long after its "
+                                                  "last write or read (sliding)")
+    l1_sessions: int = field(10_000, "sessions kept in process memory (LRU)")
+    max_turn_bytes: int = field(256 * 1024, "largest turn content, in bytes (UTF-8)")
+    max_turns: int = field(10_000, "turns kept per session (the oldest go first)")
+    redis_timeout_s: float = field(0.25, "a Redis call slower than this counts as Redis "
+                                         "down: the tiers below answer meanwhile")
+    retry_s: float = field(1.0, "how often a down Redis is tried again")
+    secret: str = field("", "HMAC-SHA256 key for stored identifiers; empty: one generated "
+                            "once and kept in <data>/state/secret")
+
+    def validate(self) -> StateSettings:
+        if self.durability not in ("durable", "relaxed"):
+            raise InvalidInputError("state.durability must be durable or relaxed")
+        if self.session_ttl_s <= 0 or self.redis_timeout_s <= 0 or self.retry_s <= 0:
+            raise InvalidInputError("state.session_ttl_s, redis_timeout_s and retry_s "
+                                    "must be positive")
+        for name in ("l1_sessions", "max_turn_bytes", "max_turns"):
+            if getattr(self, name) < 1:
+                raise InvalidInputError(f"state.{name} must be positive")
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidInputError("state.redis must be a redis://, rediss:// or unix:// URL")
+        return self
