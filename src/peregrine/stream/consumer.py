@@ -50,6 +50,9 @@ class PullConsumer:
         self.last_heard = time.monotonic()
         self.inbox = ""
         self.sub: Any = None
+        self.closing = False
+        self.failure = ""  # the last refusal from the server (consumer deleted...)
+        self.refill_after = 0.0  # no new request before this (after a refusal)
 
     async def start(self) -> None:
         self.inbox = self.nc.new_inbox()
@@ -61,35 +64,53 @@ class PullConsumer:
         status = msg.headers.get(_STATUS) if msg.headers else None
         if not status:
             self.requested = max(0, self.requested - 1)
+            if self.closing:  # arrived after stop: straight back to the server
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+                return
             self.buffer.append(msg)
             self.arrived.set()
             return
         if status == "100":  # idle heartbeat: the requests are alive
             return
-        # 404 / 408 / 409: a request ended; its unused credits come back.
         pending = msg.headers.get(_PENDING)
+        description = msg.headers.get("Description") or ""
         if pending is not None and pending.isdigit():
+            # 404 / 408 / 409 ending one request: its unused credits come back, and
+            # it is asked again at once.
             self.requested = max(0, self.requested - int(pending))
-        else:
-            self.requested = 0  # unknown: ask again, the server caps duplicates
-        if status == "409" and "Deleted" in (msg.headers.get("Description") or ""):
-            log.warning("the consumer was deleted: %s", msg.headers.get("Description"))
-        with contextlib.suppress(Exception):
-            await self._refill()
+            with contextlib.suppress(Exception):
+                await self._refill()
+            return
+        # No credits named: the consumer is gone ("409 Consumer Deleted", "503 No
+        # Responders"), or the request was refused (400, "409 Exceeded MaxWaiting").
+        # Asking again at once would loop as fast as the network goes: wait instead.
+        self.requested = 0
+        self.failure = f"{status} {description}".strip()
+        self.refill_after = time.monotonic() + 1.0
+        log.warning("pull refused: %s", self.failure)
+
+    def on_reconnect(self) -> None:
+        """The server forgot this connection's pull requests: ask afresh."""
+        self.requested = 0
+        self.last_heard = time.monotonic()
 
     async def _refill(self) -> None:
         """Ask for more once at least half the window is free."""
-        quiet = time.monotonic() - self.last_heard
+        now = time.monotonic()
+        if self.closing or now < self.refill_after or not self.nc.is_connected:
+            return
+        quiet = now - self.last_heard
         if self.requested and quiet > self.expires_s + 2 * self.heartbeat_s:
             self.requested = 0  # nothing heard for longer than a request lives
-            self.last_heard = time.monotonic()
+            self.last_heard = now
         free = self.window - self.requested - len(self.buffer)
         if free < max(1, self.window // 2):
             return
         body = orjson.dumps({"batch": free, "expires": int(self.expires_s * 1e9),
                              "idle_heartbeat": int(self.heartbeat_s * 1e9)})
-        self.requested += free
         await self.nc.publish(self.subject, body, reply=self.inbox)
+        self.requested += free  # counted once asked for
 
     async def next_batch(self, max_n: int, wait_s: float, timeout_s: float) -> list[Any]:
         """Up to ``max_n`` messages: waits up to ``timeout_s`` for the first, then up
@@ -113,13 +134,23 @@ class PullConsumer:
             await self._refill()
         return out
 
-    async def stop(self) -> list[Any]:
-        """Stop receiving; returns what was buffered and not taken (to hand back).
-        Open requests die with the inbox's interest."""
+    def take_failure(self) -> str:
+        """A refusal since the last call ("" if none); the worker restarts on one."""
+        failure, self.failure = self.failure, ""
+        return failure
+
+    async def stop(self, drain_s: float = 0.5) -> list[Any]:
+        """Stop asking; returns what was buffered and not taken (to hand back).
+        Messages still arriving for the open requests during ``drain_s`` are nak'd
+        as they come, so they go back at once rather than after ``ack_wait``."""
+        self.closing = True
+        rest = list(self.buffer)
+        self.buffer.clear()
+        deadline = time.monotonic() + drain_s
+        while self.requested and time.monotonic() < deadline and self.nc.is_connected:
+            await asyncio.sleep(0.02)
         if self.sub is not None:
             with contextlib.suppress(Exception):
                 await self.sub.unsubscribe()
             self.sub = None
-        rest = list(self.buffer)
-        self.buffer.clear()
         return rest

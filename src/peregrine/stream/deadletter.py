@@ -20,6 +20,7 @@ from peregrine.stream import event as hdr
 from peregrine.stream.jetstream import DLQ_STREAM, dead_letter_subject
 from peregrine.stream.settings import StreamSettings
 
+_PAGE = 100  # dead letters read and replayed at a time
 _DLQ_HEADERS = (hdr.DLQ_STAGE, hdr.DLQ_ERROR, hdr.DLQ_SUBJECT, hdr.DLQ_SEQ,
                 hdr.DLQ_DELIVERIES, hdr.DLQ_TIME)
 
@@ -77,17 +78,9 @@ class DeadLetters:
 
     async def replay(self, pipeline: str, seqs: list[int] | None = None) -> int:
         """Publish dead letters back to their subjects (all when ``seqs`` is None) and
-        delete them. Returns how many were replayed."""
-        if seqs is None:
-            letters = []
-            after = 0
-            while True:
-                page = await self.read(pipeline, 1000, after)
-                if not page:
-                    break
-                letters += page
-                after = page[-1].seq
-        else:
+        delete them, a page at a time (memory stays bounded whatever the backlog).
+        Returns how many were replayed."""
+        if seqs is not None:
             letters = []
             for seq in seqs:
                 with contextlib.suppress(NotFoundError):
@@ -95,6 +88,14 @@ class DeadLetters:
                     if msg.subject == dead_letter_subject(self.settings, pipeline):
                         letters.append(_dead_letter(msg.seq, pipeline, dict(msg.headers or {}),
                                                     msg.data or b""))
+            return await self._republish(letters)
+        replayed, after = 0, 0
+        while page := await self.read(pipeline, _PAGE, after):
+            replayed += await self._republish(page)
+            after = page[-1].seq
+        return replayed
+
+    async def _republish(self, letters: list[DeadLetter]) -> int:
         for letter in letters:
             headers = dict(letter.headers)
             headers[hdr.EVENT_ID] = letter.event_id

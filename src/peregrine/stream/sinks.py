@@ -105,7 +105,7 @@ class LocalVectorSink:
 class HttpVectorSink:
     """A Peregrine server's REST API (``peregrine serve``), one kept-alive client."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 10.0) -> None:
         import httpx
 
         headers = {"api-key": api_key} if api_key else {}

@@ -15,9 +15,9 @@ Guarantees, and where they come from:
   event whose earlier same-key event failed is held back too (retried after it).
   Across workers and retries, versions make the stored state follow publish
   order: an older event never overwrites a newer one.
-- Back-pressure: at most ``max_ack_pending`` events are out per consumer, and a
-  worker holds at most two fetched batches besides one per stage; a slow store
-  slows the fetching, it does not grow memory.
+- Back-pressure: at most ``max_ack_pending`` events are out per consumer; a
+  worker requests at most two batches' worth ahead and holds at most two batches
+  per stage; a slow store slows the pulling, it does not grow memory.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -76,6 +77,10 @@ async def _hand_back(msgs: list[Any]) -> None:
             await msg.nak()
 
 
+class ConsumerGoneError(RuntimeError):
+    """The pipeline's consumer is gone or refuses pulls (deleted by an operator)."""
+
+
 def ack_metadata(msg: Any) -> tuple[int, int, float]:
     """(stream sequence, delivery count, publish time in epoch seconds) from a
     JetStream message's reply subject, ``$JS.ACK[.<domain>.<account>].<stream>.
@@ -109,8 +114,10 @@ class Worker:
         self._embedder: Any = None
         self.on_settled = on_settled  # called with each batch once it is settled
         self.freeze_gc = freeze_gc  # a worker process: keep start-up objects out of GC
-        # A new version catching up runs the stages up to its last upsert only.
+        # A new version catching up runs the stages up to its last upsert only, for
+        # every event up to ``history_cutoff`` (all of them until it has caught up).
         self.backfilling = False
+        self.history_cutoff: float = 0
         self.unpointed = False  # some alias does not name this version's collection yet
         self.last_upsert = max((i for i, s in enumerate(pipeline.stages)
                                 if isinstance(s, Upsert)), default=len(pipeline.stages))
@@ -141,20 +148,39 @@ class Worker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         p = self.pipeline
-        self.nc = await nats.connect(self.url, name=f"peregrine-worker-{p.name}-{os.getpid()}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                     error_cb=self._nats_error)
+        consumer: PullConsumer | None = None
+
+        async def reconnected() -> None:
+            if consumer is not None:
+                consumer.on_reconnect()
+
+        # The first connection retries until the bus answers, or until stopped.
+        connecting = asyncio.create_task(nats.connect(
+            self.url, name=f"peregrine-worker-{p.name}-{os.getpid()}",
+            max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=self._nats_error,
+            reconnected_cb=reconnected))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            return
+        self.nc = connecting.result()
         try:
             self.js = self.nc.jetstream()
             await ensure_pipeline(self.js, p, self.settings)
             assert p.stream is not None
-            consumer = PullConsumer(self.nc, p.stream, p.consumer,
-                                    window=min(2 * self.batch_size, self.max_ack_pending))
-            await consumer.start()
             self.runners = [build(s, sink=self.sink, nc=self.nc, js=self.js, pipeline=p.name,
                                   collection_of=p.collection_of,
                                   default_embedder=self.embedder) for s in p.stages]
             await self._start_version()
+            # Pulling starts last: nothing is fetched that a failed start-up would
+            # leave waiting out ``ack_wait``.
+            consumer = PullConsumer(self.nc, p.stream, p.consumer,
+                                    window=min(2 * self.batch_size, self.max_ack_pending))
+            await consumer.start()
             lag = asyncio.create_task(self._watch_lag(stop))
             waker = asyncio.create_task(self._wake_on(stop, consumer))
             if self.freeze_gc:  # what start-up built lives as long as the process
@@ -194,9 +220,7 @@ class Worker:
         A batch is cut only when the first stage can take it: at a low rate each
         event goes alone at once, under load the events that arrived meanwhile go
         together (up to ``batch_size``, after waiting up to ``batch_ms`` for more)."""
-        # Each batch carries whether it was fetched while backfilling: one fetched
-        # then is not acted on even if the switch happens while it is inside.
-        links: list[asyncio.Queue[tuple[list[Event], bool] | None]] = [
+        links: list[asyncio.Queue[list[Event] | None]] = [
             asyncio.Queue(1) for _ in range(len(self.runners) + 1)]
         stages = [asyncio.create_task(self._stage_loop(i, links[i], links[i + 1]))
                   for i in range(len(self.runners))]
@@ -214,12 +238,16 @@ class Worker:
                     log.warning("pull failed: %s", exc)
                     await asyncio.sleep(0.5)
                     continue
+                if failure := consumer.take_failure():
+                    raise ConsumerGoneError(
+                        f"pipeline {self.pipeline.name}: the server refused pulls ({failure});"
+                        " was its consumer deleted?")
                 if not msgs:
                     continue
                 if stop.is_set():
                     await _hand_back(msgs)
                     break
-                links[0].put_nowait((self._events(msgs), self.backfilling))
+                links[0].put_nowait(self._events(msgs))
                 # The next batch is cut once the first stage has taken this one.
                 taken = asyncio.create_task(links[0].join())
                 await asyncio.wait({taken, *workers}, return_when=asyncio.FIRST_COMPLETED)
@@ -245,32 +273,36 @@ class Worker:
             m.redeliveries.labels(p.name).inc(redelivered)
         return events
 
-    async def _stage_loop(self, index: int,
-                          inbox: asyncio.Queue[tuple[list[Event], bool] | None],
-                          outbox: asyncio.Queue[tuple[list[Event], bool] | None]) -> None:
-        while (batch := await inbox.get()) is not None:
+    async def _stage_loop(self, index: int, inbox: asyncio.Queue[list[Event] | None],
+                          outbox: asyncio.Queue[list[Event] | None]) -> None:
+        while (events := await inbox.get()) is not None:
             inbox.task_done()
-            events, backfill = batch
-            if not (backfill and index > self.last_upsert):
-                await self._run_stage(self.runners[index], events)
-            await outbox.put(batch)
+            await self._run_stage(index, events)
+            await outbox.put(events)
         await outbox.put(None)
 
-    async def _settle_loop(self, inbox: asyncio.Queue[tuple[list[Event], bool] | None]
-                           ) -> None:
-        while (batch := await inbox.get()) is not None:
-            events = batch[0]
+    async def _settle_loop(self, inbox: asyncio.Queue[list[Event] | None]) -> None:
+        while (events := await inbox.get()) is not None:
             await self._settle(events)
             if self.on_settled is not None:
                 self.on_settled(events)
 
-    async def _run_stage(self, runner: StageRunner, events: list[Event]) -> None:
+    async def _run_stage(self, index: int, events: list[Event]) -> None:
         p, m = self.pipeline, self.metrics
+        runner = self.runners[index]
+        if index > self.last_upsert:
+            self._skip_history(events)
         live = sum(e.live for e in events)
         if not live:
             return
         started = time.perf_counter()
-        await runner.run(events)
+        try:
+            await runner.run(events)
+        except Exception as exc:  # a stage's own bug or a user function's: retried
+            log.exception("stage %s raised; its events will be retried", runner.name)
+            for e in events:
+                if e.live:
+                    e.fail(runner.name, exc)
         m.stage_seconds.labels(p.name, runner.name).observe(time.perf_counter() - started)
         if isinstance(runner, EmbedRunner):
             m.embed_cache.labels(p.name, "hit").inc(runner.cache_hits)
@@ -281,6 +313,13 @@ class Worker:
             m.stage_events.labels(p.name, runner.name, "failed").inc(failed)
             self._hold_followers(events, runner.name)
 
+    def _skip_history(self, events: list[Event]) -> None:
+        """A new version re-processing the stream re-embeds history but does not act on
+        it again: events up to the cutoff stop after the last upsert (acknowledged)."""
+        for e in events:
+            if e.seq <= self.history_cutoff and e.live:
+                e.dropped = True
+
     async def _watch_lag(self, stop: asyncio.Event) -> None:
         p = self.pipeline
         while not stop.is_set():
@@ -288,7 +327,14 @@ class Worker:
                 info = await self.js.consumer_info(p.stream, p.consumer)
                 self.metrics.pending.labels(p.name).set(info.num_pending or 0)
                 self.metrics.ack_pending.labels(p.name).set(info.num_ack_pending or 0)
-                if self.unpointed and not (self.backfilling and info.num_pending):
+                if self.backfilling and self.history_cutoff == math.inf \
+                        and not info.num_pending:
+                    # Caught up: what the stream holds now is history; what comes
+                    # later is acted on. Switch once all of history is acknowledged.
+                    self.history_cutoff = (await self.js.stream_info(p.stream)).state.last_seq
+                if self.unpointed and (not self.backfilling or (
+                        info.ack_floor is not None
+                        and info.ack_floor.stream_seq >= self.history_cutoff)):
                     await self._point_aliases()
             except Exception as exc:  # the bus or the store is away: next round
                 log.debug("lag check: %s", exc)
@@ -321,6 +367,7 @@ class Worker:
             self.unpointed = True
             if target is not None or await self.sink.collection_exists(alias):
                 self.backfilling = True
+                self.history_cutoff = math.inf
         self.metrics.backfilling.labels(self.pipeline.name).set(int(self.backfilling))
         if self.backfilling:
             log.warning("backfilling", extra={"fields": {
@@ -382,10 +429,9 @@ class Worker:
     async def run_batch(self, msgs: list[Any]) -> list[Event]:
         """One batch through every stage and settled, with nothing else in flight
         (the pipelined ``_process`` does the same per stage)."""
-        events, backfill = self._events(msgs), self.backfilling
-        for index, runner in enumerate(self.runners):
-            if not (backfill and index > self.last_upsert):
-                await self._run_stage(runner, events)
+        events = self._events(msgs)
+        for index in range(len(self.runners)):
+            await self._run_stage(index, events)
         await self._settle(events)
         if self.on_settled is not None:
             self.on_settled(events)

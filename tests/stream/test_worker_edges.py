@@ -1,0 +1,55 @@
+"""Worker edge cases found in review: a deleted consumer, a stage that raises."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from streamutil import FAST, connect, drained, publish
+
+from peregrine.runtime.nats import EmbeddedNats
+from peregrine.stream.pipeline import Pipeline
+from peregrine.stream.worker import ConsumerGoneError, Worker
+
+
+def test_a_deleted_consumer_stops_the_worker(nats_server: EmbeddedNats) -> None:
+    async def main() -> None:
+        nc, js = await connect(nats_server.url)
+        worker = Worker(Pipeline("gone", source="in.gone").map(lambda d: d), FAST,
+                        nats_server.url)
+        task = asyncio.create_task(worker.run(asyncio.Event()))
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        await js.delete_consumer("PG_GONE", "gone")
+        with pytest.raises(ConsumerGoneError):
+            await asyncio.wait_for(task, 10)  # not a busy loop of refused pulls
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def test_an_unexpected_exception_in_a_stage_is_retried_not_fatal(
+        nats_server: EmbeddedNats) -> None:
+    calls: list[int] = []
+
+    def subject(data: Any) -> str:  # stages catch only a few kinds from such functions
+        calls.append(data["i"])
+        if len(calls) == 1:
+            raise AttributeError("a bug in the user's function")
+        return f"out.flaky.{data['i']}"
+
+    async def main() -> None:
+        nc, js = await connect(nats_server.url)
+        pipeline = Pipeline("flaky", source="in.flaky", retry_backoff_s=(0.05,)).emit(subject)
+        worker = Worker(pipeline, FAST, nats_server.url)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        await publish(js, "in.flaky", [{"i": 1}])
+        await drained(js, "PG_FLAKY", "flaky")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        await nc.close()
+
+    asyncio.run(main())
+    assert calls == [1, 1]  # failed once, redelivered, then done
