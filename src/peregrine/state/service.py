@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from peregrine.state.cache import TieredCache, embedding_key
 from peregrine.state.ids import check_id, load_secret, stored_id
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
@@ -21,7 +22,8 @@ from peregrine.state.settings import StateSettings
 from peregrine.state.shared import RedisTier
 from peregrine.state.turns import Turn
 
-__all__ = ["MAX_READ", "StateService", "StateSettings", "Turn"]
+__all__ = ["MAX_READ", "StateService", "StateSettings", "TieredCache", "Turn",
+           "embedding_key"]
 
 DEFAULT_TENANT = "default"
 
@@ -31,6 +33,9 @@ class StateService:
         self.settings = settings
         self._sessions = sessions
         self._secret = secret
+        #: Vectors by ``embedding_key(model, normalized text)``: float32 bytes.
+        self.embeddings = TieredCache("emb", 100_000, 256 << 20, settings.session_ttl_s,
+                                      sessions.redis)
 
     @classmethod
     def open(cls, settings: StateSettings, data: str | Path,

@@ -86,13 +86,13 @@ class SessionStore:
         if found is not None:
             self._count("memory")
             return found
-        window = max(n, 64)  # fill memory with more than asked: the next turn reads it
+        window = max(n, 1)
         if self.redis is not None and self.redis.up:
             try:
-                turns, total = self.redis.last(sid, window)
-                if total:
+                turns = self.redis.last(sid, window)
+                if turns:
                     self._count("redis")
-                    self.memory.put(sid, turns, complete=total <= len(turns))
+                    self.memory.put(sid, turns, complete=len(turns) < window)
                     return turns[-n:] if n else []
             except RedisDown:
                 self._degraded()

@@ -99,18 +99,16 @@ class RedisTier:
         except redis.RedisError as exc:
             raise self._fail(exc) from None
 
-    def last(self, sid: str, n: int) -> tuple[list[Turn], int]:
+    def last(self, sid: str, n: int) -> list[Turn]:
+        """The last ``n`` turns: one ZRANGE round trip (fewer back means that is all
+        of them). The TTL slides with writes; reads on a node mostly hit memory."""
         if not self.up:
             raise RedisDown("redis is down")
         try:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.zrange(_key(sid), -n, -1)
-            pipe.zcard(_key(sid))
-            pipe.pexpire(_key(sid), self.ttl_ms)
-            packed, total, _ = pipe.execute()
+            packed = self.client.zrange(_key(sid), -n, -1)
         except redis.RedisError as exc:
             raise self._fail(exc) from None
-        return [Turn.unpack(p) for p in packed], int(total)
+        return [Turn.unpack(p) for p in packed if isinstance(p, bytes)]
 
     def delete(self, sids: list[str], force: bool = False) -> None:
         if not self.up and not force:
