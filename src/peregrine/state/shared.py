@@ -108,7 +108,7 @@ class RedisTier:
             packed = self.client.zrange(_key(sid), -n, -1)
         except redis.RedisError as exc:
             raise self._fail(exc) from None
-        return [Turn.unpack(p) for p in packed if isinstance(p, bytes)]
+        return Turn.unpack_many([p for p in packed if isinstance(p, bytes)])
 
     def delete(self, sids: list[str], force: bool = False) -> None:
         if not self.up and not force:
