@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from peregrine.state.cache import TieredCache, embedding_key
+from peregrine.state.crdt import SharedDoc, UpdateLog
 from peregrine.state.ids import check_id, load_secret, stored_id
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
@@ -22,8 +23,8 @@ from peregrine.state.settings import StateSettings
 from peregrine.state.shared import RedisTier
 from peregrine.state.turns import Turn
 
-__all__ = ["MAX_READ", "StateService", "StateSettings", "TieredCache", "Turn",
-           "embedding_key"]
+__all__ = ["MAX_READ", "SharedDoc", "StateService", "StateSettings", "TieredCache", "Turn",
+           "UpdateLog", "embedding_key"]
 
 DEFAULT_TENANT = "default"
 
