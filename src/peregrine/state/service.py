@@ -8,23 +8,33 @@ the node's secret, so raw session and user ids never reach a store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from peregrine.core.errors import InvalidInputError
 from peregrine.state.cache import TieredCache, embedding_key
 from peregrine.state.crdt import SharedDoc, UpdateLog
 from peregrine.state.ids import check_id, load_secret, stored_id
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
+from peregrine.state.semantic import SemanticCache, SemanticHit
 from peregrine.state.sessions import MAX_READ, SessionStore, node_id
 from peregrine.state.settings import StateSettings
 from peregrine.state.shared import RedisTier
 from peregrine.state.turns import Turn
 
-__all__ = ["MAX_READ", "SharedDoc", "StateService", "StateSettings", "TieredCache", "Turn",
-           "UpdateLog", "embedding_key"]
+__all__ = ["MAX_READ", "SemanticCache", "SemanticHit", "SharedDoc", "StateService",
+           "StateSettings", "TieredCache", "Turn", "UpdateLog", "embedding_key",
+           "estimate_tokens"]
+
+
+def estimate_tokens(text: str) -> int:
+    """About four bytes of UTF-8 per token, as for most BPE vocabularies on English;
+    pass a model's own tokenizer to ``turns_within`` where it matters."""
+    return max(1, len(text.encode()) // 4)
 
 DEFAULT_TENANT = "default"
 
@@ -73,6 +83,22 @@ class StateService:
                    tenant: str = DEFAULT_TENANT) -> list[Turn]:
         """The last ``n`` turns, oldest first (empty for an unknown session)."""
         return self._sessions.last(self._sid(tenant, session_id), n)
+
+    def turns_within(self, session_id: str, budget_tokens: int,
+                     count: Callable[[str], int] = estimate_tokens,
+                     tenant: str = DEFAULT_TENANT) -> list[Turn]:
+        """The most recent turns whose contents fit ``budget_tokens`` together,
+        oldest first (what fits a prompt window)."""
+        if not 0 <= budget_tokens <= 10_000_000:
+            raise InvalidInputError("budget_tokens must be 0..10000000")
+        out: list[Turn] = []
+        used = 0
+        for turn in reversed(self.last_turns(session_id, MAX_READ, tenant)):
+            used += count(turn.content)
+            if used > budget_tokens:
+                break
+            out.append(turn)
+        return out[::-1]
 
     def delete_session(self, session_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         return self._sessions.delete(self._sid(tenant, session_id))

@@ -9,7 +9,7 @@ are the edge's, as for every protocol. A tenant may be named in the
 |---|---|
 | ``POST /sessions/{id}/turns`` | ``{"role", "content"}`` -> ``{"turn_id", "ts"}`` |
 | ``GET /sessions/{id}/turns?last=N`` | ``{"turns": [{"turn_id", "role", "content",
-"ts"}]}``, oldest first |
+"ts"}]}``, oldest first; ``?budget_tokens=T``: the recent turns that fit T tokens |
 | ``DELETE /sessions/{id}`` | ``{"deleted": true|false}`` |
 """
 
@@ -31,6 +31,7 @@ class NewTurn(BaseModel):
 
 class LastTurns(QueryModel):
     last: int = Field(20, ge=0, le=MAX_READ)
+    budget_tokens: int | None = Field(None, ge=0, le=10_000_000)
 
 
 def _tenant(call: Call) -> str:
@@ -58,8 +59,13 @@ class SessionsProtocol(Protocol):
 
         async def last(call: Call) -> Any:
             params: LastTurns = call.params
-            turns = await call.run(state.last_turns, call.path["session_id"], params.last,
-                                   _tenant(call))
+            if params.budget_tokens is not None:  # the recent turns that fit a prompt
+                turns = await call.run(lambda: state.turns_within(
+                    call.path["session_id"], params.budget_tokens or 0,
+                    tenant=_tenant(call)))
+            else:
+                turns = await call.run(state.last_turns, call.path["session_id"],
+                                       params.last, _tenant(call))
             return {"turns": [t.as_dict() for t in turns]}
 
         async def delete(call: Call) -> Any:

@@ -1,0 +1,83 @@
+"""The semantic response cache: a prompt close enough in meaning to one answered
+before gets that answer back, without a call to the model.
+
+Prompts are embedded (any encoder with ``encode(list[str])``, e.g. the built-in
+MiniLM behind its SHA-256 cache) and kept in a collection of the vector store,
+used through its front door: one point per prompt with the answer, its tenant
+and its expiry time in the payload. A lookup is a top-1 search filtered to the
+tenant and to entries not yet expired; a hit needs cosine similarity at least
+``threshold``. Expired points are removed as they are found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.vector.service import ReadOptions, VectorService
+
+
+@dataclass(frozen=True)
+class SemanticHit:
+    answer: str
+    prompt: str
+    score: float
+
+
+class SemanticCache:
+    def __init__(self, vector: VectorService, encoder: Any, collection: str = "pg_semantic_cache",
+                 threshold: float = 0.92, ttl_s: float = 24 * 3600.0,
+                 max_answer_bytes: int = 1 << 20) -> None:
+        if not 0 < threshold <= 1:
+            raise InvalidInputError("threshold must be in (0, 1]")
+        self.vector, self.encoder, self.collection = vector, encoder, collection
+        self.threshold, self.ttl_s, self.max_answer_bytes = threshold, ttl_s, max_answer_bytes
+        self.hits = self.misses = 0
+        if not vector.has_collection(collection):
+            dim = int(encoder.encode(["dimension probe"]).shape[1])
+            vector.create_collection(collection, dim, "cosine")
+            vector.create_payload_index(collection, "tenant", "keyword")
+            vector.create_payload_index(collection, "expires", "float")
+
+    def _embed(self, prompt: str) -> np.ndarray:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidInputError("prompt must be a non-empty string")
+        return np.asarray(self.encoder.encode([prompt])[0], dtype=np.float32)
+
+    def get(self, prompt: str, tenant: str = "default") -> SemanticHit | None:
+        now = time.time()
+        flt = {"must": [{"key": "tenant", "match": {"value": tenant}},
+                        {"key": "expires", "range": {"gt": now}}]}
+        hits = self.vector.search(self.collection, self._embed(prompt),
+                                  ReadOptions(limit=1, filter=flt, with_payload=True,
+                                              score_threshold=self.threshold))
+        if not hits:
+            self.misses += 1
+            return None
+        self.hits += 1
+        payload = hits[0].payload or {}
+        return SemanticHit(str(payload.get("answer", "")), str(payload.get("prompt", "")),
+                           float(hits[0].score))
+
+    def put(self, prompt: str, answer: str, tenant: str = "default") -> None:
+        if not isinstance(answer, str) or len(answer.encode()) > self.max_answer_bytes:
+            raise InvalidInputError(f"answer must be a string of at most "
+                                    f"{self.max_answer_bytes} bytes")
+        # One point per (tenant, prompt): asking again replaces the answer.
+        digest = hashlib.sha256(f"{tenant}\x00{prompt}".encode()).digest()
+        point = str(uuid.UUID(bytes=digest[:16]))
+        self.vector.upsert(self.collection, [point], self._embed(prompt)[None, :],
+                           [{"tenant": tenant, "prompt": prompt, "answer": answer,
+                             "expires": time.time() + self.ttl_s}])
+
+    def purge_expired(self) -> int:
+        from peregrine.vector.service import PointSelector
+
+        flt = {"must": [{"key": "expires", "range": {"lte": time.time()}}]}
+        return self.vector.delete(self.collection, PointSelector(filter=flt))
