@@ -82,3 +82,22 @@ def test_deletes_made_while_redis_is_down_reach_it(tmp_path: Path,
     finally:
         a.close()
         b.close()
+
+
+def test_write_behind_reaches_the_other_node_shortly(tmp_path: Path,
+                                                     redis_server: RedisServer) -> None:
+    settings = StateSettings(redis=redis_server.url, secret="s", write_mode="behind")
+    a = StateService.open(settings, tmp_path / "a")
+    b = StateService.open(settings, tmp_path / "b")
+    try:
+        for i in range(50):
+            a.append_turn("wb", "user", f"t{i}")
+        assert _contents(a, "wb")[-1] == "t49"  # read-your-writes on the node at once
+        _eventually(lambda: len(_contents(b, "wb")) == 50, 5)
+        embedding = b"\x00" * 16
+        a.embeddings.put("k", embedding)
+        assert b.embeddings.get("k") == embedding  # shared through Redis
+        assert b.embeddings.hits["redis"] == 1
+    finally:
+        a.close()
+        b.close()

@@ -59,3 +59,21 @@ def test_sessions_keep_at_most_max_turns(tmp_path: Path) -> None:
             state.last_turns("s", 1)  # cached in memory from here on
     assert [t.content for t in state.last_turns("s", 100)] == ["3", "4", "5", "6", "7"]
     state.close()
+
+
+def test_user_and_device_settings_are_durable(tmp_path: Path) -> None:
+    state = StateService.open(StateSettings(), tmp_path)
+    assert state.get_settings("user", "u-1") == {}
+    state.update_settings("user", "u-1", {"locale": "fr-FR", "quantization": "int8"})
+    state.update_settings("user", "u-1", {"quantization": None, "theme": "dark"})
+    state.update_settings("device", "phone-9", {"quantization": "q4"})
+    with pytest.raises(InvalidInputError):
+        state.update_settings("planet", "x", {"a": 1})
+    with pytest.raises(InvalidInputError):
+        state.update_settings("user", "u-1", {"blob": "x" * 70_000})
+    state.close()
+    again = StateService.open(StateSettings(), tmp_path)
+    assert again.get_settings("user", "u-1") == {"locale": "fr-FR", "theme": "dark"}
+    assert again.get_settings("device", "phone-9") == {"quantization": "q4"}
+    assert again.get_settings("user", "u-1", tenant="other") == {}
+    again.close()

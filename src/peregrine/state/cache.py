@@ -13,6 +13,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 import redis
 
@@ -25,7 +26,7 @@ def embedding_key(model_id: str, normalized_text: str) -> str:
 
 class TieredCache:
     def __init__(self, name: str, max_entries: int, max_bytes: int, ttl_s: float,
-                 redis_tier: RedisTier | None) -> None:
+                 redis_tier: RedisTier | None, counter: Any = None) -> None:
         self.name, self.ttl_s = name, ttl_s
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self.redis = redis_tier
@@ -34,6 +35,17 @@ class TieredCache:
         self._lock = threading.Lock()
         self.hits = {"memory": 0, "redis": 0}
         self.misses = 0
+        # Prometheus children (peregrine_state_cache{cache,result}), looked up once.
+        self._counted = ({r: counter.labels(name, r) for r in ("memory", "redis", "miss")}
+                         if counter is not None else None)
+
+    def _note(self, result: str) -> None:
+        if result == "miss":
+            self.misses += 1
+        else:
+            self.hits[result] += 1
+        if self._counted is not None:
+            self._counted[result].inc()
 
     def _rkey(self, key: str) -> str:
         return f"pg:c:{self.name}:{key}"
@@ -44,18 +56,22 @@ class TieredCache:
             found = self._items.get(key)
             if found is not None and found[0] >= now:
                 self._items.move_to_end(key)
-                self.hits["memory"] += 1
-                return found[1]
+                value = found[1]
+            else:
+                value = None
+        if value is not None:
+            self._note("memory")
+            return value
         if self.redis is not None and self.redis.up:
             try:
-                value = self.redis.client.get(self._rkey(key))
+                shared = self.redis.client.get(self._rkey(key))
             except redis.RedisError:
-                value = None
-            if isinstance(value, bytes):
-                self._remember(key, value)
-                self.hits["redis"] += 1
-                return value
-        self.misses += 1
+                shared = None
+            if isinstance(shared, bytes):
+                self._remember(key, shared)
+                self._note("redis")
+                return shared
+        self._note("miss")
         return None
 
     def put(self, key: str, value: bytes) -> None:

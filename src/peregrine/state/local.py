@@ -104,6 +104,14 @@ class LocalStore:
                 "ORDER BY ts LIMIT ?", (limit,)).fetchall()
         return [(s, Turn(t, r, c, ts)) for s, t, r, c, ts in rows]
 
+    def unsynced_of(self, sid: str) -> list[Turn]:
+        """This node's turns of one session that Redis does not have yet."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT turn_id, role, content, ts FROM turns WHERE synced = 0 AND session = ? "
+                "ORDER BY ts, turn_id", (sid,)).fetchall()
+        return [Turn(t, r, c, ts) for t, r, c, ts in rows]
+
     def mark_synced(self, items: list[tuple[str, Turn]]) -> None:
         with self._lock:
             self._db.executemany("UPDATE turns SET synced = 1 WHERE session = ? AND ts = ? "

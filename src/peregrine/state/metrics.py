@@ -13,5 +13,7 @@ class StateMetrics:
                               "0 while degraded to the local tiers", registry=registry)
         self.pending = Gauge("peregrine_state_redis_pending", "Turns written while Redis was "
                              "down, not yet replayed to it", registry=registry)
+        self.cache = Counter("peregrine_state_cache", "Cache lookups by cache and result "
+                             "(memory, redis, miss)", ["cache", "result"], registry=registry)
         self.replayed = Counter("peregrine_state_redis_replayed", "Turns replayed to Redis "
                                 "after it came back", registry=registry)

@@ -20,6 +20,7 @@ from peregrine.state.crdt import SharedDoc, UpdateLog
 from peregrine.state.ids import check_id, load_secret, stored_id
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
+from peregrine.state.profiles import KINDS, Profiles
 from peregrine.state.semantic import SemanticCache, SemanticHit
 from peregrine.state.sessions import MAX_READ, SessionStore, node_id
 from peregrine.state.settings import StateSettings
@@ -40,13 +41,15 @@ DEFAULT_TENANT = "default"
 
 
 class StateService:
-    def __init__(self, settings: StateSettings, sessions: SessionStore, secret: bytes) -> None:
+    def __init__(self, settings: StateSettings, sessions: SessionStore, secret: bytes,
+                 profiles: Profiles, metrics: StateMetrics | None = None) -> None:
         self.settings = settings
         self._sessions = sessions
         self._secret = secret
         #: Vectors by ``embedding_key(model, normalized text)``: float32 bytes.
         self.embeddings = TieredCache("emb", 100_000, 256 << 20, settings.session_ttl_s,
-                                      sessions.redis)
+                                      sessions.redis, metrics.cache if metrics else None)
+        self._profiles = profiles
 
     @classmethod
     def open(cls, settings: StateSettings, data: str | Path,
@@ -67,7 +70,8 @@ class StateService:
         except BaseException:
             local.close()
             raise
-        return cls(settings, sessions, secret)
+        profiles = Profiles(root / "state" / "profiles.sqlite3", shared)
+        return cls(settings, sessions, secret, profiles, metrics)
 
     def _sid(self, tenant: str, session_id: str) -> str:
         check_id("tenant", tenant)
@@ -100,6 +104,22 @@ class StateService:
             out.append(turn)
         return out[::-1]
 
+    def _profile_key(self, kind: str, ident: str, tenant: str) -> str:
+        if kind not in KINDS:
+            raise InvalidInputError(f"kind must be one of {KINDS}")
+        check_id("tenant", tenant)
+        return f"{kind}:{stored_id(self._secret, tenant, kind, check_id(kind + ' id', ident))}"
+
+    def get_settings(self, kind: str, ident: str, tenant: str = DEFAULT_TENANT
+                     ) -> dict[str, Any]:
+        """Durable settings of a user or device (``kind`` "user" or "device")."""
+        return self._profiles.get(self._profile_key(kind, ident, tenant))
+
+    def update_settings(self, kind: str, ident: str, changes: dict[str, Any],
+                        tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """Merge ``changes`` into them (``None`` removes a setting); fsynced locally."""
+        return self._profiles.update(self._profile_key(kind, ident, tenant), changes)
+
     def delete_session(self, session_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         return self._sessions.delete(self._sid(tenant, session_id))
 
@@ -120,3 +140,4 @@ class StateService:
             self._sessions.close()
         finally:
             self._sessions.local.close()
+            self._profiles.close()

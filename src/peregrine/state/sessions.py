@@ -29,6 +29,7 @@ log = logging.getLogger("peregrine.state")
 MAX_READ = 1000  # turns one read may ask for
 MAX_ROLE = 64
 _L1_TTL_S = 300.0  # memory is refreshed at least this often, invalidations or not
+_BEHIND_FLUSH_S = 0.02  # write-behind: how often appends are flushed to Redis
 
 
 class SessionStore:
@@ -40,6 +41,7 @@ class SessionStore:
         self.memory = MemoryTier(settings.l1_sessions, min(_L1_TTL_S, settings.session_ttl_s),
                                  settings.max_turns)
         self.metrics = metrics
+        self.behind = settings.write_mode == "behind"
         # Children looked up once: a labelled lookup per read costs a microsecond.
         self._read_counters = ({t: metrics.reads.labels(t) for t in ("memory", "redis", "local")}
                                if metrics is not None else {})
@@ -73,7 +75,7 @@ class SessionStore:
                                     "(state.max_turn_bytes)")
         turn = Turn(uuid.uuid4().hex, role, content, time.time())
         self.local.append(sid, turn)
-        if self.redis is not None and self.settings.redis and self.redis.up:
+        if self.redis is not None and self.redis.up and not self.behind:
             try:
                 self.redis.add([(sid, turn)])
                 self.local.mark_synced([(sid, turn)])
@@ -93,6 +95,8 @@ class SessionStore:
         if self.redis is not None and self.redis.up:
             try:
                 turns = self.redis.last(sid, window)
+                if self.behind:  # this node's turns not flushed yet: read your writes
+                    turns = _merge(turns, self.local.unsynced_of(sid))[-window:]
                 if turns:
                     self._count("redis")
                     self.memory.put(sid, turns, complete=len(turns) < window)
@@ -124,7 +128,9 @@ class SessionStore:
 
     def _sync_loop(self) -> None:
         assert self.redis is not None
-        while not self._stop.wait(self.settings.retry_s):
+        every = min(self.settings.retry_s, _BEHIND_FLUSH_S) if self.behind else \
+            self.settings.retry_s
+        while not self._stop.wait(every):
             try:
                 self.sync_once()
             except Exception:  # keep the loop alive whatever happens
@@ -135,7 +141,7 @@ class SessionStore:
         deletions it missed, and only then mark it up. Returns the turns replayed."""
         assert self.redis is not None
         if self.redis.up:
-            return 0
+            return self._flush() if self.behind else 0
         if not self.redis.probe():
             if self.metrics is not None:
                 self.metrics.redis_up.set(0)
@@ -169,12 +175,35 @@ class SessionStore:
             log.warning("replayed %d turns to redis", replayed)
         return replayed
 
+    def _flush(self) -> int:
+        """Write-behind: the turns appended since the last flush, in one pipeline."""
+        assert self.redis is not None
+        flushed = 0
+        try:
+            while batch := self.local.unsynced():
+                self.redis.add(batch)
+                self.local.mark_synced(batch)
+                flushed += len(batch)
+        except RedisDown:
+            self._degraded()
+        return flushed
+
     def close(self) -> None:
         self._stop.set()
         if self._syncer is not None:
             self._syncer.join(5)
+        if self.behind and self.redis is not None and self.redis.up:
+            self._flush()  # what is left, before the process goes
         if self.redis is not None:
             self.redis.close()
+
+
+def _merge(a: list[Turn], b: list[Turn]) -> list[Turn]:
+    if not b:
+        return a
+    seen = {t.turn_id for t in a}
+    return sorted([*a, *(t for t in b if t.turn_id not in seen)],
+                  key=lambda t: (t.ts, t.turn_id))
 
 
 def node_id() -> str:

@@ -15,6 +15,9 @@ class StateSettings(Section):
     durability: str = field("durable", "durable: a turn is fsynced to the local store "
                                        "before its append returns (survives power loss); "
                                        "relaxed: it survives a crash of the process only")
+    write_mode: str = field("through", "through: an append writes Redis before it returns "
+                                       "(other nodes read it at once); behind: Redis is "
+                                       "written in batches every ~20 ms after it returns")
     session_ttl_s: float = field(7 * 24 * 3600.0, "a session expires this long after its "
                                                   "last write or read (sliding)")
     l1_sessions: int = field(10_000, "sessions kept in process memory (LRU)")
@@ -29,6 +32,8 @@ class StateSettings(Section):
     def validate(self) -> StateSettings:
         if self.durability not in ("durable", "relaxed"):
             raise InvalidInputError("state.durability must be durable or relaxed")
+        if self.write_mode not in ("through", "behind"):
+            raise InvalidInputError("state.write_mode must be through or behind")
         if self.session_ttl_s <= 0 or self.redis_timeout_s <= 0 or self.retry_s <= 0:
             raise InvalidInputError("state.session_ttl_s, redis_timeout_s and retry_s "
                                     "must be positive")
