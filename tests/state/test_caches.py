@@ -13,7 +13,7 @@ from peregrine.vector.service import VectorService
 
 pytest.importorskip("onnxruntime")
 
-from peregrine.embed import TextEmbedder  # noqa: E402
+from peregrine.embed import TextEmbedder
 
 
 def test_a_close_prompt_gets_the_cached_answer(tmp_path: Path) -> None:
