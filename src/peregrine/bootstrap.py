@@ -30,7 +30,7 @@ from peregrine.edge.http.server import run
 from peregrine.edge.http.settings import HttpSettings
 from peregrine.edge.http.tracing import Tracing
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
-from peregrine.edge.sessions import SessionsProtocol
+from peregrine.edge.sessions import SessionsProtocol, StateProtocol
 from peregrine.edge.streams import StreamsProtocol
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
@@ -96,6 +96,7 @@ PROTOCOLS: list[Callable[[Faces, Settings], Protocol | None]] = [
     lambda faces, settings: QdrantProtocol(faces.vector, settings.qdrant),
     lambda faces, settings: StreamsProtocol(faces.stream) if faces.stream else None,
     lambda faces, settings: SessionsProtocol(faces.state) if faces.state else None,
+    lambda faces, settings: StateProtocol(faces.state) if faces.state else None,
 ]
 
 

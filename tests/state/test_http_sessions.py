@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
-
-from conftest import RedisServer
+from redisutil import RedisServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "edge"))
 from apiutil import ServerProcess
@@ -33,12 +32,21 @@ def test_turns_survive_sigkill_of_the_server(tmp_path: Path) -> None:
                           json={"role": "user"}).status_code in (400, 422)
         assert httpx.get(f"{server.url}/sessions/chat-7/turns",
                          params={"last": -1}).status_code in (400, 422)
+        r = httpx.patch(f"{server.url}/state/user/u1/settings",
+                        json={"locale": "de-DE", "quantization": "q4"})
+        assert r.status_code == 200 and r.json()["locale"] == "de-DE"
+        assert httpx.patch(f"{server.url}/state/planet/p/settings",
+                           json={"a": 1}).status_code == 400
+        assert httpx.patch(f"{server.url}/state/user/u1/settings",
+                           json=[1, 2]).status_code in (400, 422)
     finally:
         server.stop(signal.SIGKILL)
     again = ServerProcess(data)
     try:
         r = httpx.get(f"{again.url}/sessions/chat-7/turns", params={"last": 10})
         assert [t["turn_id"] for t in r.json()["turns"]] == ids
+        assert httpx.get(f"{again.url}/state/user/u1/settings").json() == {
+            "locale": "de-DE", "quantization": "q4"}  # durable too
         assert httpx.delete(f"{again.url}/sessions/chat-7").json() == {"deleted": True}
         r = httpx.get(f"{again.url}/sessions/chat-7/turns", params={"last": 10})
         assert r.json() == {"turns": []}

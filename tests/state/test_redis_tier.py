@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import RedisServer
+from redisutil import RedisServer
+
 from peregrine.state.service import StateService, StateSettings
 
 

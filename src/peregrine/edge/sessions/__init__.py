@@ -1,5 +1,5 @@
-"""Session state over HTTP, at /sessions."""
+"""Session state over HTTP, at /sessions, and durable settings at /state."""
 
-from peregrine.edge.sessions.protocol import SessionsProtocol
+from peregrine.edge.sessions.protocol import SessionsProtocol, StateProtocol
 
-__all__ = ["SessionsProtocol"]
+__all__ = ["SessionsProtocol", "StateProtocol"]

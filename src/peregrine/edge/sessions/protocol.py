@@ -82,3 +82,36 @@ class SessionsProtocol(Protocol):
             Operation("DELETE", S, "delete_session", "sessions", "Remove a session", delete,
                       Access.WRITE),
         ]
+
+
+class StateProtocol(Protocol):
+    """Durable per-user and per-device settings, at ``/state``:
+    ``GET /state/{kind}/{id}/settings`` and ``PATCH`` (merge; ``null`` removes a
+    setting), ``kind`` ``user`` or ``device``."""
+
+    name = "state"
+    prefix = "/state"
+
+    def __init__(self, state: StateService) -> None:
+        self.state = state
+
+    def operations(self) -> list[Operation]:
+        state = self.state
+
+        async def get_settings(call: Call) -> Any:
+            return await call.run(state.get_settings, call.path["kind"], call.path["ident"],
+                                  _tenant(call))
+
+        async def patch_settings(call: Call) -> Any:
+            changes: dict[str, Any] = call.body
+            return await call.run(state.update_settings, call.path["kind"],
+                                  call.path["ident"], changes, _tenant(call))
+
+        S = "/{kind}/{ident}/settings"
+        return [
+            Operation("GET", S, "get_settings", "state", "A user's or device's settings",
+                      get_settings),
+            Operation("PATCH", S, "update_settings", "state",
+                      "Merge settings (null removes one)", patch_settings, Access.WRITE,
+                      dict[str, Any]),
+        ]
