@@ -94,7 +94,6 @@ def by_history(lengths: list[int], samples: list[int]) -> dict[str, float]:
 
 
 def run_peregrine(url: str, work: Path, load: list[tuple[str, str, str]]) -> dict[str, Any]:
-    from peregrine.embed import normalize_text
     from peregrine.state.service import StateService, StateSettings, embedding_key
 
     state = StateService.open(StateSettings(redis=url, secret="bench"), work / "node-a")
@@ -107,7 +106,7 @@ def run_peregrine(url: str, work: Path, load: list[tuple[str, str, str]]) -> dic
             t0 = time.perf_counter_ns()
             state.last_turns(sid, WINDOW)
             t1 = time.perf_counter_ns()
-            key = embedding_key("minilm", normalize_text(text))
+            key = embedding_key("minilm", text)
             vector = state.embeddings.get(key)
             t2 = time.perf_counter_ns()
             if vector is None:  # the embedder would run here; its cost is not state's

@@ -5,7 +5,7 @@ when a :class:`TextEmbedder` is constructed, so the vector store itself does
 not depend on the optional ``embed`` extra.
 """
 
-from peregrine.embed.cache import CachedEmbedder, normalize_text
+from peregrine.embed.cache import CachedEmbedder, normalize_text, text_key
 from peregrine.embed.embedder import (
     EMBED_DIM,
     MODEL_NAME,
@@ -25,4 +25,5 @@ __all__ = [
     "TextEmbedder",
     "model_path",
     "normalize_text",
+    "text_key",
 ]

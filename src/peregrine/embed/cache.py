@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CachedEmbedder", "Encoder", "normalize_text"]
+__all__ = ["CachedEmbedder", "Encoder", "normalize_text", "text_key"]
 
 
 class Encoder(Protocol):
@@ -42,6 +42,12 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def text_key(model_id: str, text: str) -> bytes:
+    """SHA-256 of the model id and the normalized text: the key of a text's vector,
+    in this cache and in the state face's shared one."""
+    return hashlib.sha256(model_id.encode() + b"\x00" + normalize_text(text).encode()).digest()
+
+
 class CachedEmbedder:
     """Wraps an encoder with a bounded LRU of its vectors.
 
@@ -56,7 +62,6 @@ class CachedEmbedder:
         self.encoder = encoder
         self.model_id = model_id
         self.capacity = capacity
-        self._prefix = model_id.encode() + b"\x00"
         self._rows: OrderedDict[bytes, int] = OrderedDict()
         self._matrix: npt.NDArray[np.float32] | None = None  # allocated on first vector
         self._lock = threading.Lock()
@@ -71,7 +76,7 @@ class CachedEmbedder:
         return len(self._rows)
 
     def key(self, text: str) -> bytes:
-        return hashlib.sha256(self._prefix + normalize_text(text).encode()).digest()
+        return text_key(self.model_id, text)
 
     def encode(self, texts: Sequence[str], batch_size: int = 128) -> npt.NDArray[np.float32]:
         """Vectors of ``texts`` (n, dim), from the cache where it has them."""

@@ -1,7 +1,7 @@
 """Caches of the state face: bytes by key, in memory then Redis, with TTLs.
 
-Used for the embedding cache (key: SHA-256 of the model id and the normalized
-text, value: the float32 vector's bytes) and result caches. Memory is an LRU
+Used for the embedding cache (key: ``embedding_key``, the embedder's own
+SHA-256 text key; value: the float32 vector's bytes) and result caches. Memory is an LRU
 bounded in entries and bytes; Redis (when configured and up) shares entries
 between nodes and processes. A Redis that is down only costs misses.
 """
@@ -9,7 +9,6 @@ between nodes and processes. A Redis that is down only costs misses.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 import time
 from collections import OrderedDict
@@ -17,11 +16,13 @@ from typing import Any
 
 import redis
 
+from peregrine.embed.cache import text_key
 from peregrine.state.shared import RedisTier
 
 
-def embedding_key(model_id: str, normalized_text: str) -> str:
-    return hashlib.sha256(model_id.encode() + b"\x00" + normalized_text.encode()).hexdigest()
+def embedding_key(model_id: str, text: str) -> str:
+    """The key of a text's vector: the embedder's own cache key, in hex."""
+    return text_key(model_id, text).hex()
 
 
 class TieredCache:

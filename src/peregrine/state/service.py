@@ -46,7 +46,7 @@ class StateService:
         self.settings = settings
         self._sessions = sessions
         self._secret = secret
-        #: Vectors by ``embedding_key(model, normalized text)``: float32 bytes.
+        #: Vectors by ``embedding_key(model, text)``: float32 bytes.
         self.embeddings = TieredCache("emb", 100_000, 256 << 20, settings.session_ttl_s,
                                       sessions.redis, metrics.cache if metrics else None)
         self._profiles = profiles

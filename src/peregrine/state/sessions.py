@@ -147,24 +147,17 @@ class SessionStore:
                 self.metrics.redis_up.set(0)
                 self.metrics.pending.set(self.local.pending())
             return 0
-        replayed = 0
         try:
-            while batch := self.local.unsynced():
-                self.redis.add(batch, force=True)
-                self.local.mark_synced(batch)
-                replayed += len(batch)
+            replayed = self._push_unsynced(force=True)
             while sids := self.local.tombstones():
                 self.redis.delete(sids, force=True)
                 self.local.drop_tombstones(sids)
         except RedisDown:
-            return replayed
+            return 0
         self.memory.clear()  # other nodes' writes meanwhile were not announced
         self.redis.mark_up()
         try:  # appends that came between the last batch and mark_up
-            while batch := self.local.unsynced():
-                self.redis.add(batch)
-                self.local.mark_synced(batch)
-                replayed += len(batch)
+            replayed += self._push_unsynced()
         except RedisDown:
             return replayed
         if self.metrics is not None:
@@ -175,18 +168,24 @@ class SessionStore:
             log.warning("replayed %d turns to redis", replayed)
         return replayed
 
-    def _flush(self) -> int:
-        """Write-behind: the turns appended since the last flush, in one pipeline."""
+    def _push_unsynced(self, force: bool = False) -> int:
+        """Every turn Redis has not acknowledged, in batches; how many. Raises
+        ``RedisDown`` on the way (what was pushed stays marked)."""
         assert self.redis is not None
-        flushed = 0
+        pushed = 0
+        while batch := self.local.unsynced():
+            self.redis.add(batch, force=force)
+            self.local.mark_synced(batch)
+            pushed += len(batch)
+        return pushed
+
+    def _flush(self) -> int:
+        """Write-behind: the turns appended since the last flush."""
         try:
-            while batch := self.local.unsynced():
-                self.redis.add(batch)
-                self.local.mark_synced(batch)
-                flushed += len(batch)
+            return self._push_unsynced()
         except RedisDown:
             self._degraded()
-        return flushed
+            return 0
 
     def close(self) -> None:
         self._stop.set()

@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 import orjson
 
+from peregrine.core.encoding import plain
 from peregrine.core.errors import InvalidInputError
 
 
@@ -24,22 +25,12 @@ def _msgpack_decode(data: bytes) -> Any:
 
 
 def _msgpack_encode(value: Any) -> bytes:
-    out: bytes = msgpack.packb(value, use_bin_type=True, default=_default)
+    out: bytes = msgpack.packb(value, use_bin_type=True, default=plain)
     return out
 
 
-def _default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def _json_encode(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=_default)
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY, default=plain)
 
 
 JSON = Codec("json", orjson.loads, _json_encode)

@@ -290,7 +290,7 @@ class Worker:
     async def _run_stage(self, index: int, events: list[Event]) -> None:
         p, m = self.pipeline, self.metrics
         runner = self.runners[index]
-        if index > self.last_upsert:
+        if index > self.last_upsert and self.history_cutoff:
             self._skip_history(events)
         live = sum(e.live for e in events)
         if not live:

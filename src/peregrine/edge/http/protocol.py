@@ -24,11 +24,11 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgpack
-import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from peregrine.core.deadline import reset_deadline, set_deadline
+from peregrine.core.encoding import plain
 from peregrine.edge.http.slicing import SliceHook
 
 if TYPE_CHECKING:
@@ -194,17 +194,9 @@ def describe_validation(exc: ValidationError, prefix: str, limit: int = 3) -> st
 
 
 # -- encoding -------------------------------------------------------------------------
-def _msgpack_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot serialise {type(obj).__name__}")
-
-
 def encode(value: Any, fmt: Format) -> bytes:
     if fmt is Format.MSGPACK:
-        return bytes(msgpack.packb(value, default=_msgpack_default, use_bin_type=True))
+        return bytes(msgpack.packb(value, default=plain, use_bin_type=True))
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
