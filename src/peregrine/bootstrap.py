@@ -121,6 +121,8 @@ def open_faces(settings: Settings, registry: CollectorRegistry | None = None) ->
     faces = Faces(vector=vector, stream=stream)
     try:
         faces.state = StateService.open(settings.state, settings.data, registry)
+        faces.state.attach_semantic(vector, stream.embedder)
+        faces.state.attach_docs_hub(stream.url)
         stream.start_pipelines(vector)
     except BaseException:
         faces.close()

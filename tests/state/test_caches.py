@@ -45,3 +45,19 @@ def test_turns_within_a_token_budget(tmp_path: Path) -> None:
     assert len(state.turns_within("s", 1000)) == 4
     assert state.turns_within("s", 0) == []
     state.close()
+
+
+def test_the_semantic_cache_is_bounded(tmp_path: Path) -> None:
+    vector = VectorService.open(tmp_path / "data")
+    try:
+        cache = SemanticCache(vector, TextEmbedder(), collection="bounded", max_entries=10,
+                              ttl_s=60)
+        for i in range(25):
+            cache.put(f"question number {i} about topic {i * 7}", f"answer {i}")
+            assert vector.count("bounded") <= 10
+        hit = cache.get("question number 24 about topic 168")  # the newest stay
+        assert hit is not None and hit.answer == "answer 24"
+        oldest = cache.get("question number 0 about topic 0")  # evicted first
+        assert oldest is None or oldest.answer != "answer 0"
+    finally:
+        vector.close()

@@ -102,3 +102,30 @@ def test_write_behind_reaches_the_other_node_shortly(tmp_path: Path,
     finally:
         a.close()
         b.close()
+
+
+def test_result_cache_is_shared_and_a_change_reaches_the_other_nodes_memory(
+        tmp_path: Path, redis_server: RedisServer) -> None:
+    settings = StateSettings(redis=redis_server.url, secret="s")
+    a = StateService.open(settings, tmp_path / "a")
+    b = StateService.open(settings, tmp_path / "b")
+    try:
+        a.put_result("answer:42", b"v1")
+        assert b.get_result("answer:42") == b"v1"  # from Redis, now in b's memory
+        assert b.results.hits["redis"] == 1
+        assert b.get_result("answer:42", tenant="other") is None
+        a.put_result("answer:42", b"v2")  # b's memory copy is dropped by the notice
+        _eventually(lambda: b.get_result("answer:42") == b"v2", 5)
+        assert a.delete_result("answer:42") is True
+        _eventually(lambda: b.get_result("answer:42") is None, 5)
+        a.put_result("short", b"x", ttl_s=0.3)
+        assert b.get_result("short") == b"x"  # b keeps it no longer than Redis does
+        time.sleep(0.4)
+        assert b.get_result("short") is None and a.get_result("short") is None
+        import redis
+
+        stored = redis.Redis.from_url(redis_server.url).keys("pg:c:result:*")
+        assert all(b"answer" not in k and b"short" not in k for k in stored)  # HMACs
+    finally:
+        a.close()
+        b.close()

@@ -48,4 +48,26 @@ def load_secret(configured: str, data: Path,
 def stored_id(secret: bytes, tenant: str, kind: str, value: str) -> str:
     """Hex HMAC of (tenant, kind, id): stable, unlinkable without the secret."""
     message = b"\x00".join((tenant.encode(), kind.encode(), value.encode()))
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, message, hashlib.sha256).hex()
+
+
+class StoredIds:
+    """``stored_id`` with the secret bound and answers remembered: a session is
+    read and written many times, and the HMAC plus the checks cost more than the
+    rest of a memory hit. Bounded: the memo is dropped whole when full."""
+
+    def __init__(self, secret: bytes, max_entries: int = 1 << 16) -> None:
+        self._secret, self._max = secret, max_entries
+        self._memo: dict[tuple[str, str, str], str] = {}
+
+    def __call__(self, tenant: str, kind: str, value: str) -> str:
+        key = (tenant, kind, value)
+        found = self._memo.get(key)
+        if found is None:
+            check_id("tenant", tenant)
+            check_id(f"{kind} id", value)
+            found = stored_id(self._secret, tenant, kind, value)
+            if len(self._memo) >= self._max:
+                self._memo.clear()
+            self._memo[key] = found
+        return found

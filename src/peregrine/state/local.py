@@ -6,6 +6,12 @@ fsynced (``synchronous=FULL``) before the append returns, with ``relaxed`` it
 survives the process but not the machine. ``synced`` marks what Redis has
 acknowledged; the rest is replayed to Redis when it is back. Deletions are kept
 as tombstones until Redis has them too.
+
+Several processes of one node may share the store. Each write also records its
+session in ``changes`` with the writer's origin, and ``changed_elsewhere`` tells a
+process which sessions the others wrote since it last asked, so it can drop them
+from its memory tier: a cheap ``PRAGMA data_version`` on a connection of its
+own says whether there is anything to read at all.
 """
 
 from __future__ import annotations
@@ -27,22 +33,78 @@ CREATE TABLE IF NOT EXISTS sessions (
     session TEXT PRIMARY KEY, expires REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deleted (
     session TEXT PRIMARY KEY, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, session TEXT NOT NULL, origin TEXT NOT NULL);
 """
+_CHANGES_KEPT = 8192  # changes other processes may still have to read
 
 
 class LocalStore:
-    def __init__(self, path: Path, durable: bool, ttl_s: float, max_turns: int) -> None:
+    def __init__(self, path: Path, durable: bool, ttl_s: float, max_turns: int,
+                 origin: str = "") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.ttl_s, self.max_turns = ttl_s, max_turns
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.ttl_s, self.max_turns, self.origin = ttl_s, max_turns, origin
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
+        # The watcher: its own connection, so a check never waits behind an fsync.
+        self._watch = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                      timeout=30)
+        self._watch_lock = threading.Lock()
+        self._version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        self._seen = int(self._watch.execute("SELECT coalesce(max(seq), 0) FROM changes"
+                                             ).fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._watch_lock:
             self._db.close()
+            self._watch.close()
+
+    def _changed(self, sid: str) -> None:
+        """Record a write for the other processes (inside the write's transaction)."""
+        seq = self._db.execute("INSERT INTO changes (session, origin) VALUES (?, ?)",
+                               (sid, self.origin)).lastrowid or 0
+        if seq % 1024 == 0:
+            self._db.execute("DELETE FROM changes WHERE seq <= ?", (seq - _CHANGES_KEPT,))
+
+    def changed_elsewhere(self) -> list[str] | None:
+        """Sessions other processes wrote since the last call ([] mostly, in a few
+        microseconds); None when too many changed to tell (forget them all)."""
+        with self._watch_lock:
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return []
+            self._version = version
+            rows = self._watch.execute("SELECT seq, session, origin FROM changes WHERE seq > ?",
+                                       (self._seen,)).fetchall()
+            if not rows:
+                return []
+            # AUTOINCREMENT leaves no holes (a rolled back insert takes its number
+            # back), so a hole before the first row means the trim took unread rows.
+            gap = rows[0][0] > self._seen + 1
+            self._seen = rows[-1][0]
+        if gap:
+            return None
+        return list(dict.fromkeys(session for _, session, origin in rows
+                                  if origin != self.origin))
+
+    def absorb_own_writes(self) -> None:
+        """After this process's own writes: when no other process wrote since the last
+        check, move the watcher past them, so the next read skips the change query.
+        The version is read before the count, so nothing the count missed is absorbed."""
+        with self._watch_lock:
+            version = self._watch.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return
+            foreign, last = self._watch.execute(
+                "SELECT count(*) FILTER (WHERE origin != ?), max(seq) FROM changes "
+                "WHERE seq > ?", (self.origin, self._seen)).fetchone()
+            if foreign == 0:
+                self._version = version
+                self._seen = max(self._seen, int(last or 0))
 
     def append(self, sid: str, turn: Turn) -> None:
         """Durable (per the policy) when this returns."""
@@ -56,6 +118,7 @@ class LocalStore:
                            "DO UPDATE SET expires = excluded.expires",
                            (sid, time.time() + self.ttl_s))
                 db.execute("DELETE FROM deleted WHERE session = ?", (sid,))
+                self._changed(sid)
                 db.execute("DELETE FROM turns WHERE session = ? AND (ts, turn_id) IN "
                            "(SELECT ts, turn_id FROM turns WHERE session = ? "
                            "ORDER BY ts DESC, turn_id DESC LIMIT -1 OFFSET ?)",
@@ -90,6 +153,7 @@ class LocalStore:
                 gone = db.execute("DELETE FROM turns WHERE session = ?", (sid,)).rowcount
                 gone += db.execute("DELETE FROM sessions WHERE session = ?", (sid,)).rowcount
                 db.execute("INSERT OR REPLACE INTO deleted VALUES (?, ?)", (sid, time.time()))
+                self._changed(sid)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -6,7 +6,8 @@ MiniLM behind its SHA-256 cache) and kept in a collection of the vector store,
 used through its front door: one point per prompt with the answer, its tenant
 and its expiry time in the payload. A lookup is a top-1 search filtered to the
 tenant and to entries not yet expired; a hit needs cosine similarity at least
-``threshold``. Expired points are removed as they are found.
+``threshold``. The collection holds at most ``max_entries`` points: past that,
+the expired go, then the tenth that expires soonest.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ class SemanticHit:
 class SemanticCache:
     def __init__(self, vector: VectorService, encoder: Any, collection: str = "pg_semantic_cache",
                  threshold: float = 0.92, ttl_s: float = 24 * 3600.0,
-                 max_answer_bytes: int = 1 << 20) -> None:
+                 max_answer_bytes: int = 1 << 20, max_entries: int = 100_000,
+                 counter: Any = None) -> None:
         if not 0 < threshold <= 1:
             raise InvalidInputError("threshold must be in (0, 1]")
         self.vector, self.encoder, self.collection = vector, encoder, collection
         self.threshold, self.ttl_s, self.max_answer_bytes = threshold, ttl_s, max_answer_bytes
+        self.max_entries = max_entries
         self.hits = self.misses = 0
+        self._counted = ({r: counter.labels("semantic", r) for r in ("hit", "miss")}
+                         if counter is not None else None)
         if not vector.has_collection(collection):
             dim = int(encoder.encode(["dimension probe"]).shape[1])
             vector.create_collection(collection, dim, "cosine")
@@ -59,8 +64,12 @@ class SemanticCache:
                                               score_threshold=self.threshold))
         if not hits:
             self.misses += 1
+            if self._counted is not None:
+                self._counted["miss"].inc()
             return None
         self.hits += 1
+        if self._counted is not None:
+            self._counted["hit"].inc()
         payload = hits[0].payload or {}
         return SemanticHit(str(payload.get("answer", "")), str(payload.get("prompt", "")),
                            float(hits[0].score))
@@ -75,6 +84,28 @@ class SemanticCache:
         self.vector.upsert(self.collection, [point], self._embed(prompt)[None, :],
                            [{"tenant": tenant, "prompt": prompt, "answer": answer,
                              "expires": time.time() + self.ttl_s}])
+        if self.vector.count(self.collection) > self.max_entries:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Down to 90% of the bound: the expired first, then those expiring soonest."""
+        self.purge_expired()
+        over = self.vector.count(self.collection) - int(self.max_entries * 0.9)
+        if over <= 0:
+            return
+        expires: list[float] = []
+        offset = None
+        while True:
+            page, offset = self.vector.scroll(self.collection, limit=1000, offset=offset,
+                                              with_payload=["expires"])
+            expires.extend(float((r.payload or {}).get("expires", 0.0)) for r in page)
+            if offset is None:
+                break
+        cut = float(np.partition(np.asarray(expires), over - 1)[over - 1])
+        from peregrine.vector.service import PointSelector
+
+        self.vector.delete(self.collection, PointSelector(
+            filter={"must": [{"key": "expires", "range": {"lte": cut}}]}))
 
     def purge_expired(self) -> int:
         from peregrine.vector.service import PointSelector

@@ -8,16 +8,20 @@ the node's secret, so raw session and user ids never reach a store.
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry
 
-from peregrine.core.errors import InvalidInputError
+from peregrine.core.errors import InvalidInputError, UnavailableError
 from peregrine.state.cache import TieredCache, embedding_key
 from peregrine.state.crdt import SharedDoc, UpdateLog
-from peregrine.state.ids import check_id, load_secret, stored_id
+from peregrine.state.docs import DocHub
+from peregrine.state.ids import StoredIds, load_secret
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
 from peregrine.state.profiles import KINDS, Profiles
@@ -26,6 +30,7 @@ from peregrine.state.sessions import MAX_READ, SessionStore, node_id
 from peregrine.state.settings import StateSettings
 from peregrine.state.shared import RedisTier
 from peregrine.state.turns import Turn
+from peregrine.vector.service import VectorService
 
 __all__ = ["MAX_READ", "SemanticCache", "SemanticHit", "SharedDoc", "StateService",
            "StateSettings", "TieredCache", "Turn", "UpdateLog", "embedding_key",
@@ -38,32 +43,50 @@ def estimate_tokens(text: str) -> int:
     return max(1, len(text.encode()) // 4)
 
 DEFAULT_TENANT = "default"
+MAX_DOC_CHANGE = 64 * 1024
+_DOC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class StateService:
     def __init__(self, settings: StateSettings, sessions: SessionStore, secret: bytes,
-                 profiles: Profiles, metrics: StateMetrics | None = None) -> None:
+                 profiles: Profiles, docs: DocHub, metrics: StateMetrics | None = None
+                 ) -> None:
         self.settings = settings
         self._sessions = sessions
-        self._secret = secret
+        self._ids = StoredIds(secret)
+        counter = metrics.cache if metrics else None
         #: Vectors by ``embedding_key(model, text)``: float32 bytes.
-        self.embeddings = TieredCache("emb", 100_000, 256 << 20, settings.session_ttl_s,
-                                      sessions.redis, metrics.cache if metrics else None)
+        self.embeddings = TieredCache("emb", settings.embedding_cache_entries,
+                                      settings.embedding_cache_mb << 20,
+                                      settings.embedding_cache_ttl_s, sessions.redis, counter)
+        #: Application results by key (use ``get_result``/``put_result`` for per-tenant,
+        #: HMAC-keyed entries).
+        self.results = TieredCache("result", settings.result_cache_entries,
+                                   settings.result_cache_mb << 20, settings.result_cache_ttl_s,
+                                   sessions.redis, counter,
+                                   max_value_bytes=settings.result_max_bytes)
         self._profiles = profiles
+        self._docs = docs
+        self._semantic: SemanticCache | None = None
+        self._semantic_factory: Callable[[], SemanticCache] | None = None
+        self._counter = counter
+        self._semantic_lock = threading.Lock()
 
     @classmethod
     def open(cls, settings: StateSettings, data: str | Path,
              registry: CollectorRegistry | None = None) -> StateService:
         root = Path(data)
         shared = None
+        origin = node_id()
         if settings.redis:
             shared = RedisTier(settings.redis, settings.redis_timeout_s,
-                               settings.session_ttl_s, settings.max_turns, node_id())
+                               settings.session_ttl_s, settings.max_turns, origin)
         secret = load_secret(settings.secret, root,
                              shared.agree_secret if shared is not None else None)
         local = LocalStore(root / "state" / "local.sqlite3",
                            durable=settings.durability == "durable",
-                           ttl_s=settings.session_ttl_s, max_turns=settings.max_turns)
+                           ttl_s=settings.session_ttl_s, max_turns=settings.max_turns,
+                           origin=origin)
         metrics = StateMetrics(registry) if registry is not None else None
         try:
             sessions = SessionStore(settings, local, shared, metrics)
@@ -71,11 +94,12 @@ class StateService:
             local.close()
             raise
         profiles = Profiles(root / "state" / "profiles.sqlite3", shared)
-        return cls(settings, sessions, secret, profiles, metrics)
+        docs = DocHub(root / "state" / "docs.sqlite3", settings.docs_hub or None, origin,
+                      settings.max_docs)
+        return cls(settings, sessions, secret, profiles, docs, metrics)
 
     def _sid(self, tenant: str, session_id: str) -> str:
-        check_id("tenant", tenant)
-        return stored_id(self._secret, tenant, "session", check_id("session id", session_id))
+        return self._ids(tenant, "session", session_id)
 
     def append_turn(self, session_id: str, role: str, content: str,
                     tenant: str = DEFAULT_TENANT) -> Turn:
@@ -107,8 +131,7 @@ class StateService:
     def _profile_key(self, kind: str, ident: str, tenant: str) -> str:
         if kind not in KINDS:
             raise InvalidInputError(f"kind must be one of {KINDS}")
-        check_id("tenant", tenant)
-        return f"{kind}:{stored_id(self._secret, tenant, kind, check_id(kind + ' id', ident))}"
+        return f"{kind}:{self._ids(tenant, kind, ident)}"
 
     def get_settings(self, kind: str, ident: str, tenant: str = DEFAULT_TENANT
                      ) -> dict[str, Any]:
@@ -119,6 +142,90 @@ class StateService:
                         tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         """Merge ``changes`` into them (``None`` removes a setting); fsynced locally."""
         return self._profiles.update(self._profile_key(kind, ident, tenant), changes)
+
+    # -- caches ----------------------------------------------------------------------
+    def get_result(self, key: str, tenant: str = DEFAULT_TENANT) -> bytes | None:
+        """A cached result of this tenant (keys are printable ASCII, stored as HMACs)."""
+        return self.results.get(self._ids(tenant, "result", key))
+
+    def put_result(self, key: str, value: bytes, ttl_s: float | None = None,
+                   tenant: str = DEFAULT_TENANT) -> None:
+        """Keep ``value`` for ``ttl_s`` (at most ``[state] result_cache_ttl_s``)."""
+        self.results.put(self._ids(tenant, "result", key), value, ttl_s)
+
+    def delete_result(self, key: str, tenant: str = DEFAULT_TENANT) -> bool:
+        return self.results.delete(self._ids(tenant, "result", key))
+
+    def attach_semantic(self, vector: VectorService, encoder: Callable[[], Any]) -> None:
+        """Serve the semantic response cache from ``vector`` (a collection of its own),
+        embedding prompts with ``encoder()``; both are touched only on first use."""
+        settings, counter = self.settings, self._counter
+
+        def build() -> SemanticCache:
+            return SemanticCache(vector, encoder(), threshold=settings.semantic_threshold,
+                                 ttl_s=settings.semantic_ttl_s,
+                                 max_entries=settings.semantic_max_entries,
+                                 counter=counter)
+
+        self._semantic_factory = build
+
+    @property
+    def semantic(self) -> SemanticCache:
+        """The semantic response cache (``attach_semantic`` first)."""
+        with self._semantic_lock:
+            if self._semantic is None:
+                if self._semantic_factory is None:
+                    raise UnavailableError("the semantic cache needs the vector store and an "
+                                           "embedder (attach_semantic)")
+                self._semantic = self._semantic_factory()
+            return self._semantic
+
+    def semantic_lookup(self, prompt: str, tenant: str = DEFAULT_TENANT) -> SemanticHit | None:
+        """The cached answer of a prompt close enough to ``prompt``, if any."""
+        return self.semantic.get(prompt, self._ids(tenant, "tenant", tenant))
+
+    def semantic_store(self, prompt: str, answer: str, tenant: str = DEFAULT_TENANT) -> None:
+        self.semantic.put(prompt, answer, self._ids(tenant, "tenant", tenant))
+
+    def cache_stats(self) -> dict[str, Any]:
+        out = {"embeddings": self.embeddings.stats(), "results": self.results.stats()}
+        if self._semantic is not None:
+            out["semantic"] = {"hits": self._semantic.hits, "misses": self._semantic.misses,
+                               "threshold": self._semantic.threshold}
+        return out
+
+    # -- shared documents (CRDT) ---------------------------------------------------------
+    def attach_docs_hub(self, nats_url: str) -> None:
+        """Sync shared documents through the NATS at ``nats_url`` unless ``[state]
+        docs_hub`` names another (before the first document is used)."""
+        if self._docs.nats_url is None:
+            self._docs.nats_url = nats_url
+
+    def _doc(self, name: str, tenant: str) -> str:
+        if not isinstance(name, str) or not _DOC_NAME.match(name):
+            raise InvalidInputError("a document name is 1-64 of A-Z a-z 0-9 _ - .")
+        return self._ids(tenant, "doc", name)
+
+    def read_doc(self, name: str, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """The ``data`` map of a shared document (empty when new)."""
+        return self._docs.read(self._doc(name, tenant))
+
+    def update_doc(self, name: str, changes: dict[str, Any], tenant: str = DEFAULT_TENANT
+                   ) -> dict[str, Any]:
+        """Merge ``changes`` into its ``data`` map (``None`` removes a key): durable on
+        this node when it returns, and on its way to every other node."""
+        if len(orjson.dumps(changes)) > MAX_DOC_CHANGE:
+            raise InvalidInputError(f"one change is at most {MAX_DOC_CHANGE} bytes of JSON")
+        return self._docs.update(self._doc(name, tenant), changes)
+
+    def doc_diff(self, name: str, state_vector: bytes | None = None,
+                 tenant: str = DEFAULT_TENANT) -> bytes:
+        """The Yjs update a replica at ``state_vector`` lacks (all of it when None)."""
+        return self._docs.diff(self._doc(name, tenant), state_vector)
+
+    def apply_doc_update(self, name: str, update: bytes, tenant: str = DEFAULT_TENANT) -> None:
+        """Apply a Yjs client's update as this node's own edit."""
+        self._docs.apply(self._doc(name, tenant), update)
 
     def delete_session(self, session_id: str, tenant: str = DEFAULT_TENANT) -> bool:
         return self._sessions.delete(self._sid(tenant, session_id))
@@ -141,3 +248,4 @@ class StateService:
         finally:
             self._sessions.local.close()
             self._profiles.close()
+            self._docs.close()

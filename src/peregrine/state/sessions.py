@@ -58,10 +58,23 @@ class SessionStore:
         if self.metrics is not None:
             self._read_counters[tier].inc()
 
+    def _changed_elsewhere(self, sid: str) -> bool:
+        """Other processes on this node share the local store: drop from memory what
+        they wrote since the last look, and say whether ``sid`` was among it. So a
+        turn appended through any of them is in the next read through this one
+        (with or without Redis)."""
+        changed = self.local.changed_elsewhere()
+        if changed is None:
+            self.memory.clear()
+            return True
+        for other in changed:
+            self.memory.forget(other)
+        return sid in changed
+
     def _invalidate(self, sid: str) -> None:
         if sid == "*":
             self.memory.clear()
-        else:
+        elif not sid.startswith("c:"):  # a cache entry's name: not a session
             self.memory.forget(sid)
 
     # -- the API ------------------------------------------------------------------
@@ -82,13 +95,15 @@ class SessionStore:
             except RedisDown:
                 self._degraded()
         self.memory.append(sid, turn)
+        self.local.absorb_own_writes()
         return turn
 
     def last(self, sid: str, n: int) -> list[Turn]:
         if not 0 <= n <= MAX_READ:
             raise InvalidInputError(f"last must be 0..{MAX_READ}")
         found = self.memory.last(sid, n)
-        if found is not None:
+        # Only an answer from memory can be stale; the tiers below are read fresh.
+        if found is not None and not self._changed_elsewhere(sid):
             self._count("memory")
             return found
         window = max(n, 1)
@@ -119,6 +134,7 @@ class SessionStore:
                 self.local.drop_tombstones([sid])
             except RedisDown:
                 self._degraded()
+        self.local.absorb_own_writes()
         return existed
 
     # -- degradation and catch-up ---------------------------------------------------

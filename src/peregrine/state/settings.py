@@ -28,6 +28,23 @@ class StateSettings(Section):
     retry_s: float = field(1.0, "how often a down Redis is tried again")
     secret: str = field("", "HMAC-SHA256 key for stored identifiers; empty: one generated "
                             "once and kept in <data>/state/secret")
+    embedding_cache_entries: int = field(100_000, "embedding cache: vectors kept in memory")
+    embedding_cache_mb: int = field(256, "embedding cache: memory bound, MiB")
+    embedding_cache_ttl_s: float = field(7 * 24 * 3600.0, "embedding cache: entry lifetime")
+    result_cache_entries: int = field(100_000, "result cache: entries kept in memory")
+    result_cache_mb: int = field(256, "result cache: memory bound, MiB")
+    result_cache_ttl_s: float = field(3600.0, "result cache: default and longest lifetime "
+                                              "of an entry")
+    result_max_bytes: int = field(1 << 20, "result cache: largest value, in bytes")
+    semantic_threshold: float = field(0.92, "semantic cache: least cosine similarity of a "
+                                            "prompt to a cached one for a hit")
+    semantic_ttl_s: float = field(24 * 3600.0, "semantic cache: entry lifetime")
+    docs_hub: str = field("", "NATS URL of the shared-document hub; empty: the server's "
+                              "own NATS (peregrine serve), none for the Python API alone")
+    max_docs: int = field(1000, "shared documents open at once (the least recently used "
+                                "close; they reopen from the local log)")
+    semantic_max_entries: int = field(100_000, "semantic cache: most prompts kept (past "
+                                               "it the soonest to expire go)")
 
     def validate(self) -> StateSettings:
         if self.durability not in ("durable", "relaxed"):
@@ -37,7 +54,14 @@ class StateSettings(Section):
         if self.session_ttl_s <= 0 or self.redis_timeout_s <= 0 or self.retry_s <= 0:
             raise InvalidInputError("state.session_ttl_s, redis_timeout_s and retry_s "
                                     "must be positive")
-        for name in ("l1_sessions", "max_turn_bytes", "max_turns"):
+        if not 0 < self.semantic_threshold <= 1:
+            raise InvalidInputError("state.semantic_threshold must be in (0, 1]")
+        for name in ("embedding_cache_ttl_s", "result_cache_ttl_s", "semantic_ttl_s"):
+            if not getattr(self, name) > 0:
+                raise InvalidInputError(f"state.{name} must be positive")
+        for name in ("l1_sessions", "max_turn_bytes", "max_turns", "embedding_cache_entries",
+                     "embedding_cache_mb", "result_cache_entries", "result_cache_mb",
+                     "result_max_bytes", "semantic_max_entries", "max_docs"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"state.{name} must be positive")
         if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -43,6 +43,7 @@ class RedisTier:
                                            health_check_interval=0)
         self.up = False
         self._pubsub_thread: Any = None
+        self._listeners: list[Callable[[str], None]] = []
         self._stop = threading.Event()
 
     def _fail(self, exc: BaseException) -> RedisDown:
@@ -105,10 +106,12 @@ class RedisTier:
         if not self.up:
             raise RedisDown("redis is down")
         try:
-            packed = self.client.zrange(_key(sid), -n, -1)
+            # execute_command: zrange's option handling costs more than the decode
+            packed = self.client.execute_command(  # type: ignore[no-untyped-call]
+                "ZRANGE", _key(sid), -n, -1)
         except redis.RedisError as exc:
             raise self._fail(exc) from None
-        return Turn.unpack_many([p for p in packed if isinstance(p, bytes)])
+        return Turn.unpack_many(cast(list[bytes], packed))
 
     def delete(self, sids: list[str], force: bool = False) -> None:
         if not self.up and not force:
@@ -122,9 +125,26 @@ class RedisTier:
         except redis.RedisError as exc:
             raise self._fail(exc) from None
 
+    def announce(self, name: str) -> None:
+        """Tell the other nodes to drop ``name`` from memory (a cache entry)."""
+        if not self.up:
+            return
+        try:
+            self.client.publish(INVALIDATIONS, f"{self.node_id} {name}")
+        except redis.RedisError as exc:
+            raise self._fail(exc) from None
+
     def listen(self, on_invalidate: Callable[[str], None]) -> None:
-        """Drop sessions other nodes wrote from this node's memory (a thread that
-        resubscribes after Redis comes back)."""
+        """Call ``on_invalidate(name)`` for what other nodes wrote (a session id, or
+        ``c:<cache>:<key>``; ``*`` after a gap: drop everything). One thread, which
+        resubscribes after Redis comes back, serves every listener."""
+        self._listeners.append(on_invalidate)
+        if self._pubsub_thread is not None:
+            return
+
+        def tell(name: str) -> None:
+            for listener in self._listeners:
+                listener(name)
 
         def run() -> None:
             subscribed_before = False
@@ -134,14 +154,14 @@ class RedisTier:
                         ignore_subscribe_messages=True)
                     pubsub.subscribe(INVALIDATIONS)
                     if subscribed_before:  # messages may have been missed meanwhile
-                        on_invalidate("*")
+                        tell("*")
                     subscribed_before = True
                     while not self._stop.is_set():
                         message = pubsub.get_message(timeout=0.5)
                         if message and message.get("type") == "message":
-                            node, _, sid = message["data"].decode().partition(" ")
+                            node, _, name = message["data"].decode().partition(" ")
                             if node != self.node_id:
-                                on_invalidate(sid)
+                                tell(name)
                 except (redis.RedisError, OSError, ValueError):
                     self._stop.wait(0.5)
 

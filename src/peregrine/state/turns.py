@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import msgpack
@@ -33,4 +34,8 @@ class Turn(NamedTuple):
         """Many packed turns in one msgpack call (one array header, then them all)."""
         n = len(packed)
         header = bytes([0x90 | n]) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
-        return list(map(Turn._make, msgpack.unpackb(header + b"".join(packed), use_list=False)))
+        return list(map(_make_turn, msgpack.unpackb(header + b"".join(packed), use_list=False)))
+
+
+#: ``Turn`` from a 4-tuple without ``_make``'s checks (a read decodes many at once).
+_make_turn = partial(tuple.__new__, Turn)

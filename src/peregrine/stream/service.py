@@ -69,6 +69,19 @@ class StreamService:
         self.url = settings.nats
         self._thread: threading.Thread | None = None
         self._stop_pipelines: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._embedder: Any = None
+        self._embedder_lock = threading.Lock()
+
+    def embedder(self) -> Any:
+        """This process's default embedder (``[stream] embed_*``: the built-in model or
+        a remote one, behind the text cache), built on first use; other faces embed
+        with it too (the state face's semantic cache)."""
+        with self._embedder_lock:
+            if self._embedder is None:
+                from peregrine.stream.worker import default_embedder
+
+                self._embedder = default_embedder(self.settings)
+            return self._embedder
 
     @classmethod
     def open(cls, settings: StreamSettings, data: str | Path) -> StreamService:

@@ -20,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from peregrine.edge.http.protocol import Access, Call, Operation, Protocol, QueryModel
+from peregrine.edge.sessions.caches import cache_operations
+from peregrine.edge.sessions.docs import doc_operations
 from peregrine.state.service import MAX_READ, StateService
 
 
@@ -87,7 +89,8 @@ class SessionsProtocol(Protocol):
 class StateProtocol(Protocol):
     """Durable per-user and per-device settings, at ``/state``:
     ``GET /state/{kind}/{id}/settings`` and ``PATCH`` (merge; ``null`` removes a
-    setting), ``kind`` ``user`` or ``device``."""
+    setting), ``kind`` ``user`` or ``device``; the caches (``caches.py``) and shared
+    documents (``docs.py``)."""
 
     name = "state"
     prefix = "/state"
@@ -108,7 +111,7 @@ class StateProtocol(Protocol):
                                   call.path["ident"], changes, _tenant(call))
 
         S = "/{kind}/{ident}/settings"
-        return [
+        return [*cache_operations(state, _tenant), *doc_operations(state, _tenant),
             Operation("GET", S, "get_settings", "state", "A user's or device's settings",
                       get_settings),
             Operation("PATCH", S, "update_settings", "state",
