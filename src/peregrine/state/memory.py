@@ -13,7 +13,7 @@ from peregrine.state.turns import Turn
 WINDOW = 256
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     turns: list[Turn]
     complete: bool  # the list holds every turn of the session

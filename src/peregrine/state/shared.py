@@ -108,7 +108,7 @@ class RedisTier:
         try:
             # execute_command: zrange's option handling costs more than the decode
             packed = self.client.execute_command(  # type: ignore[no-untyped-call]
-                "ZRANGE", _key(sid), -n, -1)
+                "ZRANGE", "pg:t:" + sid, -n, -1)
         except redis.RedisError as exc:
             raise self._fail(exc) from None
         return Turn.unpack_many(cast(list[bytes], packed))
