@@ -70,8 +70,28 @@ def test_two_servers_share_a_document_and_a_yjs_client_syncs(tmp_path: Path) -> 
             assert http.patch(f"{one.url}/state/docs/bad name!",
                               json={"a": 1}).status_code == 400
             assert http.patch(f"{one.url}/state/docs/team", json=[1]).status_code in (400, 422)
+            r = http.patch(f"{one.url}/state/docs/team",
+                           json={"first": 2, "z": 9223372036854775808})
+            assert r.status_code == 400, r.text  # nothing of it is kept
+            deep: Any = 1
+            for _ in range(300):
+                deep = [deep]
+            assert http.patch(f"{one.url}/state/docs/team",
+                              json={"deep": deep}).status_code == 400
+            assert http.put(f"{one.url}/state/results/deep",
+                            json={"value": deep}).status_code == 400
             assert http.get(f"{one.url}/state/docs/team").json()["data"] == {
                 **want, "from_client": "yes"}
     finally:
         two.stop()
         one.stop()
+
+
+def test_a_hub_that_is_down_costs_nothing_at_close(tmp_path: Path) -> None:
+    from peregrine.state.docs import DocHub
+
+    hub = DocHub(tmp_path / "docs.sqlite3", "nats://127.0.0.1:1", "node")
+    assert hub.update("d", {"a": 1}) == {"a": 1.0}  # works offline
+    started = time.monotonic()
+    hub.close()
+    assert time.monotonic() - started < 8

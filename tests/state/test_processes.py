@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from peregrine.state.local import LocalStore
@@ -97,3 +98,54 @@ def test_change_feed_trim_makes_a_late_reader_forget_everything(tmp_path: Path) 
     finally:
         writer.close()
         reader.close()
+
+
+def test_own_writes_never_absorb_a_trimmed_foreign_change(tmp_path: Path) -> None:
+    path = tmp_path / "local.sqlite3"
+    a = LocalStore(path, durable=False, ttl_s=600, max_turns=10, origin="A")
+    b = LocalStore(path, durable=False, ttl_s=600, max_turns=10, origin="B")
+    try:
+        b.append("hot", Turn("x", "user", "from B", 1.0))  # A must hear of this
+        for i in range(9300):  # A's own writes, past what the feed keeps
+            a.append(f"s{i % 5}", Turn(f"u{i}", "user", "x", 2.0 + i))
+            a.absorb_own_writes()
+        assert a.changed_elsewhere() is None  # B's row was trimmed: forget everything
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_stale_fill_racing_an_invalidation_is_dropped(tmp_path: Path) -> None:
+    """Thread 1 misses memory and reads the store; another process appends; thread 2's
+    memory hit takes that change off the feed; thread 1's (older) read must not then
+    be cached."""
+    settings = StateSettings(secret=SECRET, durability="relaxed")
+    a = StateService.open(settings, tmp_path)
+    b = StateService.open(settings, tmp_path)
+    try:
+        a.append_turn("hot", "user", "one")
+        a.append_turn("warm", "user", "w")
+        a._sessions.memory.clear()
+        a.last_turns("warm", 5)  # only "warm" in a's memory
+        read_done, go_on = threading.Event(), threading.Event()
+        real_last = a._sessions.local.last
+
+        def slow_last(sid: str, n: int) -> tuple[list[Turn], int]:
+            out = real_last(sid, n)
+            read_done.set()
+            go_on.wait(10)
+            return out
+
+        a._sessions.local.last = slow_last  # type: ignore[method-assign]
+        reader = threading.Thread(target=lambda: a.last_turns("hot", 10))
+        reader.start()
+        read_done.wait(10)
+        a._sessions.local.last = real_last  # type: ignore[method-assign]
+        b.append_turn("hot", "user", "two")
+        a.last_turns("warm", 5)  # a memory hit: consumes b's change
+        go_on.set()
+        reader.join(10)
+        assert [t.content for t in a.last_turns("hot", 10)] == ["one", "two"]
+    finally:
+        a.close()
+        b.close()

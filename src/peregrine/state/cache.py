@@ -49,6 +49,7 @@ class TieredCache:
         self._counted = ({r: counter.labels(name, r) for r in ("memory", "redis", "miss")}
                          if counter is not None else None)
         self._prefix = f"c:{name}:"
+        self._generation = 0
         if redis_tier is not None:
             redis_tier.listen(self._invalidate)
 
@@ -80,6 +81,7 @@ class TieredCache:
             self._note("memory")
             return value
         if self.redis is not None and self.redis.up:
+            generation = self._generation
             try:
                 shared = self.redis.client.get(self._rkey(key))
             except redis.RedisError:
@@ -89,7 +91,7 @@ class TieredCache:
                 left = _EXPIRY.unpack_from(shared)[0] - time.time()
                 if left > 0:
                     value = shared[_EXPIRY.size:]
-                    self._remember(key, value, min(left, self.ttl_s))
+                    self._remember(key, value, min(left, self.ttl_s), generation)
                     self._note("redis")
                     return value
         self._note("miss")
@@ -142,6 +144,7 @@ class TieredCache:
                 "ttl_s": self.ttl_s}
 
     def _invalidate(self, name: str) -> None:
+        self._generation += 1  # a fill read from Redis before this is dropped
         if name == "*":
             with self._lock:
                 self._items.clear()
@@ -152,8 +155,11 @@ class TieredCache:
                 if old is not None:
                     self._bytes -= len(old[1])
 
-    def _remember(self, key: str, value: bytes, ttl_s: float) -> None:
+    def _remember(self, key: str, value: bytes, ttl_s: float,
+                  generation: int | None = None) -> None:
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= len(old[1])

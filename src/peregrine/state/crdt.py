@@ -47,6 +47,7 @@ class UpdateLog:
             CREATE TABLE IF NOT EXISTS updates (doc TEXT, id INTEGER PRIMARY KEY,
                 data BLOB NOT NULL, pending INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS cursor (doc TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+            CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc, id);
         """)
         self._lock = threading.Lock()
 
@@ -70,6 +71,18 @@ class UpdateLog:
     def published(self, update_id: int) -> None:
         with self._lock:
             self._db.execute("UPDATE updates SET pending = 0 WHERE id = ?", (update_id,))
+
+    def docs_pending(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT doc FROM updates WHERE pending = 1")]
+
+    def size(self, doc: str) -> int:
+        """Bytes of updates kept for ``doc``."""
+        with self._lock:
+            row = self._db.execute("SELECT coalesce(sum(length(data)), 0) FROM updates "
+                                   "WHERE doc = ?", (doc,)).fetchone()
+        return int(row[0])
 
     def cursor(self, doc: str) -> int:
         with self._lock:
@@ -164,6 +177,16 @@ class SharedDoc:
                 await self._sub.unsubscribe()
         self._sub = None
         self._js = None
+
+
+async def publish_pending(js: Any, store: UpdateLog, name: str, node: str) -> int:
+    """Publish a closed document's pending updates (no replica needed); how many."""
+    sent = 0
+    for update_id, data in store.pending(name):
+        await js.publish(f"{SUBJECT}.{name}", data, headers={_ORIGIN: node})
+        store.published(update_id)
+        sent += 1
+    return sent
 
 
 async def ensure_hub(js: Any) -> None:

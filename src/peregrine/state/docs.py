@@ -23,12 +23,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from peregrine.core.errors import InvalidInputError, UnavailableError
-from peregrine.state.crdt import SharedDoc, UpdateLog
+from peregrine.state.crdt import SharedDoc, UpdateLog, publish_pending
+
+# What pycrdt may raise on bad input: its errors, and Rust panics, which pyo3 raises
+# as a BaseException (pyo3_runtime.PanicException, not importable).
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 
 log = logging.getLogger("peregrine.state")
 T = TypeVar("T")
 
 MAX_UPDATE_BYTES = 1 << 20  # one update applied through the API
+MAX_DOC_BYTES = 16 << 20  # updates kept per document before edits are refused
 _SYNC_S = 1.0  # how often pending updates are offered to the hub again
 
 
@@ -48,47 +53,73 @@ class DocHub:
     # -- the thread --------------------------------------------------------------------
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
         with self._started:
-            if self._loop is None:
+            if self._thread is None or not self._thread.is_alive():
+                self._loop = None
                 ready = threading.Event()
+                failed: list[BaseException] = []
 
                 async def main() -> None:
+                    try:
+                        self._store = self._store or UpdateLog(self.log_path)
+                    except BaseException as exc:
+                        failed.append(exc)
+                        ready.set()
+                        return
                     self._loop = asyncio.get_running_loop()
                     self._stop = asyncio.Event()
-                    self._store = UpdateLog(self.log_path)
                     ready.set()
                     await self._follow_hub(self._stop)
 
                 self._thread = threading.Thread(target=asyncio.run, args=(main(),),
                                                 name="state-docs", daemon=True)
                 self._thread.start()
-                if not ready.wait(10):
-                    raise UnavailableError("the shared-document thread did not start")
+                ready.wait(10)
+                if failed or self._loop is None:
+                    self._thread = None
+                    raise UnavailableError(f"shared documents are unavailable: "
+                                           f"{failed[0] if failed else 'no thread'}")
             assert self._loop is not None
             return self._loop
+
+    async def _connect(self) -> Any:
+        """One bounded attempt at the hub (nats-py's own retries would never return
+        while it is down); None when unreachable."""
+        import nats
+
+        assert self.nats_url is not None
+        async def quiet(exc: Exception) -> None:
+            log.debug("crdt hub: %s", exc)
+
+        try:
+            return await asyncio.wait_for(nats.connect(
+                self.nats_url, connect_timeout=2, max_reconnect_attempts=-1,
+                reconnect_time_wait=1, allow_reconnect=True, error_cb=quiet), 5)
+        except (TimeoutError, Exception) as exc:
+            log.debug("crdt hub unreachable: %s", exc)
+            return None
 
     async def _follow_hub(self, stop: asyncio.Event) -> None:
         nc = None
         while not stop.is_set():
-            if self.nats_url and nc is None:
-                try:
-                    import nats
-
-                    nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1,
-                                            reconnect_time_wait=1, connect_timeout=2,
-                                            allow_reconnect=True)
-                    self._js = nc.jetstream()
-                    for doc in self._docs.values():
-                        await doc.connect(self._js)
-                except Exception as exc:  # offline: documents work locally
-                    log.debug("crdt hub unreachable: %s", exc)
-                    nc = None
-            elif nc is not None and nc.is_connected:
-                for doc in list(self._docs.values()):
-                    with contextlib.suppress(Exception):
+            try:
+                if self.nats_url and nc is None:
+                    nc = await self._connect()
+                    if nc is not None:
+                        self._js = nc.jetstream()
+                        for doc in list(self._docs.values()):
+                            await doc.connect(self._js)
+                elif nc is not None and nc.is_connected:
+                    for doc in list(self._docs.values()):
                         await doc.sync()
+                    assert self._store is not None
+                    for name in self._store.docs_pending():  # closed documents' edits
+                        if name not in self._docs:
+                            await publish_pending(self._js, self._store, name, self.node)
+            except Exception as exc:  # the hub went away mid-way: next round
+                log.debug("crdt sync deferred: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _SYNC_S)
-        for doc in self._docs.values():
+        for doc in list(self._docs.values()):
             await doc.disconnect()
         if nc is not None:
             with contextlib.suppress(Exception):
@@ -130,10 +161,14 @@ class DocHub:
         if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
             raise InvalidInputError("changes must be an object with string keys")
 
+        _check_values(changes)
+
         async def run() -> dict[str, Any]:
             from pycrdt import Map
 
-            doc = (await self._doc(name)).doc
+            shared = await self._doc(name)
+            self._check_size(shared.name)
+            doc = shared.doc
             data = doc.get("data", type=Map)
             with doc.transaction():
                 for key, value in changes.items():
@@ -147,6 +182,12 @@ class DocHub:
 
         return self._call(run)
 
+    def _check_size(self, name: str) -> None:
+        assert self._store is not None
+        if self._store.size(name) > MAX_DOC_BYTES:
+            raise InvalidInputError(f"the document holds over {MAX_DOC_BYTES} bytes of "
+                                    "updates; no more edits are taken")
+
     def state_vector(self, name: str) -> bytes:
         async def run() -> bytes:
             return bytes((await self._doc(name)).doc.get_state())
@@ -159,7 +200,9 @@ class DocHub:
             doc = (await self._doc(name)).doc
             try:
                 return bytes(doc.get_update(since) if since else doc.get_update())
-            except Exception as exc:  # pycrdt raises on a malformed state vector
+            except BaseException as exc:  # a malformed state vector
+                if isinstance(exc, _FATAL):
+                    raise
                 raise InvalidInputError(f"not a Yjs state vector: {exc}") from None
 
         return self._call(run)
@@ -170,20 +213,48 @@ class DocHub:
             raise InvalidInputError(f"an update is at most {MAX_UPDATE_BYTES} bytes")
 
         async def run() -> None:
-            doc = (await self._doc(name)).doc
+            shared = await self._doc(name)
+            self._check_size(shared.name)
             try:
-                doc.apply_update(update)
-            except Exception as exc:
+                shared.doc.apply_update(update)
+            except BaseException as exc:
+                if isinstance(exc, _FATAL):
+                    raise
                 raise InvalidInputError(f"not a Yjs update: {exc}") from None
 
         self._call(run)
 
     def close(self) -> None:
-        if self._loop is None or self._stop is None:
-            return
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(10)
+            if self._thread.is_alive():  # never close the log under a live thread
+                log.warning("the shared-document thread did not stop")
+                return
         if self._store is not None:
             self._store.close()
+
+
+def _check_values(changes: dict[str, Any]) -> None:
+    """What Yjs can hold: numbers are doubles (integers past 2^53 are refused, not
+    silently rounded or, past 2^63, a panic of the binding)."""
+    stack: list[Any] = [changes]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            continue
+        if isinstance(value, int):
+            if abs(value) > 2**53:
+                raise InvalidInputError("numbers in a document are doubles: integers must "
+                                        "be within +-2^53")
+        elif isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise InvalidInputError("numbers in a document must be finite")
+        elif isinstance(value, dict):
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        else:
+            raise InvalidInputError(f"a document holds JSON values, not {type(value).__name__}")

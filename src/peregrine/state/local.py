@@ -99,10 +99,12 @@ class LocalStore:
             version = self._watch.execute("PRAGMA data_version").fetchone()[0]
             if version == self._version:
                 return
-            foreign, last = self._watch.execute(
-                "SELECT count(*) FILTER (WHERE origin != ?), max(seq) FROM changes "
+            foreign, first, last = self._watch.execute(
+                "SELECT count(*) FILTER (WHERE origin != ?), min(seq), max(seq) FROM changes "
                 "WHERE seq > ?", (self.origin, self._seen)).fetchone()
-            if foreign == 0:
+            # Absorb only when every change since the last look is there (no trim hole
+            # that might have held another process's) and all of them are this one's.
+            if foreign == 0 and (first is None or first == self._seen + 1):
                 self._version = version
                 self._seen = max(self._seen, int(last or 0))
 

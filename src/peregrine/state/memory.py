@@ -27,6 +27,7 @@ class MemoryTier:
         self.window = min(max_turns, WINDOW)
         self._items: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
+        self._generation = 0
 
     def last(self, sid: str, n: int) -> list[Turn] | None:
         """The last ``n`` turns, or None when memory cannot answer for sure."""
@@ -40,12 +41,23 @@ class MemoryTier:
                 return None
             if n > len(entry.turns) and not entry.complete:
                 return None
-            entry.expires = now + self.ttl_s
+            # The expiry does not slide: memory is re-read from below at least every
+            # ttl_s, whatever invalidation might have been missed.
             self._items.move_to_end(sid)
             return entry.turns[-n:] if n else []
 
-    def put(self, sid: str, turns: list[Turn], complete: bool) -> None:
+    @property
+    def generation(self) -> int:
+        """Bumped by every invalidation: a reader notes it before reading a lower tier
+        and passes it to ``put``, which drops the fill if an invalidation came in
+        between (the read may predate the write that caused it)."""
+        return self._generation
+
+    def put(self, sid: str, turns: list[Turn], complete: bool,
+            generation: int | None = None) -> None:
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return
             self._items[sid] = _Entry(turns[-self.window:],
                                       complete and len(turns) <= self.window,
                                       time.monotonic() + self.ttl_s)
@@ -65,12 +77,13 @@ class MemoryTier:
                 # Past the window memory no longer holds every turn, unless the session
                 # itself is capped at the window (its oldest turn is gone everywhere).
                 entry.complete = entry.complete and self.window == self.max_turns
-            entry.expires = time.monotonic() + self.ttl_s
 
     def forget(self, sid: str) -> None:
         with self._lock:
+            self._generation += 1
             self._items.pop(sid, None)
 
     def clear(self) -> None:
         with self._lock:
+            self._generation += 1
             self._items.clear()

@@ -13,6 +13,7 @@ the expired go, then the tenth that expires soonest.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class SemanticCache:
         self.vector, self.encoder, self.collection = vector, encoder, collection
         self.threshold, self.ttl_s, self.max_answer_bytes = threshold, ttl_s, max_answer_bytes
         self.max_entries = max_entries
+        self._evicting = threading.Lock()
         self.hits = self.misses = 0
         self._counted = ({r: counter.labels("semantic", r) for r in ("hit", "miss")}
                          if counter is not None else None)
@@ -85,7 +87,9 @@ class SemanticCache:
                            [{"tenant": tenant, "prompt": prompt, "answer": answer,
                              "expires": time.time() + self.ttl_s}])
         if self.vector.count(self.collection) > self.max_entries:
-            self._evict()
+            with self._evicting:  # one eviction at a time
+                if self.vector.count(self.collection) > self.max_entries:
+                    self._evict()
 
     def _evict(self) -> None:
         """Down to 90% of the bound: the expired first, then those expiring soonest."""
@@ -101,6 +105,9 @@ class SemanticCache:
             expires.extend(float((r.payload or {}).get("expires", 0.0)) for r in page)
             if offset is None:
                 break
+        if not expires:
+            return
+        over = min(over, len(expires))
         cut = float(np.partition(np.asarray(expires), over - 1)[over - 1])
         from peregrine.vector.service import PointSelector
 

@@ -214,7 +214,11 @@ class StateService:
                    ) -> dict[str, Any]:
         """Merge ``changes`` into its ``data`` map (``None`` removes a key): durable on
         this node when it returns, and on its way to every other node."""
-        if len(orjson.dumps(changes)) > MAX_DOC_CHANGE:
+        try:
+            size = len(orjson.dumps(changes))
+        except TypeError as exc:  # orjson.JSONEncodeError: too deep, not JSON
+            raise InvalidInputError(f"the change is not storable JSON: {exc}") from None
+        if size > MAX_DOC_CHANGE:
             raise InvalidInputError(f"one change is at most {MAX_DOC_CHANGE} bytes of JSON")
         return self._docs.update(self._doc(name, tenant), changes)
 

@@ -107,6 +107,7 @@ class SessionStore:
             self._count("memory")
             return found
         window = max(n, 1)
+        generation = self.memory.generation
         if self.redis is not None and self.redis.up:
             try:
                 turns = self.redis.last(sid, window)
@@ -114,14 +115,15 @@ class SessionStore:
                     turns = _merge(turns, self.local.unsynced_of(sid))[-window:]
                 if turns:
                     self._count("redis")
-                    self.memory.put(sid, turns, complete=len(turns) < window)
+                    self.memory.put(sid, turns, complete=len(turns) < window,
+                                    generation=generation)
                     return turns[-n:] if n else []
             except RedisDown:
                 self._degraded()
         turns, total = self.local.last(sid, window)
         self._count("local")
         if turns:
-            self.memory.put(sid, turns, complete=total <= len(turns))
+            self.memory.put(sid, turns, complete=total <= len(turns), generation=generation)
         return turns[-n:] if n else []
 
     def delete(self, sid: str) -> bool:

@@ -14,11 +14,12 @@
 | ``GET /state/caches`` | sizes, bounds, hits and misses of each cache |
 
 Result keys are per tenant (``x-tenant``) and stored as HMACs; embeddings are
-keyed by model and normalized text, as the embedders' own cache keys them.
+keyed by tenant, model and normalized text.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -67,15 +68,26 @@ def _texts(texts: list[str]) -> None:
 def cache_operations(state: StateService, tenant: Any) -> list[Operation]:
     """The routes above; ``tenant(call)`` names the caller's tenant."""
 
+    def _scoped(call: Call, model: str) -> str:
+        """Vectors written over HTTP are the tenant's own: no tenant can change what
+        another reads back."""
+        return f"{tenant(call)}\x00{model}"
+
     async def get_result(call: Call) -> Any:
         found = await call.run(state.get_result, call.path["key"], tenant(call))
         if found is None:
             raise NotFoundError(f"no result cached under {call.path['key']!r}")
-        return {"value": orjson.loads(found)}
+        try:
+            return {"value": orjson.loads(found)}
+        except orjson.JSONDecodeError:  # bytes kept through the Python API
+            return {"value_base64": base64.b64encode(found).decode()}
 
     async def put_result(call: Call) -> Any:
         body: NewResult = call.body
-        value = orjson.dumps(body.value)
+        try:
+            value = orjson.dumps(body.value)
+        except TypeError as exc:  # orjson.JSONEncodeError: nested too deeply
+            raise InvalidInputError(f"value is not storable JSON: {exc}") from None
         await call.run(state.put_result, call.path["key"], value, body.ttl_s, tenant(call))
         return {"stored": True}
 
@@ -89,8 +101,9 @@ def cache_operations(state: StateService, tenant: Any) -> list[Operation]:
 
         def lookup() -> list[list[float] | None]:
             out: list[list[float] | None] = []
+            model = _scoped(call, body.model)
             for text in body.texts:
-                found = state.embeddings.get(embedding_key(body.model, text))
+                found = state.embeddings.get(embedding_key(model, text))
                 out.append(None if found is None
                            else np.frombuffer(found, dtype="<f4").tolist())
             return out
@@ -109,8 +122,9 @@ def cache_operations(state: StateService, tenant: Any) -> list[Operation]:
             raise InvalidInputError("vectors must be finite numbers")
 
         def store() -> int:
+            model = _scoped(call, body.model)
             for text, vector in zip(body.texts, packed, strict=True):
-                state.embeddings.put(embedding_key(body.model, text), vector.tobytes())
+                state.embeddings.put(embedding_key(model, text), vector.tobytes())
             return len(packed)
 
         return {"stored": await call.run(store)}
