@@ -14,4 +14,6 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[embed,otel,dev]"
+# llama-cpp-python (the llm extra) compiles llama.cpp: a few minutes on 2 cores.
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+.venv/bin/python -m pip install -q -e ".[embed,otel,llm,dev]"

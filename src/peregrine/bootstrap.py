@@ -12,6 +12,7 @@ Adding a wire protocol: a package under ``peregrine/edge/`` with a
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,12 +30,14 @@ from peregrine.edge.http.protocol import Protocol
 from peregrine.edge.http.server import run
 from peregrine.edge.http.settings import HttpSettings
 from peregrine.edge.http.tracing import Tracing
+from peregrine.edge.openai.protocol import OpenAIProtocol
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
 from peregrine.edge.sessions import SessionsProtocol, StateProtocol
 from peregrine.edge.streams import StreamsProtocol
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
+from peregrine.serve.service import InferenceService, LlmSettings
 from peregrine.state.service import StateService, StateSettings
 from peregrine.stream.service import StreamService, StreamSettings
 from peregrine.vector.service import VectorService, VectorSettings
@@ -53,6 +56,7 @@ class Settings(Section):
     qdrant: QdrantSettings = dataclasses.field(default_factory=QdrantSettings)
     stream: StreamSettings = dataclasses.field(default_factory=StreamSettings)
     state: StateSettings = dataclasses.field(default_factory=StateSettings)
+    llm: LlmSettings = dataclasses.field(default_factory=LlmSettings)
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
 
     def validate(self) -> Settings:
@@ -74,8 +78,11 @@ class Faces:
     vector: VectorService
     stream: StreamService | None = None
     state: StateService | None = None
+    inference: InferenceService | None = None
 
     def close(self) -> None:
+        if self.inference is not None:
+            self.inference.close()
         try:
             if self.stream is not None:  # in-process pipelines write to the store
                 self.stream.stop_pipelines()
@@ -97,6 +104,7 @@ PROTOCOLS: list[Callable[[Faces, Settings], Protocol | None]] = [
     lambda faces, settings: StreamsProtocol(faces.stream) if faces.stream else None,
     lambda faces, settings: SessionsProtocol(faces.state) if faces.state else None,
     lambda faces, settings: StateProtocol(faces.state) if faces.state else None,
+    lambda faces, settings: OpenAIProtocol(faces.inference) if faces.inference else None,
 ]
 
 
@@ -124,10 +132,24 @@ def open_faces(settings: Settings, registry: CollectorRegistry | None = None) ->
         faces.state.attach_semantic(vector, stream.embedder)
         faces.state.attach_docs_hub(stream.url)
         stream.start_pipelines(vector)
+        faces.inference = open_inference(settings.llm, registry)
     except BaseException:
         faces.close()
         raise
     return faces
+
+
+def open_inference(settings: LlmSettings, registry: CollectorRegistry | None
+                   ) -> InferenceService | None:
+    """The inference face when ``[llm] enabled`` and llama-cpp-python is installed (the
+    ``llm`` extra); without it the server runs without ``/v1``."""
+    if not settings.enabled:
+        return None
+    if importlib.util.find_spec("llama_cpp") is None:
+        log.warning("llama-cpp-python is not installed: /v1 is not served "
+                    "(pip install 'peregrine[llm]')")
+        return None
+    return InferenceService.open(settings, registry)
 
 
 def build(settings: Settings, faces: Faces | None = None,
@@ -178,3 +200,20 @@ def serve(settings: Settings, on_started: Callable[[Peregrine], None] | None = N
             poller.stop()
         process.app.close()  # no-op after a clean shutdown; closes after a bind failure
     return 0 if started else 1
+
+
+def serve_llm(settings: Settings) -> int:
+    """``peregrine llm``: the inference face alone behind the OpenAI API (``/v1``,
+    with ``/healthz``, ``/readyz`` and ``/metrics``); the model loads before the
+    server answers."""
+    configure_logging(settings.log_level)
+    registry = new_registry()
+    llm = dataclasses.replace(settings.llm, preload=True)
+    service = InferenceService.open(llm, registry)
+    app = EdgeApp(settings.http, [OpenAIProtocol(service)], HttpMetrics(registry),
+                  Tracing.from_env(settings.http.tracing), on_close=[service.close])
+    http = settings.http
+    log.info("serving", extra={"fields": {
+        "url": f"http://{http.host}:{http.port}/v1", "model": service.model_id,
+        "slots": llm.slots, "threads": llm.n_threads}})
+    return 0 if run(app, http) else 1

@@ -48,6 +48,16 @@ def _serve(args: argparse.Namespace) -> int:
     return bootstrap.serve(settings, on_started)
 
 
+def _llm(args: argparse.Namespace) -> int:
+    from peregrine import bootstrap
+
+    overrides = {key: value for key, value in (
+        ("http.port", args.port if args.port is not None else 8000), ("http.host", args.host),
+        ("llm.model", args.model), ("llm.replicas", args.replicas),
+        ("llm.threads", args.threads)) if value is not None}
+    return bootstrap.serve_llm(bootstrap.load(args.config, overrides=overrides))
+
+
 def _stream_settings(args: argparse.Namespace) -> tuple[object, str]:
     """[stream] settings of the config file and variables, with this command's flags."""
     import dataclasses
@@ -164,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
     dlq.set_defaults(func=_dlq)
     pipes.set_defaults(func=_pipelines)
+    llm = sub.add_parser("llm", help="serve a language model behind the OpenAI API (/v1)",
+                         description="Continuous batching over llama.cpp; the built-in "
+                         "Gemma 3 270M unless --model names a GGUF file. Other [llm] "
+                         "settings come from --config and PEREGRINE_LLM_* variables.")
+    llm.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
+    llm.add_argument("--host", default=None, help="HTTP address (default 127.0.0.1)")
+    llm.add_argument("--model", default=None, help="GGUF file ([llm] model)")
+    llm.add_argument("--replicas", type=int, default=None,
+                     help="engine processes behind a router ([llm] replicas)")
+    llm.add_argument("--threads", type=int, default=None, help="llama.cpp threads per "
+                     "engine ([llm] threads; default: the cores, shared among replicas)")
+    llm.add_argument("--config", default=None, help="TOML config file")
+    llm.set_defaults(func=_llm)
     info = sub.add_parser("info", help="print collection statistics of a database")
     info.add_argument("--data", default="./data")
     info.set_defaults(func=_info)

@@ -210,6 +210,8 @@ class EdgeApp:
             if op.access is Access.WRITE:
                 raise HttpError(403, "Forbidden: the read-only API key cannot change data")
             return
+        if op.protocol is not None and op.protocol.accepts_key(key):
+            return  # a key of the protocol's own (the LLM API's per-class keys)
         raise HttpError(401, "Invalid API key or bearer token")
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:

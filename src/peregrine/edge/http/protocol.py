@@ -143,6 +143,11 @@ class Protocol:
     def operations(self) -> list[Operation]:
         return []
 
+    def accepts_key(self, key: bytes) -> bool:
+        """Keys of this protocol's own that open its routes besides the edge's keys
+        (full access to this protocol only)."""
+        return False
+
     def success(self, result: bytes, fmt: Format, seconds: float) -> bytes:
         """The body of a 200 around an already encoded result."""
         return result

@@ -1,0 +1,1 @@
+"""The OpenAI protocol (``/v1``) of the shared edge."""
