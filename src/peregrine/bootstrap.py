@@ -31,13 +31,14 @@ from peregrine.edge.http.server import run
 from peregrine.edge.http.settings import HttpSettings
 from peregrine.edge.http.tracing import Tracing
 from peregrine.edge.openai.protocol import OpenAIProtocol
+from peregrine.edge.openai.router import OpenAIRouterProtocol
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
 from peregrine.edge.sessions import SessionsProtocol, StateProtocol
 from peregrine.edge.streams import StreamsProtocol
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
-from peregrine.serve.service import InferenceService, LlmSettings
+from peregrine.serve.service import InferenceService, LlmSettings, ReplicaRouter
 from peregrine.state.service import StateService, StateSettings
 from peregrine.stream.service import StreamService, StreamSettings
 from peregrine.vector.service import VectorService, VectorSettings
@@ -209,10 +210,18 @@ def serve_llm(settings: Settings) -> int:
     configure_logging(settings.log_level)
     registry = new_registry()
     llm = dataclasses.replace(settings.llm, preload=True)
-    service = InferenceService.open(llm, registry)
-    app = EdgeApp(settings.http, [OpenAIProtocol(service)], HttpMetrics(registry),
-                  Tracing.from_env(settings.http.tracing), on_close=[service.close])
     http = settings.http
+    if llm.replicas > 1 or llm.upstreams:
+        router = ReplicaRouter.with_replicas(llm, registry, llm.model_name)
+        app = EdgeApp(http, [OpenAIRouterProtocol(router, llm)], HttpMetrics(registry),
+                      Tracing.from_env(http.tracing), on_close=[router.close])
+        log.info("routing", extra={"fields": {
+            "url": f"http://{http.host}:{http.port}/v1",
+            "upstreams": [u.url for u in router.upstreams]}})
+        return 0 if run(app, http) else 1
+    service = InferenceService.open(llm, registry)
+    app = EdgeApp(http, [OpenAIProtocol(service)], HttpMetrics(registry),
+                  Tracing.from_env(http.tracing), on_close=[service.close])
     log.info("serving", extra={"fields": {
         "url": f"http://{http.host}:{http.port}/v1", "model": service.model_id,
         "slots": llm.slots, "threads": llm.n_threads}})

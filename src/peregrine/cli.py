@@ -58,6 +58,27 @@ def _llm(args: argparse.Namespace) -> int:
     return bootstrap.serve_llm(bootstrap.load(args.config, overrides=overrides))
 
 
+def _bench_llm(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    import orjson
+
+    from peregrine.loadgen.llm import LoadConfig, run_load
+
+    cfg = LoadConfig(url=args.url, concurrency=args.concurrency, duration_s=args.duration,
+                     rate=args.rate, prompt_tokens=args.prompt_tokens,
+                     shared_prefix=args.shared_prefix, max_tokens=args.max_tokens,
+                     model=args.model, chat=args.chat, priority=args.priority,
+                     api_key=args.api_key)
+    summary = {"config": vars(cfg), **asyncio.run(run_load(cfg)).summary()}
+    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
 def _stream_settings(args: argparse.Namespace) -> tuple[object, str]:
     """[stream] settings of the config file and variables, with this command's flags."""
     import dataclasses
@@ -187,6 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
                      "engine ([llm] threads; default: the cores, shared among replicas)")
     llm.add_argument("--config", default=None, help="TOML config file")
     llm.set_defaults(func=_llm)
+    bench = sub.add_parser("bench", help="load generators (bench llm: any OpenAI server)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    bl = bench_sub.add_parser("llm", help="streaming load on an OpenAI-compatible server: "
+                              "TTFT, inter-token and end-to-end latency, tokens/s")
+    bl.add_argument("--url", required=True, help="the server (http://host:port[/v1])")
+    bl.add_argument("--concurrency", type=int, default=8, help="clients (closed loop)")
+    bl.add_argument("--rate", type=float, default=0.0,
+                    help="requests a second (open loop; overrides --concurrency)")
+    bl.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    bl.add_argument("--prompt-tokens", type=int, default=64)
+    bl.add_argument("--shared-prefix", type=int, default=0,
+                    help="tokens of preamble every prompt shares")
+    bl.add_argument("--max-tokens", type=int, default=64)
+    bl.add_argument("--model", default="")
+    bl.add_argument("--chat", action="store_true", help="chat completions (else completions)")
+    bl.add_argument("--priority", default=None, help="x-priority header")
+    bl.add_argument("--api-key", default="none")
+    bl.add_argument("--output", default=None, help="write the summary here (JSON)")
+    bl.set_defaults(func=_bench_llm)
     info = sub.add_parser("info", help="print collection statistics of a database")
     info.add_argument("--data", default="./data")
     info.set_defaults(func=_info)

@@ -83,7 +83,8 @@ class Echo(Protocol):
 def client(tmp_path: Path) -> Iterator[httpx.AsyncClient]:
     settings = build(bootstrap.Settings, {"data": str(tmp_path), "stream.nats_port": 0,
                                           "http.api_key": "full",
-                                          "http.read_only_api_key": "ro"})
+                                          "http.read_only_api_key": "ro",
+                                          "llm.enabled": False})  # Echo takes /v1
     process = bootstrap.build(settings, protocols=[
         *bootstrap.PROTOCOLS,  # Qdrant's REST at /
         lambda faces, s: Echo(),  # the one registration line a new protocol needs

@@ -3,20 +3,30 @@ blocking runs of requests through it."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-
-pytest.importorskip("llama_cpp")
 
 from peregrine.serve.engine import InferenceEngine
 from peregrine.serve.model import LlamaModel, default_model_path
 from peregrine.serve.sampling import SamplingParams, TokenInfo
 from peregrine.serve.scheduler import Request
 from peregrine.serve.settings import LlmSettings
+
+pytest.importorskip("llama_cpp")
+openai = pytest.importorskip("openai")
+
+MODEL = "gemma-3-270m-q4_k_m"
 
 
 def make_engine(**overrides: Any) -> InferenceEngine:
@@ -98,3 +108,50 @@ def close_enough(a: list[TokenInfo], b: list[TokenInfo], tie: float = 0.35) -> b
             raise AssertionError(f"token {i}: {x.id} vs {y.id} with a gap of {gap:.3f} nats")
         return True
     return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlmServer:
+    def __init__(self, tmp: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = (tmp / f"llm-{self.port}.log").open("wb")
+        full = {**os.environ, **{f"PEREGRINE_{k.upper()}": v for k, v in env.items()}}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "peregrine", "llm", "--port", str(self.port),
+             "--threads", "2"], stdout=self.log, stderr=self.log, env=full)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "peregrine llm exited"
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise AssertionError("peregrine llm did not start")
+
+    def client(self, key: str = "none") -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0,
+                             timeout=60)
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(self.url + "/metrics").text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line
+                                                   for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()

@@ -172,6 +172,7 @@ class InferenceEngine:
                 self._admit()
             running = [s for s in self.slots if s is not None]
             if not running:
+                self._gauges()
                 with self._cv:  # nothing admissible now (cells): wait for a change
                     if not self._cancels and not self._stop:
                         self._cv.wait(0.05)

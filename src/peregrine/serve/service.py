@@ -2,9 +2,10 @@
 
 ``InferenceService.open(settings)`` serves one GGUF model (the built-in Gemma 3
 270M unless ``[llm] model`` names a file) through an ``InferenceEngine``,
-created on first use unless ``preload``. ``generate`` and ``chat`` are async
-iterators of ``Chunk``s; leaving one early (a client gone) cancels the request
-and frees its slot before the next step. Priority classes come from the API
+created on first use unless ``preload``. ``submit`` queues a completion (or
+refuses it at once) and returns an async iterator of its ``Chunk``s; leaving it
+early (a client gone) cancels the request and frees its slot before the next
+step. Priority classes come from the API
 key's configuration or the caller's choice, within what the key allows.
 """
 
@@ -26,14 +27,31 @@ from peregrine.serve.engine import InferenceEngine, OverloadedError
 from peregrine.serve.limits import RateLimited, RateLimits
 from peregrine.serve.metrics import LlmMetrics
 from peregrine.serve.model import DEFAULT_MODEL, LlamaModel, default_model_path
+from peregrine.serve.router import ReplicaRouter, RouterReply
 from peregrine.serve.sampling import SamplingParams, TokenInfo
 from peregrine.serve.scheduler import RANK, Request
 from peregrine.serve.settings import CLASSES, LlmSettings
 
 __all__ = ["CLASSES", "Chunk", "InferenceService", "LlmSettings", "OverloadedError",
-           "RateLimited", "SamplingParams", "TokenInfo"]
+           "RateLimited", "RateLimits", "ReplicaRouter", "RouterReply", "SamplingParams",
+           "TokenInfo", "resolve_priority"]
 
 MAX_MESSAGES = 256
+
+
+def resolve_priority(keys: dict[str, tuple[str, float, float]], key: str | None,
+                     asked: str | None, default: str) -> str:
+    """The class of a request: its key's, or lower if the caller asks for less. A
+    caller without a configured key (the edge's own key, or none) may ask for any."""
+    if asked is not None and asked not in CLASSES:
+        raise InvalidInputError(f"x-priority must be one of {', '.join(CLASSES)}")
+    entry = keys.get(key or "")
+    if entry is None:
+        return asked or default
+    ceiling = entry[0]
+    if asked is None or RANK[asked] < RANK[ceiling]:
+        return ceiling
+    return asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,17 +102,7 @@ class InferenceService:
         return key in self.keys
 
     def priority(self, key: str | None, asked: str | None) -> str:
-        """The class of a request: the key's, or lower if the caller asks for less. A
-        caller without a configured key may ask for any class."""
-        if asked is not None and asked not in CLASSES:
-            raise InvalidInputError(f"x-priority must be one of {', '.join(CLASSES)}")
-        entry = self.keys.get(key or "")
-        if entry is None:
-            return asked or self.settings.default_class
-        ceiling = entry[0]
-        if asked is None or RANK[asked] < RANK[ceiling]:
-            return ceiling
-        return asked
+        return resolve_priority(self.keys, key, asked, self.settings.default_class)
 
     # -- generation ----------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
@@ -116,10 +124,12 @@ class InferenceService:
             raise InvalidInputError(f"messages must hold 1-{MAX_MESSAGES} messages")
         return self.engine().model.chat_prompt(messages)
 
-    async def generate(self, prompt: list[int], params: SamplingParams, priority: str,
-                       key: str = "") -> AsyncGenerator[Chunk, None]:
-        """Stream the completion of ``prompt`` (tokens). Raises ``OverloadedError`` or
-        ``RateLimited`` before the first chunk when it cannot be taken (429)."""
+    async def submit(self, prompt: list[int], params: SamplingParams, priority: str,
+                     key: str = "") -> AsyncGenerator[Chunk, None]:
+        """Queue the completion of ``prompt`` (tokens) and return its chunks as they
+        come. A refusal (``OverloadedError``: the class's queue is full;
+        ``RateLimited``: the key's budget) is raised here, before anything is sent;
+        a request that waits for a slot is in its queue when this returns."""
         s = self.settings
         if not 1 <= params.max_tokens <= s.max_tokens:
             raise InvalidInputError(f"max_tokens must be 1..{s.max_tokens}")
@@ -144,6 +154,11 @@ class InferenceService:
         except BaseException:
             self.limits.refund(key, budget)
             raise
+        return self._chunks(engine, req, events, key, budget)
+
+    async def _chunks(self, engine: InferenceEngine, req: Request,
+                      events: asyncio.Queue[tuple[str, Any, Any]], key: str, budget: int
+                      ) -> AsyncGenerator[Chunk, None]:
         finished = False
         try:
             while True:
@@ -160,7 +175,7 @@ class InferenceService:
         finally:
             if not finished:  # the caller left: the slot frees before the next step
                 engine.cancel(req)
-            self.limits.refund(key, budget - len(prompt) - len(req.generated))
+            self.limits.refund(key, budget - len(req.prompt) - len(req.generated))
 
     def stats(self) -> dict[str, Any]:
         if self._engine is None:

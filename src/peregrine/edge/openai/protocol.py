@@ -18,6 +18,7 @@ inference face's front door does the work.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -62,6 +63,7 @@ class _Sampling(BaseModel):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     user: str | None = Field(None, max_length=256)
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever comes
 
     def stops(self) -> tuple[str, ...]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -170,11 +172,10 @@ class OpenAIProtocol(Protocol):
     async def _answer(self, call: Call, body: _Sampling, prompt: list[int],
                       params: SamplingParams, chat: bool) -> Any:
         service = self.service
-        key, asked = _caller(call)
+        key, asked = caller_of(call)
         priority = service.priority(key, asked)
-        chunks = service.generate(prompt, params, priority, key or "")
-        try:
-            first = await anext(chunks)  # refusals (429) arrive before the first chunk
+        try:  # refusals (429) come before anything is sent; a queued request streams
+            chunks = await service.submit(prompt, params, priority, key or "")
         except (OverloadedError, RateLimited) as exc:
             raise HttpError(429, str(exc), {"Retry-After": str(math.ceil(exc.retry_after_s))}
                             ) from None
@@ -184,22 +185,22 @@ class OpenAIProtocol(Protocol):
         vocab = service.engine().model
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return EventStream(_sse(first, chunks, ident, created, model, chat, include_usage,
+            return EventStream(_sse(chunks, ident, created, model, chat, include_usage,
                                     vocab, params.logprobs),
                                {"x-priority": priority})
-        text, tokens, finish, usage = [], [], None, None
-        chunk: Chunk | None = first
-        try:
-            while chunk is not None:
-                if chunk.finish_reason is not None or chunk.usage is not None:
-                    finish, usage = chunk.finish_reason, chunk.usage
-                    break
-                text.append(chunk.text)
-                if chunk.token is not None and chunk.token.logprob is not None:
-                    tokens.append(chunk.token)
-                chunk = await anext(chunks, None)
+        collect = asyncio.ensure_future(_collect(chunks))
+        gone = asyncio.ensure_future(_disconnected(call))
+        try:  # a client that leaves frees its slot, streaming or not
+            await asyncio.wait((collect, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await chunks.aclose()
+            gone.cancel()
+            if not collect.done():
+                collect.cancel()
+                await asyncio.gather(collect, return_exceptions=True)
+                await chunks.aclose()
+        if collect.cancelled():
+            raise HttpError(499, "the client closed the request")
+        text, tokens, finish, usage = collect.result()
         content = "".join(text)
         logprobs = _logprobs(tokens, vocab, chat) if params.logprobs is not None else None
         if chat:
@@ -215,14 +216,37 @@ class OpenAIProtocol(Protocol):
                 "choices": [choice], "usage": usage}
 
 
+async def _collect(chunks: AsyncGenerator[Chunk, None]
+                   ) -> tuple[list[str], list[Any], str | None, dict[str, Any] | None]:
+    text: list[str] = []
+    tokens: list[Any] = []
+    try:
+        async for chunk in chunks:
+            if chunk.finish_reason is not None or chunk.usage is not None:
+                return text, tokens, chunk.finish_reason, chunk.usage
+            text.append(chunk.text)
+            if chunk.token is not None and chunk.token.logprob is not None:
+                tokens.append(chunk.token)
+    finally:
+        await chunks.aclose()
+    return text, tokens, None, None
+
+
+async def _disconnected(call: Call) -> None:
+    """Returns when the client has gone (its request body was read already)."""
+    while (await call.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _params(body: _Sampling, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
     return SamplingParams(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
                           max_tokens=max_tokens or 256, stop=body.stops(), seed=body.seed,
                           presence_penalty=body.presence_penalty,
-                          frequency_penalty=body.frequency_penalty, logprobs=logprobs)
+                          frequency_penalty=body.frequency_penalty, logprobs=logprobs,
+                          ignore_eos=body.ignore_eos)
 
 
-def _caller(call: Call) -> tuple[str | None, str | None]:
+def caller_of(call: Call) -> tuple[str | None, str | None]:
     key = asked = None
     for name, value in call.scope.get("headers", []):
         if name == b"authorization" and value[:7].lower() == b"bearer ":
@@ -248,7 +272,7 @@ def _logprobs(tokens: list[Any], vocab: Any, chat: bool) -> dict[str, Any]:
             "text_offset": []}
 
 
-async def _sse(first: Chunk, chunks: AsyncGenerator[Chunk, None], ident: str, created: int,
+async def _sse(chunks: AsyncGenerator[Chunk, None], ident: str, created: int,
                model: str, chat: bool, include_usage: bool, vocab: Any,
                logprobs: int | None) -> AsyncIterator[Any]:
     """OpenAI's chunks, then ``[DONE]``; closing this closes the generation."""
@@ -274,7 +298,7 @@ async def _sse(first: Chunk, chunks: AsyncGenerator[Chunk, None], ident: str, cr
         if chat:
             yield event({"index": 0, "delta": {"role": "assistant", "content": ""},
                          "logprobs": None, "finish_reason": None})
-        chunk: Chunk | None = first
+        chunk: Chunk | None = await anext(chunks, None)
         while chunk is not None:
             if chunk.finish_reason is not None or chunk.usage is not None:
                 end = ({"index": 0, "delta": {}, "logprobs": None,
