@@ -103,7 +103,9 @@ def main() -> int:
     # -- the peer alone, then Peregrine alone (never both loading the cores) -----------
     ref = _start([sys.executable, "-m", "llama_cpp.server", "--model", model,
                   "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-                  "--n_ctx", "4096", "--host", "127.0.0.1", "--port", str(ref_port)],
+                  "--n_ctx", "4096", "--host", "127.0.0.1", "--port", str(ref_port),
+                  # its default lets a new request cut off the one streaming: serve all
+                  "--interrupt_requests", "False"],
                  ref_url, work / "ref.log")
     try:
         res["reference"] = {
@@ -168,7 +170,8 @@ def render(res: dict[str, Any]) -> str:
         f"{res['git']}). Model {res['model']}, {res['threads']} threads on both servers; "
         "load from `peregrine bench llm` (streaming; completions of 64 tokens from "
         "64-token prompts unless said). The peer is llama-cpp-python's own OpenAI server "
-        "(`python -m llama_cpp.server`), run alone before Peregrine.", "",
+        "(`python -m llama_cpp.server --interrupt_requests False`: by default a new "
+        "request cuts off the one streaming), run alone before Peregrine.", "",
         "| run | tokens/s | TTFT p50 / p99 ms | inter-token p50 / p99 ms | end-to-end "
         "p50 / p99 ms | requests | 429 |", "|---|---|---|---|---|---|---|",
         row("llama-cpp-python server, 1 stream", rf["one_stream"]),

@@ -22,16 +22,16 @@ class LlmSettings(Section):
     slots: int = field(8, "sequences decoded together (KV sequence slots)")
     n_ctx: int = field(16384, "KV cells shared by all slots (tokens in flight plus cached "
                               "prefixes)")
-    step_tokens: int = field(512, "tokens one step may decode across sequences (decode "
+    step_tokens: int = field(256, "tokens one step may decode across sequences (decode "
                                   "tokens plus prefill chunks)")
-    prefill_chunk: int = field(128, "most prompt tokens of one sequence per step, so a "
-                                    "long prompt cannot stall the others' decode")
+    prefill_chunk: int = field(64, "most prompt tokens of one sequence per step, so a "
+                                   "long prompt cannot stall the others' decode")
     max_tokens: int = field(2048, "largest max_tokens a request may ask for")
     max_prompt_tokens: int = field(8192, "longest prompt, in tokens")
     queue: int = field(256, "requests waiting per priority class; beyond it: 429")
     windows: str = field("premium=8,standard=8,batch=4",
                          "most running sequences per class")
-    shares: str = field("premium=1.0,standard=0.75,batch=0.5",
+    shares: str = field("premium=1.0,standard=0.5,batch=0.25",
                         "largest share of a step's tokens per class")
     default_class: str = field("standard", "class of requests that name none")
     keys: str = field("", "API keys and their class and limits, comma separated: "
