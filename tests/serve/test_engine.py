@@ -166,3 +166,30 @@ def test_prefix_index_finds_the_longest_holder() -> None:
     assert index.longest(base) == (0, 90)
     index.clear(0)
     assert index.longest(base) == (1, 70)
+
+
+def test_a_large_cached_prefix_never_blocks_admission() -> None:
+    """The slot holding a prompt's prefix is taken over, not counted twice: a
+    conversation that outgrows half the cells still runs (it once deadlocked)."""
+    engine = make_engine(slots=2, n_ctx=512)
+    try:
+        prompt = "Tell me about the history of the harbor town. " * 14  # ~150 tokens
+        first = submit(engine, prompt, max_tokens=200, ignore_eos=True)
+        wait(first)
+        again = submit(engine, prompt, max_tokens=200, ignore_eos=True)
+        other = submit(engine, "Hello", max_tokens=4)
+        wait(again, other, timeout=60)
+        assert again.request.cached_tokens > 100
+    finally:
+        engine.close()
+
+
+def test_text_after_a_stop_sequence_is_never_sent() -> None:
+    from peregrine.serve.engine import TextStream
+
+    text = TextStream(("\n",))
+    assert text.push(b"ab") == ("ab", False)
+    assert text.push(b"\n\xe2\x80") == ("", True)  # half a character after the stop
+    stream = TextStream(("END",))
+    assert stream.push(b"xx EN") == ("xx ", False)  # "EN" may begin the stop: held
+    assert stream.push(b"D tail") == ("", True)

@@ -137,7 +137,14 @@ async def _one(http: httpx.AsyncClient, cfg: LoadConfig, prompt: str) -> Sample:
             data = line[5:].strip()
             if data == "[DONE]":
                 break
-            event = orjson.loads(data)
+            try:
+                event = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(event, dict):
+                continue
+            if "error" in event:  # the stream ended in an error: not a success
+                return Sample(0.0, [], time.perf_counter() - started, 0, ok=False, status=500)
             if event.get("usage"):
                 usage_tokens = event["usage"].get("completion_tokens")
             choices = event.get("choices") or []

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from peregrine.core.errors import InvalidInputError
+from peregrine.core.errors import InvalidInputError, UnavailableError
 from peregrine.serve.model import KVFullError, LlamaModel
 from peregrine.serve.prefix import BLOCK, PrefixIndex
 from peregrine.serve.sampling import TokenInfo, logprobs_of, penalise, sample
@@ -117,6 +117,8 @@ class InferenceEngine:
         if req.priority not in CLASSES:
             raise InvalidInputError(f"priority must be one of {CLASSES}")
         with self._cv:
+            if self._stop:
+                raise UnavailableError("the engine is shutting down")
             if self.queues.full(req.priority):
                 if self.metrics is not None:
                     self.metrics.rejected.labels(self.name, req.priority, "queue_full").inc()
@@ -184,6 +186,7 @@ class InferenceEngine:
                 with self._cv:
                     for seq in running:
                         self._finish(seq, None, error=str(exc))
+                        self._evict(seq.slot)  # its cells and the index may disagree now
             self._gauges()
 
     def _step(self, running: list[Sequence]) -> None:
@@ -252,11 +255,12 @@ class InferenceEngine:
         if delta or p.logprobs is not None:
             req.on_event(("token", delta, info))
         if stopped:
-            self._finish(seq, "stop")
+            self._finish(seq, "stop", flush=False)
         elif len(req.generated) >= p.max_tokens or len(seq.tokens) >= self.model.n_ctx:
             self._finish(seq, "length")
 
-    def _finish(self, seq: Sequence, reason: str | None, error: str | None = None) -> None:
+    def _finish(self, seq: Sequence, reason: str | None, error: str | None = None,
+                flush: bool = True) -> None:
         """The request is done: its slot becomes idle, keeping its cells as a prefix."""
         req = seq.req
         if self.slots[seq.slot] is seq:
@@ -265,7 +269,7 @@ class InferenceEngine:
         if error is not None:
             req.on_event(("error", error, None))
             return
-        tail = req.text.flush()
+        tail = req.text.flush() if flush else ""  # after a stop: nothing more
         if tail:
             req.on_event(("token", tail, None))
         usage = {"prompt_tokens": len(req.prompt), "completion_tokens": len(req.generated),
@@ -293,13 +297,18 @@ class InferenceEngine:
             tokens = req.prompt + req.generated
             need = len(tokens) + req.params.max_tokens - len(req.generated)
             reserved = sum(s.reserve for s in running)
-            source, shared = self.index.longest(tokens)
+            source, _ = self.index.longest(tokens)
             slot = self._free_slot(reserved + need, source)
             if slot is None:
-                if not self._preempt_for(req, running):
-                    return
-                continue
+                if self._preempt_for(req, running):
+                    continue
+                if not running:  # cannot happen within the submit checks; never hang
+                    self.queues.remove(req)
+                    req.on_event(("error", "no room in the KV cache for this request", None))
+                    continue
+                return
             self.queues.remove(req)
+            source, shared = self.index.longest(tokens)  # after any eviction
             self._place(req, slot, tokens, source, shared)
 
     def _admit_lower(self, req: Request, running: list[Sequence]) -> bool:
@@ -310,32 +319,36 @@ class InferenceEngine:
                 head = q[0]
                 tokens = head.prompt + head.generated
                 need = len(tokens) + head.params.max_tokens - len(head.generated)
-                source, shared = self.index.longest(tokens)
+                source, _ = self.index.longest(tokens)
                 slot = self._free_slot(sum(s.reserve for s in running) + need, source)
                 if slot is not None:
                     q.popleft()
+                    source, shared = self.index.longest(tokens)
                     self._place(head, slot, tokens, source, shared)
                     return True
         return False
 
     def _free_slot(self, cells_needed: int, keep: int | None) -> int | None:
-        """A slot for a new sequence with room for ``cells_needed`` cells in all,
-        evicting idle cached prefixes, least recently used first, when short (never
-        ``keep``, the slot holding the new sequence's prefix). ``keep`` itself when
-        it is idle; else an empty slot before a cached one."""
+        """A slot for a new sequence with room for ``cells_needed`` cells in all (its
+        whole length, shared prefix included), evicting idle cached prefixes, least
+        recently used first, when short. ``keep``, an idle slot holding the new
+        sequence's prefix, is taken over when possible: its cells become the new
+        sequence's, so they are not counted twice; it is evicted last, when nothing
+        else makes room. Otherwise an empty slot before a cached one."""
         idle = [i for i, s in enumerate(self.slots) if s is None]
         if not idle or cells_needed > self.model.n_ctx:
             return None
-        cached = sum(len(self.index.tokens(i)) for i in idle)
-        for i in sorted(idle, key=lambda i: self.last_used[i]):
+        keep = keep if keep in idle else None
+        cached = sum(len(self.index.tokens(i)) for i in idle if i != keep)
+        order = sorted((i for i in idle if i != keep), key=lambda i: self.last_used[i])
+        for i in order:
             if cells_needed + cached <= self.model.n_ctx:
                 break
-            if i != keep:
-                cached -= len(self.index.tokens(i))
-                self._evict(i)
+            cached -= len(self.index.tokens(i))
+            self._evict(i)
         if cells_needed + cached > self.model.n_ctx:
             return None
-        if keep in idle:
+        if keep is not None:
             return keep
         return min(idle, key=lambda i: (len(self.index.tokens(i)) > 0, self.last_used[i]))
 
@@ -352,8 +365,11 @@ class InferenceEngine:
         if holder is not None:
             shared = min(shared, holder.n_kv)
         if source == slot and shared > 0:  # an idle slot holding the prefix: no copy
-            self.model.seq_truncate(slot, shared)
-            self.index.assign(slot, tokens[:shared])
+            if self.model.seq_truncate(slot, shared):
+                self.index.assign(slot, tokens[:shared])
+            else:  # the cache cannot cut it short: start over
+                self.index.clear(slot)
+                shared = 0
         else:
             if self.index.tokens(slot):
                 self._evict(slot)

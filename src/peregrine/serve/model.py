@@ -110,7 +110,6 @@ class LlamaModel:
             raise UnavailableError(f"llama.cpp could not make a context of {n_ctx} cells "
                                    f"for {slots} sequences")
         self.memory = ll.llama_get_memory(self.ctx)
-        self._piece_buf = ctypes.create_string_buffer(256)
         self.slots, self.n_ctx, self.n_batch = slots, ll.llama_n_ctx(self.ctx), n_batch
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.info = ModelInfo(
@@ -206,7 +205,9 @@ class LlamaModel:
         return self.piece_bytes(token, special).decode("utf-8", "replace")
 
     def piece_bytes(self, token: int, special: bool = False) -> bytes:
-        buf = self._piece_buf
+        """A token's bytes; callable from any thread (a buffer of its own per call: the
+        C call lets go of the GIL)."""
+        buf = ctypes.create_string_buffer(64)
         n = self._ll.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, special)
         if n < 0:
             buf = ctypes.create_string_buffer(-n)
@@ -220,9 +221,13 @@ class LlamaModel:
     def seq_clear(self, seq: int) -> None:
         self._ll.llama_memory_seq_rm(self.memory, seq, -1, -1)
 
-    def seq_truncate(self, seq: int, keep: int) -> None:
-        """Keep positions [0, keep) of ``seq``."""
-        self._ll.llama_memory_seq_rm(self.memory, seq, keep, -1)
+    def seq_truncate(self, seq: int, keep: int) -> bool:
+        """Keep positions [0, keep) of ``seq``; False when the cache cannot cut a
+        sequence short (recurrent models): then it is cleared whole."""
+        if self._ll.llama_memory_seq_rm(self.memory, seq, keep, -1):
+            return True
+        self.seq_clear(seq)
+        return False
 
     def seq_copy(self, src: int, dst: int, n: int) -> None:
         """Positions [0, n) of ``src`` become ``dst``'s too (cells are shared)."""

@@ -5,9 +5,10 @@ Every slot's tokens (what its KV cells hold) are cut into blocks of
 block's name stands for the whole prefix up to it (vLLM's scheme for prefix
 caching). A dictionary from block names to the slots holding them is a radix
 index over the cached prefixes: a lookup walks the prompt's blocks until a
-name is missing, then compares tokens past the last shared block against one
-holder. Slots keep their prefix after their request ends (the engine evicts
-the least recently used idle slot when it needs room).
+name is missing, then compares the prompt with the remaining holders token by
+token (a hash collision can narrow the candidates, never fake a match). Slots
+keep their prefix after their request ends (the engine evicts the least
+recently used idle slot when it needs room).
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ class PrefixIndex:
         and its length in tokens; (None, 0) when none shares a token."""
         prev = 0
         best: set[int] = set(among) if among is not None else set(range(len(self._tokens)))
-        matched_blocks = 0
         for b in range(len(tokens) // BLOCK):
             prev = hash((prev, tuple(tokens[b * BLOCK:(b + 1) * BLOCK])))
             holders = self._holders.get(prev)
@@ -92,18 +92,15 @@ class PrefixIndex:
             if not narrowed:
                 break
             best = narrowed
-            matched_blocks = b + 1
-        start = matched_blocks * BLOCK
         winner, length = None, 0
-        query = np.asarray(tokens[start:], dtype=np.int64)
-        for slot in best:  # past the shared blocks: token by token, vectorised
-            held = self._tokens[slot]
-            if len(held) < start or (start == 0 and not held):
+        query = np.asarray(tokens, dtype=np.int64)
+        for slot in best:  # the whole prefix compared, token by token, vectorised (the
+            held = self._tokens[slot]  # block names only narrowed the candidates)
+            if not held:
                 continue
-            tail = np.asarray(held[start:start + len(query)], dtype=np.int64)
-            n = min(tail.size, query.size)
-            diff = np.flatnonzero(tail[:n] != query[:n])
-            extra = int(diff[0]) if diff.size else n
-            if start + extra > length:
-                winner, length = slot, start + extra
+            n = min(len(held), query.size)
+            diff = np.flatnonzero(np.asarray(held[:n], dtype=np.int64) != query[:n])
+            same = int(diff[0]) if diff.size else n
+            if same > length:
+                winner, length = slot, same
         return winner, length

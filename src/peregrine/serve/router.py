@@ -223,11 +223,11 @@ class ReplicaRouter:
         token; a streaming request's reply carries the events to relay."""
         client = self._http()
         affinity = _affinity_key(body)
-        tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 256) \
-            + _estimate_prompt_tokens(body)
+        tokens = request_tokens(body)
         payload = orjson.dumps(body)
         tried: set[int] = set()
         last_error = "no healthy replica"
+        last_busy: RouterReply | None = None
         for _ in range(_ATTEMPTS):
             try:
                 up = self.pick(affinity, tried)
@@ -264,6 +264,13 @@ class ReplicaRouter:
                 last_error = f"{up.url}: HTTP {response.status_code}"
                 self._down(up, last_error)
                 continue
+            if response.status_code == 429 and len(tried) < len(self.upstreams):
+                busy = await response.aread()  # that replica is full: another may not be
+                await response.aclose()
+                release()
+                last_busy = RouterReply(429, busy, headers={
+                    k: v for k, v in response.headers.items() if k.lower() == "retry-after"})
+                continue
             relay = {k: v for k, v in response.headers.items()
                      if k.lower() in ("retry-after", "x-priority")}
             if not body.get("stream") or response.status_code != 200:
@@ -281,7 +288,7 @@ class ReplicaRouter:
                 return RouterReply(response.status_code, data, headers=relay)
             lines = response.aiter_lines()
             try:
-                first = await _first_event(lines)
+                first = await _first_token(lines)
             except (httpx.HTTPError, StopAsyncIteration) as exc:
                 await response.aclose()
                 release()
@@ -291,6 +298,8 @@ class ReplicaRouter:
             self._count(up, started, "ok")
             return RouterReply(200, events=_relay(first, lines, response, release),
                                headers=relay)
+        if last_busy is not None:  # every replica tried was full
+            return last_busy
         if self.metrics is not None:
             self.metrics.requests.labels("-", "unavailable").inc()
         raise UnavailableError(f"no replica could answer ({last_error})")
@@ -319,18 +328,39 @@ class ReplicaRouter:
             await self._client.aclose()
 
 
-async def _first_event(lines: AsyncIterator[str]) -> str:
-    """The first ``data:`` line of a stream (what proves the replica is generating)."""
+async def _first_token(lines: AsyncIterator[str]) -> list[str]:
+    """The stream's ``data:`` lines up to the first that carries text or an end (what
+    proves the replica is generating; a chat stream's role chunk comes before)."""
+    held = []
     async for line in lines:
-        if line.startswith("data:"):
-            return line
+        if not line.startswith("data:"):
+            continue
+        held.append(line)
+        data = line[5:].strip()
+        if data == "[DONE]" or _carries_output(data):
+            return held
     raise StopAsyncIteration
 
 
-async def _relay(first: str, lines: AsyncIterator[str], response: httpx.Response,
+def _carries_output(data: str) -> bool:
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(event, dict) or "error" in event:
+        return True
+    for choice in event.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if choice.get("text") or delta.get("content") or choice.get("finish_reason"):
+            return True
+    return bool(event.get("usage"))
+
+
+async def _relay(first: list[str], lines: AsyncIterator[str], response: httpx.Response,
                  release: Any) -> AsyncIterator[bytes]:
     try:
-        yield first[5:].strip().encode()
+        for line in first:
+            yield line[5:].strip().encode()
         try:
             async for line in lines:
                 if line.startswith("data:"):
@@ -353,8 +383,17 @@ def _affinity_key(body: dict[str, Any]) -> bytes:
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
-def _estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    return len(orjson.dumps(body.get("messages") or body.get("prompt") or "")) // 4
+def request_tokens(body: dict[str, Any]) -> int:
+    """What a request may cost before it runs: its prompt (about four bytes a token)
+    and its most generated tokens (256 when it names none or nonsense)."""
+    most = body.get("max_tokens") or body.get("max_completion_tokens")
+    most = most if isinstance(most, int) and not isinstance(most, bool) and most > 0 else 256
+    prompt = body.get("messages") or body.get("prompt") or ""
+    try:
+        size = len(orjson.dumps(prompt))
+    except TypeError:
+        size = 0
+    return int(most) + size // 4
 
 
 def _free_port() -> int:

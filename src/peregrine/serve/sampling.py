@@ -34,7 +34,9 @@ class SamplingParams:
     rng: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+        # Any integer seeds (OpenAI's range is signed): its low 64 bits.
+        self.rng = np.random.default_rng(None if self.seed is None
+                                         else self.seed & 0xFFFF_FFFF_FFFF_FFFF)
 
     @property
     def greedy(self) -> bool:

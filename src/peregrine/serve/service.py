@@ -27,14 +27,14 @@ from peregrine.serve.engine import InferenceEngine, OverloadedError
 from peregrine.serve.limits import RateLimited, RateLimits
 from peregrine.serve.metrics import LlmMetrics
 from peregrine.serve.model import DEFAULT_MODEL, LlamaModel, default_model_path
-from peregrine.serve.router import ReplicaRouter, RouterReply
+from peregrine.serve.router import ReplicaRouter, RouterReply, request_tokens
 from peregrine.serve.sampling import SamplingParams, TokenInfo
 from peregrine.serve.scheduler import RANK, Request
 from peregrine.serve.settings import CLASSES, LlmSettings
 
 __all__ = ["CLASSES", "Chunk", "InferenceService", "LlmSettings", "OverloadedError",
            "RateLimited", "RateLimits", "ReplicaRouter", "RouterReply", "SamplingParams",
-           "TokenInfo", "resolve_priority"]
+           "TokenInfo", "request_tokens", "resolve_priority"]
 
 MAX_MESSAGES = 256
 

@@ -24,8 +24,9 @@ class LlmSettings(Section):
                               "prefixes)")
     step_tokens: int = field(256, "tokens one step may decode across sequences (decode "
                                   "tokens plus prefill chunks)")
-    prefill_chunk: int = field(64, "most prompt tokens of one sequence per step, so a "
-                                   "long prompt cannot stall the others' decode")
+    prefill_chunk: int = field(128, "most prompt tokens of one sequence per step, so a "
+                                    "long prompt cannot stall the others' decode (a "
+                                    "class's share caps it further)")
     max_tokens: int = field(2048, "largest max_tokens a request may ask for")
     max_prompt_tokens: int = field(8192, "longest prompt, in tokens")
     queue: int = field(256, "requests waiting per priority class; beyond it: 429")

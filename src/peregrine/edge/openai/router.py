@@ -9,7 +9,9 @@ come: JSON bodies with their status, server-sent events one by one.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -23,6 +25,7 @@ from peregrine.serve.service import (
     RateLimited,
     RateLimits,
     ReplicaRouter,
+    request_tokens,
     resolve_priority,
 )
 
@@ -39,6 +42,24 @@ class OpenAIRouterProtocol(OpenAIProtocol):
     def accepts_key(self, key: bytes) -> bool:
         return key.decode("latin-1") in self.keys
 
+    async def _refunding(self, events: AsyncIterator[bytes], key: str, charged: int
+                         ) -> AsyncIterator[bytes]:
+        """Relay a stream, then give the key back what was charged and not generated
+        (from the stream's usage, else one token per chunk of text)."""
+        used = chunks = 0
+        try:
+            async for event in events:
+                if event != b"[DONE]":
+                    with contextlib.suppress(Exception):
+                        data = orjson.loads(event)
+                        if data.get("usage"):
+                            used = int(data["usage"]["total_tokens"])
+                        elif data.get("choices"):
+                            chunks += 1
+                yield event
+        finally:
+            self.limits.refund(key, charged - (used or chunks))
+
     def operations(self) -> list[Operation]:
         router = self.router
 
@@ -54,17 +75,29 @@ class OpenAIRouterProtocol(OpenAIProtocol):
                 raise HttpError(400, "the request has too many fields")
             key, asked = caller_of(call)
             priority = resolve_priority(self.keys, key, asked, self.settings.default_class)
+            charged = request_tokens(body)
             try:
-                self.limits.charge(key or "", _tokens(body))
+                self.limits.charge(key or "", charged)
             except RateLimited as exc:
                 raise HttpError(429, str(exc),
                                 {"Retry-After": str(math.ceil(exc.retry_after_s))}) from None
             try:
                 reply = await router.forward(path, body, {"x-priority": priority})
-            except UnavailableError as exc:
-                raise HttpError(503, str(exc)) from None
+            except BaseException as exc:
+                self.limits.refund(key or "", charged)
+                if isinstance(exc, UnavailableError):
+                    raise HttpError(503, str(exc)) from None
+                raise
             if reply.events is not None:
-                return EventStream(reply.events, {**reply.headers, "x-priority": priority})
+                return EventStream(self._refunding(reply.events, key or "", charged),
+                                   {**reply.headers, "x-priority": priority})
+            used = charged
+            if reply.status == 200:
+                with contextlib.suppress(Exception):
+                    used = int(orjson.loads(reply.body)["usage"]["total_tokens"])
+            else:
+                used = 0  # refused: nothing was generated
+            self.limits.refund(key or "", charged - used)
             return Response(reply.body, reply.status, headers=reply.headers,
                             media_type="application/json")
 
@@ -83,9 +116,3 @@ class OpenAIRouterProtocol(OpenAIProtocol):
         ]
 
 
-def _tokens(body: dict[str, Any]) -> int:
-    """What a request may cost, charged before it runs: its prompt (about four bytes
-    a token) and its most generated tokens."""
-    most = body.get("max_tokens") or body.get("max_completion_tokens") or 256
-    prompt = body.get("messages") or body.get("prompt") or ""
-    return int(most if isinstance(most, int) else 256) + len(orjson.dumps(prompt)) // 4
