@@ -13,8 +13,8 @@ A step then takes one decode token from every sequence past its prompt and
 fills the rest of its token budget with prompt chunks (at most
 ``prefill_chunk`` per sequence), classes in order, each class within its share
 of the step. A long prompt therefore never stalls the decode of the others.
-While a premium prompt is being read, lower classes read none of theirs, so the
-steps stay short until its first token.
+While a premium prompt is being read, the lower classes pause (no decode, no
+prompt) for those steps, so its first token waits only for the step in flight.
 """
 
 from __future__ import annotations
@@ -122,16 +122,18 @@ def plan_step(running: list[Sequence], budget: int, chunk: int,
     used = dict.fromkeys(CLASSES, 0)
     items: list[StepItem] = []
     order = sorted(running, key=lambda s: (s.rank, s.admitted))
+    # While a premium prompt is being read, the step is its alone (with premium decodes):
+    # its first token waits for nothing of the lower classes, who pause for that step.
+    premium_reading = any(s.rank == 0 and len(s.tokens) - s.n_kv > 1 for s in order)
     for seq in order:  # one token each for the sequences past their prompt
         left = len(seq.tokens) - seq.n_kv
         cls = seq.req.priority
+        if premium_reading and seq.rank > 0:
+            continue
         if left == 1 and budget > 0 and used[cls] < caps[cls]:
             items.append(StepItem(seq, seq.n_kv, 1, True))
             budget -= 1
             used[cls] += 1
-    # A prompt of the best class being read holds the lower classes' prompts back for
-    # this step: its first token must not wait behind their prefill.
-    premium_reading = any(s.rank == 0 and len(s.tokens) - s.n_kv > 1 for s in order)
     for seq in order:  # then prompt chunks with what is left
         left = len(seq.tokens) - seq.n_kv
         cls = seq.req.priority
