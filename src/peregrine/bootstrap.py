@@ -35,6 +35,7 @@ from peregrine.edge.openai.router import OpenAIRouterProtocol
 from peregrine.edge.qdrant import QdrantProtocol, QdrantSettings
 from peregrine.edge.sessions import SessionsProtocol, StateProtocol
 from peregrine.edge.streams import StreamsProtocol
+from peregrine.mq.service import MqSettings, load_service, run_service
 from peregrine.runtime import hugepages
 from peregrine.runtime.idle_poll import IdlePoller, cpu_quota
 from peregrine.runtime.settings import RuntimeSettings
@@ -58,6 +59,7 @@ class Settings(Section):
     stream: StreamSettings = dataclasses.field(default_factory=StreamSettings)
     state: StateSettings = dataclasses.field(default_factory=StateSettings)
     llm: LlmSettings = dataclasses.field(default_factory=LlmSettings)
+    mq: MqSettings = dataclasses.field(default_factory=MqSettings)
     runtime: RuntimeSettings = dataclasses.field(default_factory=RuntimeSettings)
 
     def validate(self) -> Settings:
@@ -226,3 +228,16 @@ def serve_llm(settings: Settings) -> int:
         "url": f"http://{http.host}:{http.port}/v1", "model": service.model_id,
         "slots": llm.slots, "threads": llm.n_threads}})
     return 0 if run(app, http) else 1
+
+
+def serve_mq(settings: Settings, spec: str) -> int:
+    """``peregrine mq module:service``: one worker of a message-queue service, until
+    SIGTERM (then it drains); Prometheus metrics on ``[mq] metrics_port``."""
+    configure_logging(settings.log_level)
+    service = load_service(spec)
+    registry = new_registry()
+    if settings.mq.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.mq.metrics_port, registry=registry)
+    return run_service(service, settings.mq, registry, settings.data)

@@ -79,6 +79,36 @@ def _bench_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mq(args: argparse.Namespace) -> int:
+    from peregrine import bootstrap
+
+    overrides: dict[str, object] = {
+        f"mq.{k[3:]}": v for k, v in vars(args).items() if k.startswith("mq_") and v is not None}
+    if args.nats:
+        overrides["mq.nats"] = args.nats
+    if args.data:
+        overrides["data"] = args.data
+    return bootstrap.serve_mq(bootstrap.load(args.config, overrides=overrides), args.service)
+
+
+def _bench_mq(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import orjson
+
+    from peregrine.loadgen.mq import MqLoad, run_processes
+
+    cfg = MqLoad(nats=args.nats, subject=args.subject, concurrency=args.concurrency,
+                 rate=args.rate, duration_s=args.duration, invalid=args.invalid)
+    summary = run_processes(cfg, args.processes)
+    table = summary.pop("table")
+    text = orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode()
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    sys.stdout.write(table + "\n" + text + "\n")
+    return 0
+
+
 def _stream_settings(args: argparse.Namespace) -> tuple[object, str]:
     """[stream] settings of the config file and variables, with this command's flags."""
     import dataclasses
@@ -208,7 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
                      "engine ([llm] threads; default: the cores, shared among replicas)")
     llm.add_argument("--config", default=None, help="TOML config file")
     llm.set_defaults(func=_llm)
-    bench = sub.add_parser("bench", help="load generators (bench llm: any OpenAI server)")
+    mq = sub.add_parser("mq", help="run a message-queue service (module:attribute)",
+                        description="One worker of a request/reply service on NATS; start "
+                        "more to share its queue group. SIGTERM drains it. Other [mq] "
+                        "settings come from --config and PEREGRINE_MQ_* variables.")
+    mq.add_argument("service", help="module:attribute naming a peregrine.mq Service")
+    mq.add_argument("--nats", default=None, help="NATS URL(s) ([mq] nats)")
+    mq.add_argument("--data", default=None, help="directory for the service's local state")
+    for flag, key in (("--tls-ca", "tls_ca"), ("--tls-cert", "tls_cert"),
+                      ("--tls-key", "tls_key"), ("--creds", "creds"),
+                      ("--nkey-seed", "nkey_seed"), ("--token", "token"), ("--user", "user"),
+                      ("--password", "password"), ("--drain-s", "drain_s"),
+                      ("--metrics-port", "metrics_port")):
+        mq.add_argument(flag, dest="mq_" + key, default=None, help=f"[mq] {key}")
+    mq.add_argument("--config", default=None, help="TOML config file")
+    mq.set_defaults(func=_mq)
+    bench = sub.add_parser("bench", help="load generators (bench llm: any OpenAI server; "
+                           "bench mq: NATS request/reply)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bl = bench_sub.add_parser("llm", help="streaming load on an OpenAI-compatible server: "
                               "TTFT, inter-token and end-to-end latency, tokens/s")
@@ -227,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--api-key", default="none")
     bl.add_argument("--output", default=None, help="write the summary here (JSON)")
     bl.set_defaults(func=_bench_llm)
+    bm = bench_sub.add_parser("mq", help="order requests on NATS: HDR percentiles, throughput")
+    bm.add_argument("--nats", required=True, help="NATS URL")
+    bm.add_argument("--subject", default="orders.in")
+    bm.add_argument("--concurrency", type=int, default=1, help="requests in flight "
+                    "(closed loop)")
+    bm.add_argument("--rate", type=float, default=0.0,
+                    help="requests a second (open loop; overrides --concurrency)")
+    bm.add_argument("--duration", type=float, default=10.0)
+    bm.add_argument("--invalid", type=float, default=0.1, help="share of invalid orders")
+    bm.add_argument("--processes", type=int, default=1, help="load-generator processes")
+    bm.add_argument("--output", default=None, help="write the summary here (JSON)")
+    bm.set_defaults(func=_bench_mq)
     info = sub.add_parser("info", help="print collection statistics of a database")
     info.add_argument("--data", default="./data")
     info.set_defaults(func=_info)

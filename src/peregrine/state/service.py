@@ -22,6 +22,7 @@ from peregrine.state.cache import TieredCache, embedding_key
 from peregrine.state.crdt import SharedDoc, UpdateLog
 from peregrine.state.docs import DocHub
 from peregrine.state.ids import StoredIds, load_secret
+from peregrine.state.ledger import Ledger
 from peregrine.state.local import LocalStore
 from peregrine.state.metrics import StateMetrics
 from peregrine.state.profiles import KINDS, Profiles
@@ -32,7 +33,7 @@ from peregrine.state.shared import RedisTier
 from peregrine.state.turns import Turn
 from peregrine.vector.service import VectorService
 
-__all__ = ["MAX_READ", "SemanticCache", "SemanticHit", "SharedDoc", "StateService",
+__all__ = ["MAX_READ", "Ledger", "SemanticCache", "SemanticHit", "SharedDoc", "StateService",
            "StateSettings", "TieredCache", "Turn", "UpdateLog", "embedding_key",
            "estimate_tokens"]
 
@@ -67,6 +68,8 @@ class StateService:
                                    max_value_bytes=settings.result_max_bytes)
         self._profiles = profiles
         self._docs = docs
+        self._ledger_path: Path | None = None
+        self._ledger: Ledger | None = None
         self._semantic: SemanticCache | None = None
         self._semantic_factory: Callable[[], SemanticCache] | None = None
         self._counter = counter
@@ -96,7 +99,9 @@ class StateService:
         profiles = Profiles(root / "state" / "profiles.sqlite3", shared)
         docs = DocHub(root / "state" / "docs.sqlite3", settings.docs_hub or None, origin,
                       settings.max_docs)
-        return cls(settings, sessions, secret, profiles, docs, metrics)
+        service = cls(settings, sessions, secret, profiles, docs, metrics)
+        service._ledger_path = root / "state" / "ledger.sqlite3"
+        return service
 
     def _sid(self, tenant: str, session_id: str) -> str:
         return self._ids(tenant, "session", session_id)
@@ -194,6 +199,17 @@ class StateService:
                                "threshold": self._semantic.threshold}
         return out
 
+    # -- projections: idempotent sums ---------------------------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        """Sums by key applied once per event sequence (``Ledger``), for projections
+        of event streams; opened on first use."""
+        if self._ledger is None:
+            if self._ledger_path is None:
+                raise UnavailableError("the ledger needs StateService.open")
+            self._ledger = Ledger(self._ledger_path)
+        return self._ledger
+
     # -- shared documents (CRDT) ---------------------------------------------------------
     def attach_docs_hub(self, nats_url: str) -> None:
         """Sync shared documents through the NATS at ``nats_url`` unless ``[state]
@@ -253,3 +269,5 @@ class StateService:
             self._sessions.local.close()
             self._profiles.close()
             self._docs.close()
+            if self._ledger is not None:
+                self._ledger.close()

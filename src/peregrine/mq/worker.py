@@ -1,0 +1,334 @@
+"""Running a ``Service`` on NATS: subscriptions, replies, events, drain.
+
+One ``Worker`` per process serves every endpoint of one service in its queue
+group. A message reaches its handler as a ``memoryview`` of the bytes nats-py
+received (no copy). A sync handler runs inline in the subscription's callback,
+the fastest path. An async handler runs as a task, at most ``max_inflight`` at
+once per endpoint; past that the callback waits, the subscription's bounded
+buffer fills, and NATS drops what does not fit (counted as overflow) instead of
+the worker's memory growing.
+
+The reply is published first. Events the handler queued (``Service.publish_event``)
+go after it, to JetStream with an acknowledgement inbox: they never delay the
+reply, and one not acknowledged within two seconds is sent again under the same
+``Nats-Msg-Id`` (JetStream drops the duplicate).
+
+SIGTERM drains: the subscriptions stop taking messages and hand over what they
+hold, the requests in flight are answered, the events are acknowledged, and the
+worker exits 0, all within ``drain_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter
+
+from peregrine.mq.declare import (
+    Endpoint,
+    EndpointStats,
+    Service,
+    ServiceError,
+    current_worker,
+)
+from peregrine.mq.hdr import HdrCollector
+from peregrine.mq.micro import ServicesProtocol
+from peregrine.mq.settings import MqSettings
+
+log = logging.getLogger("peregrine.mq")
+
+REQUEST_ID = "Request-Id"
+_EVENT_RETRY_S = 2.0
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["service", "endpoint"]
+        self.requests = Counter("peregrine_mq_requests", "Requests handled", labels,
+                                registry=registry)
+        self.errors = Counter("peregrine_mq_errors", "Requests answered with a service "
+                              "error", [*labels, "code"], registry=registry)
+        self.overflow = Counter("peregrine_mq_overflow", "Messages dropped because a "
+                                "subscription's buffer was full (back-pressure)", ["service"],
+                                registry=registry)
+        self.duplicates = Counter("peregrine_mq_duplicates", "Repeated requests answered "
+                                  "from the dedup window", labels, registry=registry)
+        self.events = Counter("peregrine_mq_events", "Events published, by outcome",
+                              ["service", "outcome"], registry=registry)
+
+
+class EventPublisher:
+    """Events to JetStream with acknowledgements collected on one inbox."""
+
+    def __init__(self, nc: Any, metrics: _Metrics | None, service: str) -> None:
+        self.nc, self.metrics, self.service = nc, metrics, service
+        self.inbox = f"_INBOX.pgev.{uuid.uuid4().hex}"
+        self.queued: list[tuple[str, bytes]] = []
+        self.pending: dict[int, tuple[str, bytes, float]] = {}
+        self._seq = 0
+        self._prefix = uuid.uuid4().hex[:12]
+        self._sub: Any = None
+        self._retry: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.inbox + ".*", cb=self._ack)
+        self._retry = asyncio.get_running_loop().create_task(self._resend())
+
+    async def send_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for subject, data in queued:
+            self._seq += 1
+            self.pending[self._seq] = (subject, data, time.monotonic())
+            await self._publish(self._seq, subject, data)
+
+    async def _publish(self, seq: int, subject: str, data: bytes) -> None:
+        await self.nc.publish(subject, data, reply=f"{self.inbox}.{seq}",
+                              headers={"Nats-Msg-Id": f"{self._prefix}-{seq}"})
+
+    async def _ack(self, msg: Any) -> None:
+        try:
+            seq = int(msg.subject.rsplit(".", 1)[1])
+            answer = orjson.loads(msg.data) if msg.data else {}
+        except (ValueError, orjson.JSONDecodeError):
+            return
+        if isinstance(answer, dict) and "error" in answer:
+            return  # left pending: sent again
+        if self.pending.pop(seq, None) is not None and self.metrics is not None:
+            self.metrics.events.labels(self.service, "acked").inc()
+
+    async def _resend(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            now = time.monotonic()
+            for seq, (subject, data, sent) in list(self.pending.items()):
+                if now - sent > _EVENT_RETRY_S:
+                    self.pending[seq] = (subject, data, now)
+                    with contextlib.suppress(Exception):
+                        await self._publish(seq, subject, data)
+                    if self.metrics is not None:
+                        self.metrics.events.labels(self.service, "resent").inc()
+
+    async def drain(self, deadline: float) -> bool:
+        """Send what is queued and wait for every acknowledgement (or the deadline)."""
+        await self.send_queued()
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=max(0.1, deadline - time.monotonic()))
+        while self.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self._retry is not None:
+            self._retry.cancel()
+        return not self.pending
+
+
+class Worker:
+    def __init__(self, service: Service, settings: MqSettings,
+                 registry: CollectorRegistry | None = None, data_dir: str = "./data") -> None:
+        self.service, self.settings = service, settings
+        #: Where the service may keep local state (``--data``).
+        self.data_dir = data_dir
+        #: Things hooks opened (subscriptions...), for their stop hooks.
+        self.resources: list[Any] = []
+        self.registry = registry
+        self.metrics = _Metrics(registry) if registry is not None else None
+        self.endpoint_stats = {e.name: EndpointStats(e) for e in service.endpoints}
+        if registry is not None:
+            registry.register(HdrCollector({n: st.latency
+                                            for n, st in self.endpoint_stats.items()},
+                                           service.name))
+            for breaker in service.breakers.values():
+                breaker.attach(registry)
+        self.id = uuid.uuid4().hex
+        self.nc: Any = None
+        self.js: Any = None
+        self.events: EventPublisher | None = None
+        self._subs: list[Any] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._dedup: OrderedDict[str, tuple[float, bytes, dict[str, str] | None]] = \
+            OrderedDict()
+        self.started = time.time()
+        self.overflow = 0
+        self._micro: ServicesProtocol | None = None
+
+    # -- connection ------------------------------------------------------------------
+    def connect_options(self) -> dict[str, Any]:
+        s = self.settings
+        options: dict[str, Any] = {
+            "servers": [u.strip() for u in s.nats.split(",") if u.strip()],
+            "name": f"{self.service.name}-{self.id[:8]}", "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5, "error_cb": self._nats_error,
+            "pending_size": 4 * 1024 * 1024}
+        if s.tls_ca or s.tls_cert:
+            ctx = ssl.create_default_context(cafile=s.tls_ca or None)
+            if s.tls_cert:
+                ctx.load_cert_chain(s.tls_cert, s.tls_key)
+            options["tls"] = ctx
+        if s.creds:
+            options["user_credentials"] = s.creds
+        if s.nkey_seed:
+            options["nkeys_seed"] = s.nkey_seed
+        if s.token:
+            options["token"] = s.token
+        if s.user:
+            options["user"], options["password"] = s.user, s.password
+        return options
+
+    async def _nats_error(self, exc: Exception) -> None:
+        import nats.errors
+
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self.overflow += 1
+            if self.metrics is not None:
+                self.metrics.overflow.labels(self.service.name).inc()
+            return
+        log.warning("nats: %s", exc)
+
+    async def start(self) -> None:
+        import nats
+
+        s = self.settings
+        self.nc = await nats.connect(**self.connect_options())
+        self.js = self.nc.jetstream()
+        for stream, subjects in self.service.streams.items():
+            await _ensure_stream(self.js, stream, subjects)
+        self.events = EventPublisher(self.nc, self.metrics, self.service.name)
+        await self.events.start()
+        self.service.bind(self)
+        for ep in self.service.endpoints:
+            self._limits[ep.name] = asyncio.Semaphore(s.max_inflight)
+            sub = await self.nc.subscribe(
+                ep.subject, queue=ep.queue_group, cb=self._callback(ep),
+                pending_msgs_limit=s.pending_msgs, pending_bytes_limit=s.pending_mb << 20)
+            self._subs.append(sub)
+        self._micro = ServicesProtocol(self)
+        await self._micro.start()
+        for hook in self.service.on_start:
+            await hook(self)
+        await self.nc.flush()
+
+    # -- messages -----------------------------------------------------------------------
+    def _callback(self, ep: Endpoint) -> Any:
+        if ep.is_async:
+            limit = self._limits[ep.name]
+
+            def finished(task: asyncio.Task[None]) -> None:
+                self._tasks.discard(task)
+                limit.release()
+
+            async def spawn(msg: Any) -> None:
+                await limit.acquire()  # saturated: stop taking messages
+                task = asyncio.get_running_loop().create_task(self._handle(ep, msg))
+                self._tasks.add(task)
+                task.add_done_callback(finished)
+
+            return spawn
+
+        async def inline(msg: Any) -> None:
+            await self._handle(ep, msg)
+
+        return inline
+
+    async def _handle(self, ep: Endpoint, msg: Any) -> None:
+        current_worker.set(self)
+        reply = msg.reply
+        headers = msg.headers
+        rid = headers.get(REQUEST_ID) if headers and self.settings.dedup_entries else None
+        if rid is not None and (hit := self._remembered(rid)) is not None:
+            if reply:
+                await self.nc.publish(reply, hit[0], headers=hit[1])
+            if self.metrics is not None:
+                self.metrics.duplicates.labels(self.service.name, ep.name).inc()
+            return
+        started = time.perf_counter_ns()
+        err_headers = None
+        try:
+            out: Any = ep.handler(memoryview(msg.data))
+            if ep.is_async:
+                out = await out
+            if not isinstance(out, (bytes, bytearray, memoryview)):
+                raise TypeError(f"handler {ep.name} returned {type(out).__name__}, not bytes")
+        except ServiceError as exc:
+            out, err_headers = b"", {"Nats-Service-Error": exc.message,
+                                     "Nats-Service-Error-Code": str(exc.code)}
+        except Exception as exc:  # a handler bug answers 500; the worker goes on
+            log.exception("handler %s failed", ep.name)
+            out, err_headers = b"", {"Nats-Service-Error": f"internal error: {exc}"[:200],
+                                     "Nats-Service-Error-Code": "500"}
+        elapsed = time.perf_counter_ns() - started
+        if reply:
+            await self.nc.publish(reply, bytes(out), headers=err_headers)
+        self.endpoint_stats[ep.name].record(elapsed, err_headers)
+        if self.metrics is not None:
+            self.metrics.requests.labels(self.service.name, ep.name).inc()
+            if err_headers is not None:
+                self.metrics.errors.labels(self.service.name, ep.name,
+                                           err_headers["Nats-Service-Error-Code"]).inc()
+        if rid is not None:
+            self._remember(rid, bytes(out), err_headers)
+        if self.events is not None and self.events.queued:
+            await self.events.send_queued()
+
+    def _remembered(self, rid: str) -> tuple[bytes, dict[str, str] | None] | None:
+        found = self._dedup.get(rid)
+        if found is None:
+            return None
+        if time.monotonic() - found[0] > self.settings.dedup_ttl_s:
+            self._dedup.pop(rid, None)
+            return None
+        return found[1], found[2]
+
+    def _remember(self, rid: str, out: bytes, headers: dict[str, str] | None) -> None:
+        self._dedup[rid] = (time.monotonic(), out, headers)
+        while len(self._dedup) > self.settings.dedup_entries:
+            self._dedup.popitem(last=False)
+
+    def publish_event(self, subject: str, data: bytes) -> None:
+        if self.events is None:
+            raise RuntimeError("the worker is not started")
+        self.events.queued.append((subject, data))
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def drain(self) -> bool:
+        """Stop taking requests, answer those in flight, get the events acknowledged,
+        close; True when all of it fitted in ``drain_s``."""
+        deadline = time.monotonic() + self.settings.drain_s
+        for sub in self._subs:  # pending messages are still handed to the callbacks
+            with contextlib.suppress(Exception):
+                await sub.drain()
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=max(0.01, deadline -
+                                                             time.monotonic()))
+        for hook in self.service.on_stop:
+            with contextlib.suppress(Exception):
+                await hook(self)
+        clean = not self._tasks
+        if self.events is not None:
+            clean = await self.events.drain(deadline) and clean
+        if self._micro is not None:
+            await self._micro.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.drain(), max(0.1, deadline - time.monotonic()))
+        return clean
+
+    def stats(self) -> dict[str, Any]:
+        return {"id": self.id, "overflow": self.overflow,
+                "endpoints": {n: st.document() for n, st in self.endpoint_stats.items()}}
+
+
+async def _ensure_stream(js: Any, name: str, subjects: list[str]) -> None:
+    from nats.js import api
+
+    try:
+        await js.stream_info(name)
+    except Exception:
+        with contextlib.suppress(Exception):  # another worker made it meanwhile
+            await js.add_stream(api.StreamConfig(name=name, subjects=subjects,
+                                                 storage=api.StorageType.FILE))
