@@ -14,7 +14,9 @@ Run it against any NATS server with JetStream (``peregrine serve`` starts one)::
   the state face's ledger under ``--data``, applying each event once by its
   stream sequence, so a replay changes nothing.
 - ``orders.positions`` answers a symbol's position as JSON:
-  ``{"symbol", "position"}``.
+  ``{"symbol", "position"}``. ``ORDERS_PROJECTION=off`` makes a worker that only
+  validates (it answers ``orders.positions`` with a 503, which the requester
+  retries): run validators like that beside one worker that projects.
 
 Rules: the price is a finite number > 0; the quantity is not 0; the side is BUY
 (0) or SELL (1); the symbol is 1-12 characters of A-Z, 0-9, ``.`` and ``-``;
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import re
@@ -44,6 +47,7 @@ import orjson
 from peregrine.mq.service import Service, ServiceError, Worker
 from peregrine.state.service import StateService, StateSettings
 
+log = logging.getLogger("examples.orders")
 ACCEPTED, REJECTED = b"\x01", b"\x00"
 EVENTS_STREAM, EVENTS_SUBJECT = "ORDERS", "orders.accepted"
 POSITIONS = "positions"
@@ -156,40 +160,86 @@ def positions(data: memoryview) -> bytes:
 
 def project(state: StateService, seq: int, event: bytes) -> None:
     """One accepted order into the positions, once (by its stream sequence)."""
-    try:
-        _, symbol, _, quantity, side, _ = read_order(memoryview(event))
-    except NotAnOrder:
-        return
-    delta = quantity if side == 0 else -quantity
-    state.ledger.apply(POSITIONS, seq, {symbol.decode(): float(delta)})
+    project_many(state, [(seq, event)])
+
+
+def project_many(state: StateService, events: list[tuple[int, bytes]]) -> int:
+    """Accepted orders into the positions in one transaction, each once."""
+    batch: list[tuple[int, dict[str, float]]] = []
+    for seq, event in events:
+        try:
+            _, symbol, _, quantity, side, _ = read_order(memoryview(event))
+        except NotAnOrder:
+            batch.append((seq, {}))
+            continue
+        batch.append((seq, {symbol.decode(): float(quantity if side == 0 else -quantity)}))
+    return state.ledger.apply_many(POSITIONS, batch)
 
 
 @service.started
 async def start_projection(worker: Worker) -> None:
+    """Follow ``ORDERS`` from the ledger's cursor. Events are applied in batches on a
+    thread (one SQLite transaction each), off the loop that answers requests.
+    ``ORDERS_PROJECTION=off`` leaves it (and ``orders.positions``) to other workers:
+    validators that only write, beside one that projects."""
     global _state
     from nats.js import api
 
+    if os.environ.get("ORDERS_PROJECTION", "on").lower() in ("off", "0", "false", "no"):
+        return
     _state = StateService.open(StateSettings(), Path(worker.data_dir))
     state = _state
     start = state.ledger.cursor(POSITIONS) + 1
+    pending: list[tuple[int, bytes]] = []
+    wake = asyncio.Event()
+    stop = asyncio.Event()
 
     async def on_event(msg: Any) -> None:
-        project(state, msg.metadata.sequence.stream, msg.data)
+        pending.append((msg.metadata.sequence.stream, msg.data))
+        wake.set()
+
+    async def apply_batches() -> None:
+        """Until stopped and nothing is left: one batch at a time, in stream order (a
+        batch never overtakes another, so the cursor never skips one)."""
+        while not (stop.is_set() and not pending):
+            if not pending:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), 0.5)
+                continue
+            await asyncio.sleep(0.02)  # gather what comes meanwhile
+            batch = pending[:]
+            try:
+                await asyncio.to_thread(project_many, state, batch)
+            except Exception:  # e.g. the disk: keep the events, try again shortly
+                log.exception("positions projection failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            del pending[:len(batch)]
 
     sub = await worker.js.subscribe(
         EVENTS_SUBJECT, cb=on_event, ordered_consumer=True,
         config=api.ConsumerConfig(deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
                                   opt_start_seq=start))
-    worker.resources.append(sub)
+    task = asyncio.get_running_loop().create_task(apply_batches())
+    worker.resources += [sub, task, stop]
 
 
 @service.stopping
 async def stop_projection(worker: Worker) -> None:
+    """Stop following, apply what was received, then close the store."""
     global _state
-    for sub in worker.resources:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    await asyncio.sleep(0)
+    for res in worker.resources:
+        if hasattr(res, "unsubscribe"):
+            with contextlib.suppress(Exception):
+                await res.unsubscribe()
+    for res in worker.resources:
+        if isinstance(res, asyncio.Event):
+            res.set()
+    for res in worker.resources:
+        if isinstance(res, asyncio.Task):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(res, 5)
     if _state is not None:
         _state.close()
         _state = None

@@ -29,3 +29,12 @@ def count(data: memoryview) -> bytes:
 async def held(data: memoryview) -> bytes:
     await gate.wait()
     return b"ok"
+
+
+@service.endpoint("event.then.fail", name="event_then_fail")
+async def event_then_fail(data: memoryview) -> bytes:
+    service.publish_event("unstreamed.events", data.tobytes())
+    await asyncio.sleep(0.1)
+    if data.tobytes() == b"fail":
+        raise ServiceError(503, "downstream unavailable")
+    return b"ok"

@@ -185,3 +185,67 @@ def test_circuit_breaker_transitions() -> None:
                                        {"breaker": "vector", "to": "open"})
     assert opened == 2
     assert time.monotonic() > 0
+
+
+def test_events_only_after_success_and_only_acknowledged_by_a_stream(
+        nats_server: EmbeddedNats) -> None:
+    async def main() -> None:
+        worker = Worker(slow_service.service, MqSettings(nats=nats_server.url, drain_s=1.0))
+        await worker.start()
+        nc = await nats.connect(nats_server.url)
+        seen: list[bytes] = []
+
+        async def watch(msg: object) -> None:
+            seen.append(msg.data)  # type: ignore[attr-defined]
+
+        await nc.subscribe("unstreamed.events", cb=watch)
+        try:
+            failing = asyncio.create_task(nc.request("event.then.fail", b"fail", timeout=5))
+            ok = await nc.request("event.then.fail", b"good", timeout=5)
+            bad = await failing
+            assert ok.data == b"ok"
+            assert bad.headers is not None and bad.headers["Nats-Service-Error-Code"] == "503"
+            await asyncio.sleep(0.2)
+            assert seen == [b"good"]  # the failed request's event was never published
+            # No stream listens on that subject: the event is not acknowledged.
+            assert worker.events is not None and len(worker.events.pending) == 1
+            # A 5xx is not remembered: the same request id runs again.
+            again = await nc.request("event.then.fail", b"fail",
+                                     headers={"Request-Id": "same"}, timeout=5)
+            once_more = await nc.request("event.then.fail", b"fail",
+                                         headers={"Request-Id": "same"}, timeout=5)
+            assert again.headers and once_more.headers
+            assert worker.endpoint_stats["event_then_fail"].requests == 4
+            # The window is per endpoint: another endpoint's same id is its own request.
+            first = await nc.request("count.once", b"x", headers={"Request-Id": "same"})
+            assert first.data.isdigit()
+        finally:
+            await nc.close()
+            assert not await worker.drain()  # unacknowledged events: not a clean drain
+
+    asyncio.run(main())
+
+
+def test_breaker_counts_cancelled_trials_and_ignores_late_news() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("d", failure_threshold=1, reset_s=1.0, clock=lambda: now[0])
+
+    async def main() -> None:
+        with pytest.raises(ConnectionError):
+            await breaker.acall(_fail)
+        assert breaker.state == "open"
+        now[0] = 2.0
+        trial = asyncio.create_task(breaker.acall(asyncio.sleep, 10))
+        await asyncio.sleep(0)
+        trial.cancel()  # the half-open trial is cancelled: it counts as a failure
+        await asyncio.gather(trial, return_exceptions=True)
+        assert breaker.state == "open"
+        now[0] = 4.0
+        assert await breaker.acall(asyncio.sleep, 0, 1) == 1  # a new trial is allowed
+        assert breaker.state == "closed"
+
+    asyncio.run(main())
+
+
+async def _fail() -> None:
+    raise ConnectionError("down")

@@ -36,6 +36,7 @@ class CircuitBreaker:
         self.failures = 0
         self._opened_at = 0.0
         self._trial = False
+        self._generation = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._gauge: Gauge | None = None
@@ -58,7 +59,8 @@ class CircuitBreaker:
                 self._gauge.labels(self.name).set(STATES[state])
                 self._transitions.labels(self.name, state).inc()
 
-    def _admit(self) -> None:
+    def _admit(self) -> int:
+        """Let a call through (or raise); the generation it was admitted in."""
         with self._lock:
             if self.state == "open":
                 if self._clock() - self._opened_at < self.reset_s:
@@ -69,38 +71,44 @@ class CircuitBreaker:
                 if self._trial:
                     raise CircuitOpenError(f"{self.name}: circuit half-open, trial running")
                 self._trial = True
+            return self._generation
 
-    def _done(self, ok: bool) -> None:
+    def _done(self, ok: bool, generation: int) -> None:
         with self._lock:
+            if generation != self._generation:
+                return  # admitted before the last change of state: its news is old
             if ok:
                 self.failures = 0
                 self._trial = False
+                if self.state != "closed":
+                    self._generation += 1
                 self._move("closed")
                 return
             self.failures += 1
             if self.state == "half_open" or self.failures >= self.failure_threshold:
                 self._opened_at = self._clock()
                 self._trial = False
+                self._generation += 1
                 self._move("open")
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        self._admit()
+        generation = self._admit()
+        ok = False
         try:
             result = fn(*args)
-        except Exception:
-            self._done(False)
-            raise
-        self._done(True)
-        return result
+            ok = True
+            return result
+        finally:  # a cancelled or interrupted call counts as a failure
+            self._done(ok, generation)
 
     async def acall(self, fn: Callable[..., Awaitable[T]] | Callable[..., T], *args: Any) -> T:
-        self._admit()
+        generation = self._admit()
+        ok = False
         try:
             result = fn(*args)
             if inspect.isawaitable(result):
                 result = await result
-        except Exception:
-            self._done(False)
-            raise
-        self._done(True)
-        return result  # type: ignore[return-value]
+            ok = True
+            return result  # type: ignore[return-value]
+        finally:
+            self._done(ok, generation)

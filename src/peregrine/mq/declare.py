@@ -36,6 +36,9 @@ _VERSION = re.compile(r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.+-]+)?$")
 
 #: The worker handling the current message (several may run one service in a process).
 current_worker: contextvars.ContextVar[Worker] = contextvars.ContextVar("mq_worker")
+#: The events the current request has queued (sent after its reply, if it succeeds).
+request_events: contextvars.ContextVar[list[tuple[str, bytes]]] = \
+    contextvars.ContextVar("mq_events")
 
 Handler = Callable[[memoryview], bytes] | Callable[[memoryview], Awaitable[bytes]]
 
@@ -153,8 +156,10 @@ class Service:
         self.worker = worker
 
     def publish_event(self, subject: str, data: bytes) -> None:
-        """Queue an event: published to JetStream after the current reply, and sent
-        again until acknowledged; never delays the reply."""
+        """Queue an event of the request being handled: published to JetStream after
+        its reply (only if it succeeds), sent again until acknowledged; never delays
+        the reply. Refused with a 503 service error while the stream is not
+        acknowledging and the backlog is full."""
         worker = current_worker.get(None) or self.worker
         if worker is None:
             raise RuntimeError("the service is not running")

@@ -29,7 +29,6 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter
 
 from peregrine.mq.declare import (
@@ -38,6 +37,7 @@ from peregrine.mq.declare import (
     Service,
     ServiceError,
     current_worker,
+    request_events,
 )
 from peregrine.mq.hdr import HdrCollector
 from peregrine.mq.micro import ServicesProtocol
@@ -47,6 +47,7 @@ log = logging.getLogger("peregrine.mq")
 
 REQUEST_ID = "Request-Id"
 _EVENT_RETRY_S = 2.0
+_RESEND_BATCH = 1000  # events sent again per round (twice a second)
 
 
 class _Metrics:
@@ -66,59 +67,78 @@ class _Metrics:
 
 
 class EventPublisher:
-    """Events to JetStream with acknowledgements collected on one inbox."""
+    """Events to JetStream with acknowledgements collected on one inbox.
 
-    def __init__(self, nc: Any, metrics: _Metrics | None, service: str) -> None:
+    An event is pending until the stream acknowledges it (a JSON answer with its
+    ``seq``): an error, or the empty 503 that no stream on the subject produces,
+    leaves it pending, and it is sent again, at most ``_RESEND_BATCH`` per round,
+    under the same ``Nats-Msg-Id`` (JetStream drops the duplicate). At most
+    ``max_pending`` wait: past that ``has_room`` is False and requests that would
+    add events are refused rather than held in memory.
+    """
+
+    def __init__(self, nc: Any, metrics: _Metrics | None, service: str,
+                 max_pending: int = 100_000) -> None:
         self.nc, self.metrics, self.service = nc, metrics, service
+        self.max_pending = max_pending
         self.inbox = f"_INBOX.pgev.{uuid.uuid4().hex}"
-        self.queued: list[tuple[str, bytes]] = []
-        self.pending: dict[int, tuple[str, bytes, float]] = {}
+        self.pending: dict[int, tuple[str, bytes, str, float]] = {}
         self._seq = 0
         self._prefix = uuid.uuid4().hex[:12]
         self._sub: Any = None
         self._retry: asyncio.Task[None] | None = None
+        self._inbox_len = len(self.inbox) + 1
+        self._acked = metrics.events.labels(service, "acked") if metrics is not None else None
+
+    @property
+    def has_room(self) -> bool:
+        return len(self.pending) < self.max_pending
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(self.inbox + ".*", cb=self._ack)
         self._retry = asyncio.get_running_loop().create_task(self._resend())
 
-    async def send_queued(self) -> None:
-        queued, self.queued = self.queued, []
-        for subject, data in queued:
+    async def send(self, events: list[tuple[str, bytes]], request_id: str | None) -> None:
+        """A request's events, after its reply. With a request id, their message ids
+        derive from it, so a retried request (on any worker) publishes no duplicate."""
+        for i, (subject, data) in enumerate(events):
             self._seq += 1
-            self.pending[self._seq] = (subject, data, time.monotonic())
-            await self._publish(self._seq, subject, data)
+            msg_id = f"{request_id}:{i}" if request_id else f"{self._prefix}-{self._seq}"
+            self.pending[self._seq] = (subject, data, msg_id, time.monotonic())
+            await self._publish(self._seq, subject, data, msg_id)
 
-    async def _publish(self, seq: int, subject: str, data: bytes) -> None:
+    async def _publish(self, seq: int, subject: str, data: bytes, msg_id: str) -> None:
         await self.nc.publish(subject, data, reply=f"{self.inbox}.{seq}",
-                              headers={"Nats-Msg-Id": f"{self._prefix}-{seq}"})
+                              headers={"Nats-Msg-Id": msg_id})
 
     async def _ack(self, msg: Any) -> None:
-        try:
-            seq = int(msg.subject.rsplit(".", 1)[1])
-            answer = orjson.loads(msg.data) if msg.data else {}
-        except (ValueError, orjson.JSONDecodeError):
+        data = msg.data
+        # An acknowledgement names the stream sequence; anything else (an error, the
+        # empty no-responders status when no stream listens) leaves the event pending.
+        if not data or b'"seq"' not in data or b'"error"' in data:
             return
-        if isinstance(answer, dict) and "error" in answer:
-            return  # left pending: sent again
-        if self.pending.pop(seq, None) is not None and self.metrics is not None:
-            self.metrics.events.labels(self.service, "acked").inc()
+        try:
+            seq = int(msg.subject[self._inbox_len:])
+        except ValueError:
+            return
+        if self.pending.pop(seq, None) is not None and self._acked is not None:
+            self._acked.inc()
 
     async def _resend(self) -> None:
         while True:
             await asyncio.sleep(0.5)
             now = time.monotonic()
-            for seq, (subject, data, sent) in list(self.pending.items()):
-                if now - sent > _EVENT_RETRY_S:
-                    self.pending[seq] = (subject, data, now)
-                    with contextlib.suppress(Exception):
-                        await self._publish(seq, subject, data)
-                    if self.metrics is not None:
-                        self.metrics.events.labels(self.service, "resent").inc()
+            due = [(seq, e) for seq, e in list(self.pending.items())[:_RESEND_BATCH * 4]
+                   if now - e[3] > _EVENT_RETRY_S][:_RESEND_BATCH]
+            for seq, (subject, data, msg_id, _) in due:
+                self.pending[seq] = (subject, data, msg_id, now)
+                with contextlib.suppress(Exception):
+                    await self._publish(seq, subject, data, msg_id)
+                if self.metrics is not None:
+                    self.metrics.events.labels(self.service, "resent").inc()
 
     async def drain(self, deadline: float) -> bool:
-        """Send what is queued and wait for every acknowledgement (or the deadline)."""
-        await self.send_queued()
+        """Wait for every acknowledgement (or the deadline)."""
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=max(0.1, deadline - time.monotonic()))
         while self.pending and time.monotonic() < deadline:
@@ -139,6 +159,9 @@ class Worker:
         self.registry = registry
         self.metrics = _Metrics(registry) if registry is not None else None
         self.endpoint_stats = {e.name: EndpointStats(e) for e in service.endpoints}
+        # Prometheus children looked up once: a labelled lookup per request costs µs.
+        self._counted = ({e.name: self.metrics.requests.labels(service.name, e.name)
+                          for e in service.endpoints} if self.metrics is not None else {})
         if registry is not None:
             registry.register(HdrCollector({n: st.latency
                                             for n, st in self.endpoint_stats.items()},
@@ -238,10 +261,13 @@ class Worker:
 
     async def _handle(self, ep: Endpoint, msg: Any) -> None:
         current_worker.set(self)
+        events: list[tuple[str, bytes]] = []
+        request_events.set(events)
         reply = msg.reply
         headers = msg.headers
         rid = headers.get(REQUEST_ID) if headers and self.settings.dedup_entries else None
-        if rid is not None and (hit := self._remembered(rid)) is not None:
+        key = f"{ep.name}\x00{rid}" if rid is not None else None
+        if key is not None and (hit := self._remembered(key)) is not None:
             if reply:
                 await self.nc.publish(reply, hit[0], headers=hit[1])
             if self.metrics is not None:
@@ -267,14 +293,17 @@ class Worker:
             await self.nc.publish(reply, bytes(out), headers=err_headers)
         self.endpoint_stats[ep.name].record(elapsed, err_headers)
         if self.metrics is not None:
-            self.metrics.requests.labels(self.service.name, ep.name).inc()
+            self._counted[ep.name].inc()
             if err_headers is not None:
                 self.metrics.errors.labels(self.service.name, ep.name,
                                            err_headers["Nats-Service-Error-Code"]).inc()
-        if rid is not None:
-            self._remember(rid, bytes(out), err_headers)
-        if self.events is not None and self.events.queued:
-            await self.events.send_queued()
+        # Remembered for a repeat, unless it failed on the server's side (a retry may
+        # succeed); events only for a request that succeeded, after its reply.
+        if key is not None and (err_headers is None or
+                                not err_headers["Nats-Service-Error-Code"].startswith("5")):
+            self._remember(key, bytes(out), err_headers)
+        if events and err_headers is None and self.events is not None:
+            await self.events.send(events, rid)
 
     def _remembered(self, rid: str) -> tuple[bytes, dict[str, str] | None] | None:
         found = self._dedup.get(rid)
@@ -291,18 +320,28 @@ class Worker:
             self._dedup.popitem(last=False)
 
     def publish_event(self, subject: str, data: bytes) -> None:
+        """Queue an event of the request being handled (sent after its reply)."""
         if self.events is None:
             raise RuntimeError("the worker is not started")
-        self.events.queued.append((subject, data))
+        if not self.events.has_room:  # the stream is not acknowledging: take no more
+            raise ServiceError(503, "event backlog full: the stream is not acknowledging")
+        request_events.get().append((subject, data))
 
     # -- shutdown -------------------------------------------------------------------------
     async def drain(self) -> bool:
         """Stop taking requests, answer those in flight, get the events acknowledged,
         close; True when all of it fitted in ``drain_s``."""
         deadline = time.monotonic() + self.settings.drain_s
-        for sub in self._subs:  # pending messages are still handed to the callbacks
+
+        async def drain_one(sub: Any) -> None:
             with contextlib.suppress(Exception):
                 await sub.drain()
+
+        # Pending messages are still handed to the callbacks, all subscriptions at once,
+        # within the deadline.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(drain_one(s) for s in self._subs)),
+                                   max(0.01, deadline - time.monotonic()))
         while self._tasks and time.monotonic() < deadline:
             await asyncio.wait(set(self._tasks), timeout=max(0.01, deadline -
                                                              time.monotonic()))
