@@ -73,6 +73,18 @@ def load(url: str, **kw: Any) -> dict[str, Any]:
     return asyncio.run(run_load(LoadConfig(url=url, **kw))).summary()
 
 
+def common_phases(url: str, d: float) -> dict[str, Any]:
+    """What both servers go through: 1 and 8 streams, then cold and cached prefixes."""
+    base = {"prompt_tokens": 64, "max_tokens": 64}
+    return {
+        "one_stream": load(url, concurrency=1, duration_s=d / 2, **base),
+        "eight_streams": load(url, concurrency=8, duration_s=d, **base),
+        "prefix_cold": load(url, concurrency=1, duration_s=d / 2, prompt_tokens=520,
+                            max_tokens=1),
+        "prefix_cached": load(url, concurrency=1, duration_s=d / 2, prompt_tokens=520,
+                              shared_prefix=500, max_tokens=1)}
+
+
 async def _both(premium: LoadConfig, batch: LoadConfig) -> tuple[Any, Any]:
     return await asyncio.gather(run_load(premium), run_load(batch))
 
@@ -99,7 +111,6 @@ def main() -> int:
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=ROOT).stdout.strip(),
         "model": Path(model).name, "threads": args.threads}
-    base = {"prompt_tokens": 64, "max_tokens": 64}
     # -- the peer alone, then Peregrine alone (never both loading the cores) -----------
     ref = _start([sys.executable, "-m", "llama_cpp.server", "--model", model,
                   "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
@@ -108,26 +119,14 @@ def main() -> int:
                   "--interrupt_requests", "False"],
                  ref_url, work / "ref.log")
     try:
-        res["reference"] = {
-            "one_stream": load(ref_url, concurrency=1, duration_s=d / 2, **base),
-            "eight_streams": load(ref_url, concurrency=8, duration_s=d, **base),
-            "prefix_cold": load(ref_url, concurrency=1, duration_s=d / 2, prompt_tokens=520,
-                                max_tokens=1),
-            "prefix_cached": load(ref_url, concurrency=1, duration_s=d / 2,
-                                  prompt_tokens=520, shared_prefix=500, max_tokens=1)}
+        res["reference"] = common_phases(ref_url, d)
     finally:
         _stop(ref)
     ours = _start([sys.executable, "-m", "peregrine", "llm", "--port", str(ours_port),
                    "--threads", str(args.threads)], ours_url, work / "ours.log",
                   {"PEREGRINE_LLM_SLOTS": "8", "PEREGRINE_LLM_QUEUE": "64"})
     try:
-        res["peregrine"] = {
-            "one_stream": load(ours_url, concurrency=1, duration_s=d / 2, **base),
-            "eight_streams": load(ours_url, concurrency=8, duration_s=d, **base),
-            "prefix_cold": load(ours_url, concurrency=1, duration_s=d / 2, prompt_tokens=520,
-                                max_tokens=1),
-            "prefix_cached": load(ours_url, concurrency=1, duration_s=d / 2,
-                                  prompt_tokens=520, shared_prefix=500, max_tokens=1)}
+        res["peregrine"] = common_phases(ours_url, d)
         premium = dict(rate=1.0, duration_s=d, prompt_tokens=64, max_tokens=16,
                        priority="premium", seed=11)
         res["peregrine"]["premium_idle"] = load(ours_url, **premium)

@@ -1,20 +1,6 @@
-"""Declaring a service: its endpoints, breakers, streams and hooks (what a
-``Worker`` runs). Re-exported by the front door, ``peregrine.mq.service``.
-
-Declare a ``Service`` and bind handlers to subjects::
-
-    service = Service("order-validator", "1.0.0")
-
-    @service.endpoint("orders.in", queue_group="order-validator")
-    def validate(data: memoryview) -> bytes:
-        ...
-
-A handler gets the request's bytes as a ``memoryview`` (no copy) and returns the
-reply's bytes; ``async def`` handlers work too. Raising ``ServiceError(code,
-message)`` answers with the ``Nats-Service-Error`` headers of the NATS services
-protocol, which ``$SRV.PING``/``INFO``/``STATS`` also speak, so ``nats micro``
-tooling sees the service.
-"""
+"""Declaring a service: its endpoints, breakers, streams and hooks, and what one
+worker saw of each endpoint (``EndpointStats``). The front door,
+``peregrine.mq.service``, re-exports it and documents how to write one."""
 
 from __future__ import annotations
 
