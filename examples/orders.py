@@ -15,8 +15,8 @@ Run it against any NATS server with JetStream (``peregrine serve`` starts one)::
   stream sequence, so a replay changes nothing.
 - ``orders.positions`` answers a symbol's position as JSON:
   ``{"symbol", "position"}``. ``ORDERS_PROJECTION=off`` makes a worker that only
-  validates (it answers ``orders.positions`` with a 503, which the requester
-  retries): run validators like that beside one worker that projects.
+  validates (it neither projects nor serves ``orders.positions``): run
+  validators like that beside one worker that projects.
 
 Rules: the price is a finite number > 0; the quantity is not 0; the side is BUY
 (0) or SELL (1); the symbol is 1-12 characters of A-Z, 0-9, ``.`` and ``-``;
@@ -147,7 +147,14 @@ def validate(data: memoryview) -> bytes:
 _state: StateService | None = None
 
 
-@service.endpoint("orders.positions", name="positions", queue_group="order-validator")
+def projecting() -> bool:
+    """``ORDERS_PROJECTION=off``: this worker validates only (no projection, and it
+    leaves ``orders.positions`` to the workers that project)."""
+    return os.environ.get("ORDERS_PROJECTION", "on").lower() not in ("off", "0", "false", "no")
+
+
+@service.endpoint("orders.positions", name="positions", queue_group="order-validator",
+                  when=projecting)
 def positions(data: memoryview) -> bytes:
     symbol = data.tobytes()
     if _state is None:
@@ -185,7 +192,7 @@ async def start_projection(worker: Worker) -> None:
     global _state
     from nats.js import api
 
-    if os.environ.get("ORDERS_PROJECTION", "on").lower() in ("off", "0", "false", "no"):
+    if not projecting():
         return
     _state = StateService.open(StateSettings(), Path(worker.data_dir))
     state = _state

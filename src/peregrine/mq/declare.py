@@ -42,11 +42,14 @@ class Endpoint:
     keeps its own ``EndpointStats``)."""
 
     def __init__(self, name: str, subject: str, handler: Handler, queue_group: str,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None,
+                 when: Callable[[], bool] | None = None) -> None:
         self.name, self.subject, self.handler = name, subject, handler
         self.queue_group = queue_group
         self.metadata = metadata or {}
         self.is_async = inspect.iscoroutinefunction(handler)
+        #: Whether a worker serves it (checked at start: e.g. from the environment).
+        self.when = when
 
 
 class EndpointStats:
@@ -95,24 +98,24 @@ class Service:
         self.worker: Worker | None = None
 
     def endpoint(self, subject: str, *, name: str | None = None,
-                 queue_group: str | None = None,
-                 metadata: dict[str, str] | None = None) -> Callable[[Handler], Handler]:
+                 queue_group: str | None = None, metadata: dict[str, str] | None = None,
+                 when: Callable[[], bool] | None = None) -> Callable[[Handler], Handler]:
         """Bind the decorated handler to ``subject`` in ``queue_group`` (default: the
-        service's name)."""
+        service's name); ``when()`` false at start leaves it to other workers."""
         def bind(handler: Handler) -> Handler:
             self.add_endpoint(subject, handler, name=name, queue_group=queue_group,
-                              metadata=metadata)
+                              metadata=metadata, when=when)
             return handler
 
         return bind
 
     def add_endpoint(self, subject: str, handler: Handler, *, name: str | None = None,
-                     queue_group: str | None = None,
-                     metadata: dict[str, str] | None = None) -> Endpoint:
+                     queue_group: str | None = None, metadata: dict[str, str] | None = None,
+                     when: Callable[[], bool] | None = None) -> Endpoint:
         ep_name = name or str(getattr(handler, "__name__", subject))
         if any(e.name == ep_name for e in self.endpoints):
             raise InvalidInputError(f"endpoint {ep_name!r} is declared twice")
-        ep = Endpoint(ep_name, subject, handler, queue_group or self.name, metadata)
+        ep = Endpoint(ep_name, subject, handler, queue_group or self.name, metadata, when)
         self.endpoints.append(ep)
         return ep
 

@@ -226,6 +226,8 @@ class Worker:
         await self.events.start()
         self.service.bind(self)
         for ep in self.service.endpoints:
+            if ep.when is not None and not ep.when():
+                continue  # left to other workers
             self._limits[ep.name] = asyncio.Semaphore(s.max_inflight)
             sub = await self.nc.subscribe(
                 ep.subject, queue=ep.queue_group, cb=self._callback(ep),
