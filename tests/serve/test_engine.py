@@ -191,3 +191,17 @@ def test_text_after_a_stop_sequence_is_never_sent() -> None:
     stream = TextStream(("END",))
     assert stream.push(b"xx EN") == ("xx ", False)  # "EN" may begin the stop: held
     assert stream.push(b"D tail") == ("", True)
+
+
+def test_premium_traffic_keeps_lower_classes_steps_short() -> None:
+    shares = LlmSettings().class_shares()
+
+    def seq(priority: str, prompt: int, admitted: int) -> Sequence:
+        req = Request([1] * prompt, None, priority, lambda e: None, 0.0)  # type: ignore[arg-type]
+        return Sequence(req, admitted, [1] * prompt, 0, admitted)
+
+    batch = [seq("batch", 400, i) for i in range(3)]
+    calm = plan_step(batch, 256, 128, shares)
+    busy = plan_step(batch, 256, 128, shares, premium_recent=True)
+    assert sum(it.count for it in calm) == int(0.25 * 256)
+    assert sum(it.count for it in busy) <= 32  # a step in flight stays short

@@ -31,6 +31,7 @@ from peregrine.serve.scheduler import RANK, Queues, Request, Sequence, plan_step
 from peregrine.serve.settings import CLASSES, LlmSettings
 
 log = logging.getLogger("peregrine.serve")
+_PREMIUM_RECENT_S = 5.0  # premium traffic this recent keeps lower classes' steps short
 
 
 class OverloadedError(Exception):
@@ -97,6 +98,7 @@ class InferenceEngine:
         self._cv = threading.Condition()
         self._stop = False
         self._cancels: list[Request] = []
+        self._premium_at = -1e9  # when the last premium request came
         self.steps = 0
         self.prefix_hit_tokens = 0
         self.prompt_tokens = 0
@@ -125,6 +127,8 @@ class InferenceEngine:
                 raise OverloadedError(f"the {req.priority} queue is full "
                                       f"({self.settings.queue} waiting)", self._retry_after())
             req.text = TextStream(p.stop)
+            if req.priority == CLASSES[0]:
+                self._premium_at = time.monotonic()
             self.queues.push(req)
             self._cv.notify()
         self._gauges()
@@ -191,7 +195,8 @@ class InferenceEngine:
 
     def _step(self, running: list[Sequence]) -> None:
         s = self.settings
-        items = plan_step(running, s.step_tokens, s.prefill_chunk, self.shares)
+        recent = time.monotonic() - self._premium_at < _PREMIUM_RECENT_S
+        items = plan_step(running, s.step_tokens, s.prefill_chunk, self.shares, recent)
         if not items:
             return
         tokens = np.fromiter((t for it in items
