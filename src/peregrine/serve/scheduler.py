@@ -14,7 +14,9 @@ fills the rest of its token budget with prompt chunks (at most
 ``prefill_chunk`` per sequence), classes in order, each class within its share
 of the step. A long prompt therefore never stalls the decode of the others.
 While a premium prompt is being read, the lower classes pause (no decode, no
-prompt) for those steps, so its first token waits only for the step in flight.
+prompt) for those steps, so its first token waits only for the step in flight;
+and while premium requests keep coming, lower classes read few prompt tokens a
+step, so that step is short.
 """
 
 from __future__ import annotations
