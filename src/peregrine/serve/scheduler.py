@@ -31,7 +31,7 @@ from peregrine.serve.sampling import SamplingParams
 from peregrine.serve.settings import CLASSES
 
 RANK = {c: i for i, c in enumerate(CLASSES)}
-LOWER_CHUNK_UNDER_PREMIUM = 16  # prompt tokens a lower class reads per step then
+LOWER_CHUNK_UNDER_PREMIUM = 8  # prompt tokens a lower class reads per step then
 _ids = itertools.count()
 
 
@@ -127,7 +127,7 @@ def plan_step(running: list[Sequence], budget: int, chunk: int,
     caps = {c: max(1, int(shares[c] * budget)) for c in CLASSES}
     if premium_recent:
         for c in CLASSES[1:]:
-            caps[c] = min(caps[c], LOWER_CHUNK_UNDER_PREMIUM + budget // 16)
+            caps[c] = min(caps[c], LOWER_CHUNK_UNDER_PREMIUM + budget // 32)
     used = dict.fromkeys(CLASSES, 0)
     items: list[StepItem] = []
     order = sorted(running, key=lambda s: (s.rank, s.admitted))
