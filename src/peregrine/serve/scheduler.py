@@ -31,7 +31,7 @@ from peregrine.serve.sampling import SamplingParams
 from peregrine.serve.settings import CLASSES
 
 RANK = {c: i for i, c in enumerate(CLASSES)}
-LOWER_CHUNK_UNDER_PREMIUM = 8  # prompt tokens a lower class reads per step then
+LOWER_CHUNK_UNDER_PREMIUM = 8  # with budget/32: what a lower class takes per step then
 _ids = itertools.count()
 
 
@@ -121,9 +121,9 @@ class Queues:
 def plan_step(running: list[Sequence], budget: int, chunk: int,
               shares: dict[str, float], premium_recent: bool = False) -> list[StepItem]:
     """The step's work: decodes first, then prompt chunks, by class and age. While
-    premium requests come (``premium_recent``), lower classes read at most
-    ``LOWER_CHUNK_UNDER_PREMIUM`` prompt tokens a step, so a step in flight when a
-    premium request arrives is short."""
+    premium requests come (``premium_recent``), lower classes take at most
+    ``LOWER_CHUNK_UNDER_PREMIUM`` + ``budget``/32 tokens a step (16 by default), so
+    a step in flight when a premium request arrives is short."""
     caps = {c: max(1, int(shares[c] * budget)) for c in CLASSES}
     if premium_recent:
         for c in CLASSES[1:]:
