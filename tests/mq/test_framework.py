@@ -249,3 +249,39 @@ def test_breaker_counts_cancelled_trials_and_ignores_late_news() -> None:
 
 async def _fail() -> None:
     raise ConnectionError("down")
+
+
+class _SecuredNats(EmbeddedNats):
+    """nats-server requiring credentials (a token, or a user and password)."""
+
+    def __init__(self, store: Path, *auth: str) -> None:
+        super().__init__(store)
+        self.auth = list(auth)
+
+    def command(self) -> list[str]:
+        return [*super().command(), *self.auth]
+
+
+@pytest.mark.parametrize(("server_args", "client"), [
+    (("--auth", "s3cret-token"), {"token": "s3cret-token"}),
+    (("--user", "svc", "--pass", "pw"), {"user": "svc", "password": "pw"}),
+])
+def test_credentials_reach_nats(tmp_path: Path, server_args: tuple[str, ...],
+                                client: dict[str, str]) -> None:
+    with _SecuredNats(tmp_path / "nats", *server_args) as server:
+        async def main() -> None:
+            refused = Worker(slow_service.service, MqSettings(nats=server.url))
+            with pytest.raises(Exception):  # no credentials: the server says no
+                await asyncio.wait_for(refused.start(), 3)
+            worker = Worker(slow_service.service, MqSettings(nats=server.url, **client))
+            await worker.start()
+            opts = {"token": client["token"]} if "token" in client else {
+                "user": client["user"], "password": client["password"]}
+            nc = await nats.connect(server.url, **opts)
+            try:
+                assert (await nc.request("count.once", b"x", timeout=5)).data.isdigit()
+            finally:
+                await nc.close()
+                await worker.drain()
+
+        asyncio.run(main())
