@@ -20,8 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
-import socket
 import subprocess
 import sys
 import time
@@ -34,13 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from peregrine.loadgen.llm import LoadConfig, run_load  # noqa: E402
+from peregrine.runtime.nats import free_port  # noqa: E402
 from peregrine.serve.model import default_model_path  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from provenance import provenance  # noqa: E402
 
 
 def _start(cmd: list[str], url: str, log: Path, env: dict[str, str] | None = None
@@ -100,17 +94,11 @@ def main() -> int:
     model = str(default_model_path())
     work = Path("/tmp") / f"llm-bench-{os.getpid()}"
     work.mkdir(exist_ok=True)
-    ours_port, ref_port = _free_port(), _free_port()
+    ours_port, ref_port = free_port(), free_port()
     ours_url, ref_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{ref_port}"
     d = args.duration
     res: dict[str, Any] = {
-        "command": "python bench/llm_bench.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                   f"{platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT).stdout.strip(),
-        "model": Path(model).name, "threads": args.threads}
+        **provenance("llm_bench.py"), "model": Path(model).name, "threads": args.threads}
     # -- the peer alone, then Peregrine alone (never both loading the cores) -----------
     ref = _start([sys.executable, "-m", "llama_cpp.server", "--model", model,
                   "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),

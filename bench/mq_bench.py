@@ -20,7 +20,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from peregrine.loadgen.mq import MqLoad, run_processes  # noqa: E402
 from peregrine.runtime.nats import EmbeddedNats  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 
 async def _bare(url: str) -> None:
@@ -169,13 +169,7 @@ def main() -> int:
         asyncio.run(_bare(args.nats) if args.serve == "bare" else _naive(args.nats))
         return 0
     work = Path(tempfile.mkdtemp(prefix="mq-bench-"))
-    res: dict[str, Any] = {
-        "command": "python bench/mq_bench.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                   f"{platform.python_version()}",
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT).stdout.strip()}
+    res: dict[str, Any] = provenance("mq_bench.py")
     with EmbeddedNats(work / "nats") as server:
         for kind, payload, n in (("bare", "flatbuffers", 1), ("naive", "json", 1),
                                  ("peregrine", "flatbuffers", 1),

@@ -22,11 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,19 +34,16 @@ from typing import Any
 import numpy as np
 import redis
 
+from peregrine.runtime.nats import free_port
+from provenance import provenance
+
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW = 20
 DIM = 384
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
                              "--dir", str(work), "--save", "", "--appendonly", "no"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -239,13 +233,7 @@ def main() -> int:
     proc, url = start_redis(work)
     try:
         load = workload(args.turns, args.sessions, 7)
-        res = {"command": "python bench/state_bench.py " + " ".join(sys.argv[1:]),
-               "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                          f"{platform.python_version()}",
-               "date": time.strftime("%Y-%m-%d %H:%M"),
-               "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"],
-                                     capture_output=True, text=True, cwd=ROOT).stdout.strip(),
-               "turns": args.turns, "sessions": args.sessions,
+        res = {**provenance("state_bench.py"), "turns": args.turns, "sessions": args.sessions,
                "plain": run_plain(url, load),
                "peregrine": run_peregrine(url, work, load)}
     finally:

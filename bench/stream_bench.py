@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -44,12 +42,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))  # examples/
-
 from peregrine.runtime.nats import EmbeddedNats  # noqa: E402
 from peregrine.stream.service import Pipeline, StreamSettings  # noqa: E402
 from peregrine.stream.sinks import LocalVectorSink  # noqa: E402
 from peregrine.stream.worker import Worker  # noqa: E402
 from peregrine.vector.service import VectorService  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 DIM = 384
 
@@ -430,13 +428,7 @@ def main() -> int:
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "stream-benchmark.md")
     args = ap.parse_args()
     args.loads = [int(x) for x in args.loads.split(",")]
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True, cwd=ROOT).stdout.strip()
-    results = {"command": "python bench/stream_bench.py " + " ".join(sys.argv[1:]),
-               "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python "
-                          f"{platform.python_version()}",
-               "date": time.strftime("%Y-%m-%d %H:%M"), "git": git,
-               "measured": asyncio.run(measure(args))}
+    results = {**provenance("stream_bench.py"), "measured": asyncio.run(measure(args))}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     args.doc.write_text(render(results))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from peregrine.runtime.nats import free_port
 from peregrine.serve.engine import InferenceEngine
 from peregrine.serve.model import LlamaModel, default_model_path
 from peregrine.serve.sampling import SamplingParams, TokenInfo
@@ -110,15 +110,9 @@ def close_enough(a: list[TokenInfo], b: list[TokenInfo], tie: float = 0.35) -> b
     return True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class LlmServer:
     def __init__(self, tmp: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (tmp / f"llm-{self.port}.log").open("wb")
         full = {**os.environ, **{f"PEREGRINE_{k.upper()}": v for k, v in env.items()}}

@@ -359,10 +359,6 @@ class Worker:
             await asyncio.wait_for(self.nc.drain(), max(0.1, deadline - time.monotonic()))
         return clean
 
-    def stats(self) -> dict[str, Any]:
-        return {"id": self.id, "overflow": self.overflow,
-                "endpoints": {n: st.document() for n, st in self.endpoint_stats.items()}}
-
 
 async def _ensure_stream(js: Any, name: str, subjects: list[str]) -> None:
     from nats.js import api

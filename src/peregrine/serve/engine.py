@@ -299,38 +299,36 @@ class InferenceEngine:
                 if not self._admit_lower(req, running):
                     return
                 continue
-            tokens = req.prompt + req.generated
-            need = len(tokens) + req.params.max_tokens - len(req.generated)
-            reserved = sum(s.reserve for s in running)
-            source, _ = self.index.longest(tokens)
-            slot = self._free_slot(reserved + need, source)
-            if slot is None:
-                if self._preempt_for(req, running):
-                    continue
-                if not running:  # cannot happen within the submit checks; never hang
-                    self.queues.remove(req)
-                    req.on_event(("error", "no room in the KV cache for this request", None))
-                    continue
-                return
-            self.queues.remove(req)
-            source, shared = self.index.longest(tokens)  # after any eviction
-            self._place(req, slot, tokens, source, shared)
+            if self._try_place(req, running):
+                continue
+            if self._preempt_for(req, running):
+                continue
+            if not running:  # cannot happen within the submit checks; never hang
+                self.queues.remove(req)
+                req.on_event(("error", "no room in the KV cache for this request", None))
+                continue
+            return
+
+    def _try_place(self, req: Request, running: list[Sequence]) -> bool:
+        """Out of its queue into a slot, if a slot and cells for it can be found now."""
+        tokens = req.prompt + req.generated
+        need = len(tokens) + req.params.max_tokens - len(req.generated)
+        source, _ = self.index.longest(tokens)
+        slot = self._free_slot(sum(s.reserve for s in running) + need, source)
+        if slot is None:
+            return False
+        self.queues.remove(req)
+        source, shared = self.index.longest(tokens)  # after any eviction
+        self._place(req, slot, tokens, source, shared)
+        return True
 
     def _admit_lower(self, req: Request, running: list[Sequence]) -> bool:
         """The first class is at its window: try the next classes' heads instead."""
         for cls in CLASSES[RANK[req.priority] + 1:]:
             q = self.queues.waiting[cls]
-            if q and sum(1 for s in running if s.req.priority == cls) < self.windows[cls]:
-                head = q[0]
-                tokens = head.prompt + head.generated
-                need = len(tokens) + head.params.max_tokens - len(head.generated)
-                source, _ = self.index.longest(tokens)
-                slot = self._free_slot(sum(s.reserve for s in running) + need, source)
-                if slot is not None:
-                    q.popleft()
-                    source, shared = self.index.longest(tokens)
-                    self._place(head, slot, tokens, source, shared)
-                    return True
+            if q and sum(1 for s in running if s.req.priority == cls) < self.windows[cls] \
+                    and self._try_place(q[0], running):
+                return True
         return False
 
     def _free_slot(self, cells_needed: int, keep: int | None) -> int | None:

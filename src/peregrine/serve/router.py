@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from peregrine.core.errors import InvalidInputError, UnavailableError
+from peregrine.runtime.nats import die_with_parent, free_port
 from peregrine.serve.settings import LlmSettings
 
 log = logging.getLogger("peregrine.serve")
@@ -120,7 +120,7 @@ class ReplicaRouter:
         threads = max(1, settings.n_threads // max(1, settings.replicas))
         mine = []
         for _ in range(settings.replicas if settings.replicas > 1 or not upstreams else 0):
-            port = _free_port()
+            port = free_port()
             cmd = [sys.executable, "-m", "peregrine", "llm", "--port", str(port),
                    "--replicas", "1", "--threads", str(threads)]
             if settings.model:
@@ -128,7 +128,7 @@ class ReplicaRouter:
             env = {**os.environ, "PEREGRINE_LLM_UPSTREAMS": "", "PEREGRINE_HTTP_API_KEY": "",
                    "PEREGRINE_HTTP_READ_ONLY_API_KEY": ""}
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, **_dies_with_parent())
+                                    stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
             mine.append(Upstream(f"http://127.0.0.1:{port}", 1.0, "default", process=proc))
         router = cls(mine + upstreams, registry, model_id)
         deadline = time.monotonic() + 120
@@ -396,28 +396,8 @@ def request_tokens(body: dict[str, Any]) -> int:
     return int(most) + size // 4
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ready(url: str) -> bool:
     try:
         return httpx.get(url + "/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _dies_with_parent() -> dict[str, Any]:
-    """Replicas die with the router (Linux: PR_SET_PDEATHSIG), even on SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return {}
-    import ctypes
-    import signal
-
-    def arm() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)
-
-    return {"preexec_fn": arm}

@@ -116,6 +116,14 @@ class InferenceService:
             raise NotFoundError(f"the model {model!r} does not exist; this server has "
                                 f"{self.model_id!r}")
 
+    def token_text(self, token: int) -> str:
+        """A token as text (special tokens spelt out), for logprobs."""
+        return self.engine().model.piece(token)
+
+    def token_bytes(self, token: int) -> bytes:
+        """A token's bytes as generated text has them."""
+        return self.engine().model.piece_bytes(token)
+
     def tokenize_prompt(self, prompt: str) -> list[int]:
         return self.engine().model.tokenize(prompt, add_special=True, parse_special=False)
 

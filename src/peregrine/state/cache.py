@@ -21,7 +21,7 @@ import redis
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.embed.cache import text_key
-from peregrine.state.shared import RedisTier
+from peregrine.state.shared import INVALIDATIONS, RedisTier
 
 MAX_KEY = 512  # characters of a cache key
 _EXPIRY = struct.Struct("<d")  # a Redis value starts with its expiry (epoch seconds)
@@ -112,7 +112,7 @@ class TieredCache:
                 pipe = self.redis.client.pipeline(transaction=False)
                 pipe.set(self._rkey(key), _EXPIRY.pack(time.time() + ttl) + value,
                          px=max(1, int(ttl * 1000)))
-                pipe.publish("pg:inval", f"{self.redis.node_id} {self._prefix}{key}")
+                pipe.publish(INVALIDATIONS, f"{self.redis.node_id} {self._prefix}{key}")
                 pipe.execute()
             except redis.RedisError:
                 pass
@@ -129,7 +129,7 @@ class TieredCache:
             try:
                 pipe = self.redis.client.pipeline(transaction=False)
                 pipe.delete(self._rkey(key))
-                pipe.publish("pg:inval", f"{self.redis.node_id} {self._prefix}{key}")
+                pipe.publish(INVALIDATIONS, f"{self.redis.node_id} {self._prefix}{key}")
                 existed = bool(pipe.execute()[0]) or existed
             except redis.RedisError:
                 pass

@@ -188,12 +188,6 @@ class DocHub:
             raise InvalidInputError(f"the document holds over {MAX_DOC_BYTES} bytes of "
                                     "updates; no more edits are taken")
 
-    def state_vector(self, name: str) -> bytes:
-        async def run() -> bytes:
-            return bytes((await self._doc(name)).doc.get_state())
-
-        return self._call(run)
-
     def diff(self, name: str, since: bytes | None) -> bytes:
         """What a replica at state vector ``since`` lacks (everything when None)."""
         async def run() -> bytes:

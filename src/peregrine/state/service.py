@@ -50,8 +50,8 @@ _DOC_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 class StateService:
     def __init__(self, settings: StateSettings, sessions: SessionStore, secret: bytes,
-                 profiles: Profiles, docs: DocHub, metrics: StateMetrics | None = None
-                 ) -> None:
+                 profiles: Profiles, docs: DocHub, metrics: StateMetrics | None = None,
+                 ledger_path: Path | None = None) -> None:
         self.settings = settings
         self._sessions = sessions
         self._ids = StoredIds(secret)
@@ -68,7 +68,7 @@ class StateService:
                                    max_value_bytes=settings.result_max_bytes)
         self._profiles = profiles
         self._docs = docs
-        self._ledger_path: Path | None = None
+        self._ledger_path = ledger_path
         self._ledger: Ledger | None = None
         self._semantic: SemanticCache | None = None
         self._semantic_factory: Callable[[], SemanticCache] | None = None
@@ -99,9 +99,8 @@ class StateService:
         profiles = Profiles(root / "state" / "profiles.sqlite3", shared)
         docs = DocHub(root / "state" / "docs.sqlite3", settings.docs_hub or None, origin,
                       settings.max_docs)
-        service = cls(settings, sessions, secret, profiles, docs, metrics)
-        service._ledger_path = root / "state" / "ledger.sqlite3"
-        return service
+        return cls(settings, sessions, secret, profiles, docs, metrics,
+                   root / "state" / "ledger.sqlite3")
 
     def _sid(self, tenant: str, session_id: str) -> str:
         return self._ids(tenant, "session", session_id)

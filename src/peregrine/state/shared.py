@@ -125,15 +125,6 @@ class RedisTier:
         except redis.RedisError as exc:
             raise self._fail(exc) from None
 
-    def announce(self, name: str) -> None:
-        """Tell the other nodes to drop ``name`` from memory (a cache entry)."""
-        if not self.up:
-            return
-        try:
-            self.client.publish(INVALIDATIONS, f"{self.node_id} {name}")
-        except redis.RedisError as exc:
-            raise self._fail(exc) from None
-
     def listen(self, on_invalidate: Callable[[str], None]) -> None:
         """Call ``on_invalidate(name)`` for what other nodes wrote (a session id, or
         ``c:<cache>:<key>``; ``*`` after a gap: drop everything). One thread, which

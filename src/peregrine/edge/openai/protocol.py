@@ -182,11 +182,10 @@ class OpenAIProtocol(Protocol):
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
         model = service.model_id
-        vocab = service.engine().model
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             return EventStream(_sse(chunks, ident, created, model, chat, include_usage,
-                                    vocab, params.logprobs),
+                                    service, params.logprobs),
                                {"x-priority": priority})
         collect = asyncio.ensure_future(_collect(chunks))
         gone = asyncio.ensure_future(_disconnected(call))
@@ -202,7 +201,7 @@ class OpenAIProtocol(Protocol):
             raise HttpError(499, "the client closed the request")
         text, tokens, finish, usage = collect.result()
         content = "".join(text)
-        logprobs = _logprobs(tokens, vocab, chat) if params.logprobs is not None else None
+        logprobs = _logprobs(tokens, service, chat) if params.logprobs is not None else None
         if chat:
             choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant",
                                                               "content": content},
@@ -258,22 +257,22 @@ def caller_of(call: Call) -> tuple[str | None, str | None]:
     return key, asked
 
 
-def _logprobs(tokens: list[Any], vocab: Any, chat: bool) -> dict[str, Any]:
+def _logprobs(tokens: list[Any], service: InferenceService, chat: bool) -> dict[str, Any]:
+    text, raw = service.token_text, service.token_bytes
     if chat:
         return {"content": [
-            {"token": vocab.piece(t.id), "logprob": t.logprob,
-             "bytes": list(vocab.piece_bytes(t.id)),
-             "top_logprobs": [{"token": vocab.piece(i), "logprob": lp,
-                               "bytes": list(vocab.piece_bytes(i))} for i, lp in t.top]}
+            {"token": text(t.id), "logprob": t.logprob, "bytes": list(raw(t.id)),
+             "top_logprobs": [{"token": text(i), "logprob": lp, "bytes": list(raw(i))}
+                              for i, lp in t.top]}
             for t in tokens]}
-    return {"tokens": [vocab.piece(t.id) for t in tokens],
+    return {"tokens": [text(t.id) for t in tokens],
             "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{vocab.piece(i): lp for i, lp in t.top} for t in tokens],
+            "top_logprobs": [{text(i): lp for i, lp in t.top} for t in tokens],
             "text_offset": []}
 
 
 async def _sse(chunks: AsyncGenerator[Chunk, None], ident: str, created: int,
-               model: str, chat: bool, include_usage: bool, vocab: Any,
+               model: str, chat: bool, include_usage: bool, service: InferenceService,
                logprobs: int | None) -> AsyncIterator[Any]:
     """OpenAI's chunks, then ``[DONE]``; closing this closes the generation."""
     obj = "chat.completion.chunk" if chat else "text_completion"
@@ -286,7 +285,7 @@ async def _sse(chunks: AsyncGenerator[Chunk, None], ident: str, created: int,
         return out
 
     def piece(chunk: Chunk) -> dict[str, Any]:
-        lp = (_logprobs([chunk.token], vocab, chat)
+        lp = (_logprobs([chunk.token], service, chat)
               if logprobs is not None and chunk.token is not None
               and chunk.token.logprob is not None else None)
         if chat:
