@@ -17,3 +17,23 @@ PY=${PYTHON:-python3}
 # llama-cpp-python (the llm extra) compiles llama.cpp: a few minutes on 2 cores.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install -q -e ".[embed,otel,llm,dev]"
+# The same llama.cpp without llamafile and repacked kernels, whose results depend
+# on the batch: llm.batch_invariant loads it (docs/inference.md). Built once.
+INV=.venv/llama-invariant
+if [ ! -f "$INV/libllama.so" ]; then
+    VER=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+    TMP=$(mktemp -d)
+    CMAKE_ARGS="-DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF" .venv/bin/python -m pip wheel -q \
+        --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$VER" -w "$TMP"
+    mkdir -p "$INV.tmp"
+    .venv/bin/python - "$TMP" "$INV.tmp" <<'PY'
+import pathlib, sys, zipfile
+wheel = next(pathlib.Path(sys.argv[1]).glob("llama_cpp_python-*.whl"))
+out = pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.startswith("llama_cpp/lib/") and not name.endswith("/"):
+            (out / pathlib.Path(name).name).write_bytes(z.read(name))
+PY
+    rm -rf "$INV" "$TMP" && mv "$INV.tmp" "$INV"
+fi

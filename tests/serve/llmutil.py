@@ -3,6 +3,7 @@ blocking runs of requests through it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -23,7 +24,8 @@ from peregrine.serve.sampling import SamplingParams, TokenInfo
 from peregrine.serve.scheduler import Request
 from peregrine.serve.settings import LlmSettings
 
-pytest.importorskip("llama_cpp")
+if importlib.util.find_spec("llama_cpp") is None:  # found, not imported: which build
+    pytest.skip("needs the llm extra", allow_module_level=True)  # loads is the model's
 openai = pytest.importorskip("openai")
 
 MODEL = "gemma-3-270m-q4_k_m"
@@ -33,7 +35,8 @@ def make_engine(**overrides: Any) -> InferenceEngine:
     settings = LlmSettings(**{"slots": 4, "n_ctx": 4096, "step_tokens": 256,
                               "prefill_chunk": 64, "threads": 2, **overrides}).validate()
     model = LlamaModel(default_model_path(), slots=settings.slots, n_ctx=settings.n_ctx,
-                       n_batch=settings.step_tokens, threads=settings.n_threads)
+                       n_batch=settings.step_tokens, threads=settings.n_threads,
+                       batch_invariant=settings.batch_invariant)
     return InferenceEngine(model, settings)
 
 

@@ -3,12 +3,18 @@ prefix reuse, cancellation, bounded queues and priority classes."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from llmutil import clear_cache, close_enough, make_engine, submit, wait
 
+from peregrine.core.errors import UnavailableError
 from peregrine.serve.engine import OverloadedError
+from peregrine.serve.model import LlamaModel, default_model_path, invariant_lib_dir
 from peregrine.serve.prefix import BLOCK, PrefixIndex
 from peregrine.serve.scheduler import Request, Sequence, plan_step
 from peregrine.serve.settings import CLASSES, LlmSettings
@@ -42,6 +48,33 @@ def test_a_sequence_decodes_the_same_alone_and_in_a_batch() -> None:
         assert identical >= len(PROMPTS) // 2  # most agree token for token
     finally:
         engine.close()
+
+
+def test_batch_invariant_mode_decodes_bit_for_bit_alone_in_a_batch_and_cached() -> None:
+    """With ``batch_invariant`` the near ties above cannot happen: every token and its
+    log-probability are the same bits alone, in a batch of six and after a cached
+    prefix. (A process of its own: that mode loads its own build of llama.cpp.)"""
+    if not invariant_lib_dir().joinpath("libllama.so").is_file():
+        pytest.fail(f"no batch-invariant llama.cpp in {invariant_lib_dir()}: "
+                    "run scripts/setup.sh")
+    probe = Path(__file__).with_name("invariant_probe.py")
+    out = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True,
+                         timeout=600, cwd=probe.parent, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["together_steps"] < 2 * 32  # really decoded together
+    for one, many in zip(got["alone"], got["together"], strict=True):
+        assert len(one) == 32
+        assert one == many  # token ids and float log-probabilities, exactly
+    assert got["warm_cached"] >= 64
+    assert got["warm"] == got["cold"]
+
+
+def test_batch_invariant_mode_is_refused_after_the_default_build_loaded() -> None:
+    make_engine(slots=1, n_ctx=512).close()  # this process now holds the default build
+    with pytest.raises(UnavailableError, match=r"already uses a llama\.cpp"):
+        LlamaModel(default_model_path(), slots=1, n_ctx=512, n_batch=64, threads=1,
+                   batch_invariant=True)
 
 
 def test_a_cached_prefix_gives_the_same_greedy_output() -> None:

@@ -9,7 +9,8 @@ finished ones leave, so a sequence never waits for another to finish.
 Prefix reuse: when a request is admitted, the ``PrefixIndex`` names the slot
 holding the longest prefix of its prompt. An idle slot holding it is taken over
 (its cells truncated to the shared part); a running one lends its cells
-through ``seq_cp``. Only the rest of the prompt is computed.
+through ``seq_cp`` (not in batch-invariant mode, where each slot has a KV stream
+of its own). Only the rest of the prompt is computed.
 """
 
 from __future__ import annotations
@@ -113,9 +114,10 @@ class InferenceEngine:
         if len(req.prompt) > self.settings.max_prompt_tokens:
             raise InvalidInputError(f"the prompt has {len(req.prompt)} tokens, the limit is "
                                     f"{self.settings.max_prompt_tokens}")
-        if len(req.prompt) + p.max_tokens > self.model.n_ctx:
+        if len(req.prompt) + p.max_tokens > self.model.seq_cells:
             raise InvalidInputError(f"prompt ({len(req.prompt)} tokens) plus max_tokens "
-                                    f"({p.max_tokens}) exceed the context ({self.model.n_ctx})")
+                                    f"({p.max_tokens}) exceed a sequence's context "
+                                    f"({self.model.seq_cells})")
         if req.priority not in CLASSES:
             raise InvalidInputError(f"priority must be one of {CLASSES}")
         with self._cv:
@@ -261,7 +263,7 @@ class InferenceEngine:
             req.on_event(("token", delta, info))
         if stopped:
             self._finish(seq, "stop", flush=False)
-        elif len(req.generated) >= p.max_tokens or len(seq.tokens) >= self.model.n_ctx:
+        elif len(req.generated) >= p.max_tokens or len(seq.tokens) >= self.model.seq_cells:
             self._finish(seq, "length")
 
     def _finish(self, seq: Sequence, reason: str | None, error: str | None = None,
@@ -339,9 +341,15 @@ class InferenceEngine:
         sequence's, so they are not counted twice; it is evicted last, when nothing
         else makes room. Otherwise an empty slot before a cached one."""
         idle = [i for i, s in enumerate(self.slots) if s is None]
-        if not idle or cells_needed > self.model.n_ctx:
+        if not idle:
             return None
         keep = keep if keep in idle else None
+        if not self.model.unified:  # a stream per slot: no slot's cells crowd another's
+            if keep is not None:
+                return keep
+            return min(idle, key=lambda i: (len(self.index.tokens(i)) > 0, self.last_used[i]))
+        if cells_needed > self.model.n_ctx:
+            return None
         cached = sum(len(self.index.tokens(i)) for i in idle if i != keep)
         order = sorted((i for i in idle if i != keep), key=lambda i: self.last_used[i])
         for i in order:
@@ -376,7 +384,7 @@ class InferenceEngine:
         else:
             if self.index.tokens(slot):
                 self._evict(slot)
-            if source is not None and shared >= BLOCK:
+            if source is not None and shared >= BLOCK and self.model.unified:
                 self.model.seq_copy(source, slot, shared)
                 self.index.assign(slot, tokens[:shared])
             else:

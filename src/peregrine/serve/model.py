@@ -2,7 +2,9 @@
 
 The context holds ``slots`` sequences in one unified KV cache: every running
 sequence advances in the same ``llama_decode`` call, and sequences share the
-cells of a common prefix (``seq_cp``) instead of recomputing it. The batch is
+cells of a common prefix (``seq_cp``) instead of recomputing it. In
+batch-invariant mode each slot has a KV stream of its own instead (see
+``docs/inference.md``). The batch is
 allocated once; each step writes its tokens, positions, sequence ids and
 output flags into it through numpy views, with no per-token Python loop.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +46,38 @@ def default_model_path(cache_dir: Path | None = None) -> Path:
     return Path(gguf.assemble(base / gguf.MODEL_NAME))
 
 
-def _llama() -> Any:
+def invariant_lib_dir() -> Path:
+    """Where ``scripts/setup.sh`` puts the batch-invariant build of llama.cpp."""
+    return Path(os.environ.get("PEREGRINE_LLAMA_INVARIANT_LIB",
+                               Path(sys.prefix) / "llama-invariant"))
+
+
+def _llama(batch_invariant: bool = False) -> Any:
+    """llama-cpp-python's binding. In batch-invariant mode it must bind the build
+    without llamafile and repacked kernels (whose results depend on the batch), which
+    only works if nothing has imported the binding yet in this process."""
+    if batch_invariant and "llama_cpp" not in sys.modules:
+        lib = invariant_lib_dir()
+        if not (lib / "libllama.so").is_file():
+            raise UnavailableError(
+                f"llm.batch_invariant needs llama.cpp built without llamafile and "
+                f"repack in {lib} (scripts/setup.sh builds it)")
+        os.environ["LLAMA_CPP_LIB_PATH"] = str(lib)
     try:
         import llama_cpp
     except ImportError as exc:  # pragma: no cover - the llm extra installs it
         raise UnavailableError("LLM serving needs llama-cpp-python "
                                "(pip install 'peregrine[llm]')") from exc
+    if batch_invariant:
+        info = llama_cpp.llama_print_system_info().decode()
+        if "LLAMAFILE = 1" in info or "REPACK = 1" in info:
+            raise UnavailableError(
+                "llm.batch_invariant: this process already uses a llama.cpp with "
+                "llamafile or repacked kernels; start it with llm.batch_invariant set "
+                "before any model loads")
+        # The tiled K-quant matmul at every batch size, not only from 8 rows (read by
+        # ggml once, at its first matmul).
+        os.environ["GGML_CPU_TILED_MM_FORCE"] = "1"
     return llama_cpp
 
 
@@ -74,9 +103,12 @@ class LlamaModel:
 
     def __init__(self, path: str | Path, *, slots: int, n_ctx: int, n_batch: int,
                  threads: int, name: str | None = None, gpu_layers: int = 0,
-                 repack: bool = True, flash_attn: int = -1) -> None:
+                 repack: bool = True, flash_attn: int = -1,
+                 batch_invariant: bool = False) -> None:
         global _backend_ready
-        ll = self._ll = _llama()
+        ll = self._ll = _llama(batch_invariant)
+        if batch_invariant:  # see docs/inference.md, "Batch invariance"
+            repack, flash_attn = False, 0
         path = Path(path)
         if not path.is_file():
             raise InvalidInputError(f"no model file at {path}")
@@ -99,7 +131,11 @@ class LlamaModel:
         cparams.n_seq_max = slots
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
-        cparams.kv_unified = True  # one pool of cells, shared prefixes share cells
+        # One pool of cells, so that running sequences can share a prefix's cells; in
+        # batch-invariant mode a stream of cells per slot instead, so that a sequence's
+        # cells lie at the same offsets (hence sum in the same order) alone or not.
+        self.unified = not batch_invariant
+        cparams.kv_unified = self.unified
         cparams.swa_full = True  # keep whole sequences in sliding-window layers too,
         # so that a cached prefix stays reusable after the window has moved on
         cparams.no_perf = True
@@ -111,6 +147,8 @@ class LlamaModel:
                                    f"for {slots} sequences")
         self.memory = ll.llama_get_memory(self.ctx)
         self.slots, self.n_ctx, self.n_batch = slots, ll.llama_n_ctx(self.ctx), n_batch
+        # Cells one sequence can hold: all of them, or its own stream's share.
+        self.seq_cells = int(ll.llama_n_ctx_seq(self.ctx))
         self.n_vocab = ll.llama_vocab_n_tokens(self.vocab)
         self.info = ModelInfo(
             name=name or path.stem, path=str(path), n_vocab=self.n_vocab,

@@ -93,7 +93,8 @@ class InferenceService:
                 path = s.model or default_model_path()
                 model = LlamaModel(path, slots=s.slots, n_ctx=s.n_ctx, n_batch=s.step_tokens,
                                    threads=s.n_threads, name=self.model_id,
-                                   gpu_layers=s.gpu_layers)
+                                   gpu_layers=s.gpu_layers,
+                                   batch_invariant=s.batch_invariant)
                 self._engine = InferenceEngine(model, s, self.metrics)
             return self._engine
 

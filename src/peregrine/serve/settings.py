@@ -41,6 +41,11 @@ class LlmSettings(Section):
     upstreams: str = field("", "OpenAI-compatible upstreams for the router, comma "
                                "separated: url[=weight][@version]")
     gpu_layers: int = field(0, "layers offloaded to a GPU (llama.cpp built with one)")
+    batch_invariant: bool = field(False, "decode each sequence bit for bit as it would "
+                                         "be alone, whatever else shares its steps: "
+                                         "llama.cpp's batch-invariant build (setup "
+                                         "makes it), a KV stream per slot; prefill "
+                                         "about 2x slower")
 
     def validate(self) -> LlmSettings:
         for name in ("slots", "n_ctx", "step_tokens", "prefill_chunk", "max_tokens",
