@@ -199,6 +199,10 @@ def main() -> int:
         "write_only_throughput_200_vs_bare":
             res["peregrine_write_only"]["200_in_flight"]["throughput_per_s"]
             / b["200_in_flight"]["throughput_per_s"],
+        "write_only_p50_vs_bare": res["peregrine_write_only"]["one_in_flight"]["p50_us"]
+            / b["one_in_flight"]["p50_us"],
+        "write_only_p99_vs_bare": res["peregrine_write_only"]["one_in_flight"]["p99_us"]
+            / b["one_in_flight"]["p99_us"],
         "handler_p50_us": h["p50_us"], "handler_mean_us": h["mean_us"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")
@@ -227,10 +231,13 @@ def render(res: dict[str, Any]) -> str:
                      f"{res[key]['200_in_flight_2_clients']['throughput_per_s']:,.0f} |")
     r = res["ratios"]
     lines += ["", "Targets (issue 16) and what this run reached:", "",
-              f"- validator p50 within 1.2x of the bare responder's: **{r['p50_vs_bare']:.2f}x**",
+              f"- validator p50 within 1.2x of the bare responder's: **{r['p50_vs_bare']:.2f}x**"
+              f" (write-only validator: {r['write_only_p50_vs_bare']:.2f}x)",
               f"- validator p99 <= 200 µs at 1 in flight (or within 1.3x of the bare "
               f"responder's): **{res['peregrine']['one_in_flight']['p99_us']} µs, "
-              f"{r['p99_vs_bare']:.2f}x**",
+              f"{r['p99_vs_bare']:.2f}x** (write-only validator: "
+              f"{res['peregrine_write_only']['one_in_flight']['p99_us']} µs, "
+              f"{r['write_only_p99_vs_bare']:.2f}x)",
               f"- throughput at 200 in flight >= 0.8x the bare responder's: "
               f"**{r['throughput_200_vs_bare']:.2f}x** (write-only validator: "
               f"{r['write_only_throughput_200_vs_bare']:.2f}x)",
@@ -243,10 +250,16 @@ def render(res: dict[str, Any]) -> str:
               "nats-server) and one event-loop turn in the server. The validator adds its "
               "handler (above) and the framework's bookkeeping (metrics, HDR record, "
               "dedup check), and for each accepted order one JetStream publication "
-              "after the reply, whose acknowledgement comes back as one more message "
-              "for the worker's loop, and, with the projection in the same process, the "
-              "event delivered back to it: at 200 in flight those extra messages, not "
-              "the handler, bound the throughput (compare the write-only row).", "",
+              "after the reply (one acknowledgement per flush of them, not per event), "
+              "and, with the projection in the same process, the event delivered back "
+              "to it and applied to SQLite. At 200 in flight the write-only worker "
+              "spends most of its time in nats-py (parsing, building publications) and "
+              "in the socket writes of the replies and events, little in the handler; "
+              "the projection's deliveries cost about as much again (compare the rows). "
+              "Every process shares the same two cores, so the client and nats-server "
+              "take from the same budget: the naive JSON service answers about as fast "
+              "as the bare responder here, which puts the 3x target out of reach on "
+              "this machine.", "",
               f"Reproduce: `{res['command']}`.", ""]
     return "\n".join(lines)
 

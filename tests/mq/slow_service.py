@@ -38,3 +38,9 @@ async def event_then_fail(data: memoryview) -> bytes:
     if data.tobytes() == b"fail":
         raise ServiceError(503, "downstream unavailable")
     return b"ok"
+
+
+@service.endpoint("event.each", name="event_each")
+def event_each(data: memoryview) -> bytes:
+    service.publish_event("streamed.events", data.tobytes())
+    return b"ok"

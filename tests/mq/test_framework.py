@@ -227,6 +227,43 @@ def test_events_only_after_success_and_only_acknowledged_by_a_stream(
     asyncio.run(main())
 
 
+def test_a_flush_of_events_is_acknowledged_once_and_each_lands_once(
+        nats_server: EmbeddedNats) -> None:
+    async def main() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="FLUSHED", subjects=["streamed.events"])
+        worker = Worker(slow_service.service, MqSettings(nats=nats_server.url, drain_s=5.0))
+        await worker.start()
+        assert worker.events is not None
+        acks: list[bytes] = []
+
+        async def count(msg: object) -> None:
+            acks.append(msg.data)  # type: ignore[attr-defined]
+
+        await nc.subscribe(worker.events.inbox + ".*", cb=count)
+        try:
+            n = 400
+            replies = await asyncio.gather(*(nc.request("event.each", str(i).encode(),
+                                                        timeout=10) for i in range(n)))
+            assert all(r.data == b"ok" for r in replies)
+            deadline = time.monotonic() + 10
+            while worker.events.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert not worker.events.pending  # every event acknowledged
+            info = await js.stream_info("FLUSHED")
+            assert info.state.messages == n  # each exactly once
+            sub = await js.pull_subscribe("streamed.events", "check", stream="FLUSHED")
+            got = [m.data for m in await sub.fetch(n, timeout=5)]
+            assert sorted(got) == sorted(str(i).encode() for i in range(n))
+            assert 0 < len(acks) < n  # a flush, not an event, gets an acknowledgement
+        finally:
+            assert await worker.drain()
+            await nc.close()
+
+    asyncio.run(main())
+
+
 def test_breaker_counts_cancelled_trials_and_ignores_late_news() -> None:
     now = [0.0]
     breaker = CircuitBreaker("d", failure_threshold=1, reset_s=1.0, clock=lambda: now[0])

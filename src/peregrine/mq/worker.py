@@ -9,9 +9,10 @@ buffer fills, and NATS drops what does not fit (counted as overflow) instead of
 the worker's memory growing.
 
 The reply is published first. Events the handler queued (``Service.publish_event``)
-go after it, to JetStream with an acknowledgement inbox: they never delay the
-reply, and one not acknowledged within two seconds is sent again under the same
-``Nats-Msg-Id`` (JetStream drops the duplicate).
+go after it, to JetStream, a flush per event-loop turn with one acknowledgement
+for the flush: they never delay the reply, and one not acknowledged within two
+seconds is sent again under the same ``Nats-Msg-Id`` (JetStream drops the
+duplicate).
 
 SIGTERM drains: the subscriptions stop taking messages and hand over what they
 hold, the requests in flight are answered, the events are acknowledged, and the
@@ -67,14 +68,20 @@ class _Metrics:
 
 
 class EventPublisher:
-    """Events to JetStream with acknowledgements collected on one inbox.
+    """Events to JetStream, acknowledged a flush at a time.
 
-    An event is pending until the stream acknowledges it (a JSON answer with its
-    ``seq``): an error, or the empty 503 that no stream on the subject produces,
-    leaves it pending, and it is sent again, at most ``_RESEND_BATCH`` per round,
-    under the same ``Nats-Msg-Id`` (JetStream drops the duplicate). At most
-    ``max_pending`` wait: past that ``has_room`` is False and requests that would
-    add events are refused rather than held in memory.
+    ``send`` queues a request's events; once per event-loop turn one flush
+    publishes everything queued, in order on the one connection, and only the last
+    of them asks for JetStream's acknowledgement. The stream stores one
+    connection's publications in order, so that acknowledgement (a JSON answer with
+    its ``seq``) settles the whole flush: one reply message per flush, not one per
+    event, which is most of what events cost the worker. An error, or the empty
+    503 that no stream on the subject produces, leaves the flush pending. An event
+    pending for two seconds is sent again on its own, with its own
+    acknowledgement, at most ``_RESEND_BATCH`` per round, under the same
+    ``Nats-Msg-Id`` (JetStream drops the duplicate). At most ``max_pending``
+    wait: past that ``has_room`` is False and requests that would add events are
+    refused rather than held in memory.
     """
 
     def __init__(self, nc: Any, metrics: _Metrics | None, service: str,
@@ -89,6 +96,9 @@ class EventPublisher:
         self._retry: asyncio.Task[None] | None = None
         self._inbox_len = len(self.inbox) + 1
         self._acked = metrics.events.labels(service, "acked") if metrics is not None else None
+        self._queued: list[int] = []  # sequences for the next flush
+        self._flushing: asyncio.Task[None] | None = None
+        self._flushes: dict[int, list[int]] = {}  # a flush's last sequence -> all of it
 
     @property
     def has_room(self) -> bool:
@@ -98,14 +108,38 @@ class EventPublisher:
         self._sub = await self.nc.subscribe(self.inbox + ".*", cb=self._ack)
         self._retry = asyncio.get_running_loop().create_task(self._resend())
 
-    async def send(self, events: list[tuple[str, bytes]], request_id: str | None) -> None:
-        """A request's events, after its reply. With a request id, their message ids
-        derive from it, so a retried request (on any worker) publishes no duplicate."""
+    def send(self, events: list[tuple[str, bytes]], request_id: str | None) -> None:
+        """Queue a request's events (after its reply). With a request id, their
+        message ids derive from it, so a retried request (on any worker) publishes
+        no duplicate."""
+        now = time.monotonic()
         for i, (subject, data) in enumerate(events):
             self._seq += 1
             msg_id = f"{request_id}:{i}" if request_id else f"{self._prefix}-{self._seq}"
-            self.pending[self._seq] = (subject, data, msg_id, time.monotonic())
-            await self._publish(self._seq, subject, data, msg_id)
+            self.pending[self._seq] = (subject, data, msg_id, now)
+            self._queued.append(self._seq)
+        if self._flushing is None:
+            self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._queued:
+                seqs, self._queued = self._queued, []
+                last = seqs[-1]
+                self._flushes[last] = seqs
+                for seq in seqs:
+                    event = self.pending.get(seq)
+                    if event is None:
+                        continue
+                    subject, data, msg_id, _ = event
+                    try:
+                        await self.nc.publish(
+                            subject, data, headers={"Nats-Msg-Id": msg_id},
+                            reply=f"{self.inbox}.{seq}" if seq == last else "")
+                    except Exception:  # not sent: the flush's acknowledgement must not
+                        self._flushes.pop(last, None)  # settle it; resent later
+        finally:
+            self._flushing = None
 
     async def _publish(self, seq: int, subject: str, data: bytes, msg_id: str) -> None:
         await self.nc.publish(subject, data, reply=f"{self.inbox}.{seq}",
@@ -114,15 +148,18 @@ class EventPublisher:
     async def _ack(self, msg: Any) -> None:
         data = msg.data
         # An acknowledgement names the stream sequence; anything else (an error, the
-        # empty no-responders status when no stream listens) leaves the event pending.
+        # empty no-responders status when no stream listens) leaves the events pending.
         if not data or b'"seq"' not in data or b'"error"' in data:
             return
         try:
             seq = int(msg.subject[self._inbox_len:])
         except ValueError:
             return
-        if self.pending.pop(seq, None) is not None and self._acked is not None:
-            self._acked.inc()
+        settled = 0
+        for s in self._flushes.pop(seq, None) or (seq,):
+            settled += self.pending.pop(s, None) is not None
+        if settled and self._acked is not None:
+            self._acked.inc(settled)
 
     async def _resend(self) -> None:
         while True:
@@ -131,6 +168,7 @@ class EventPublisher:
             due = [(seq, e) for seq, e in list(self.pending.items())[:_RESEND_BATCH * 4]
                    if now - e[3] > _EVENT_RETRY_S][:_RESEND_BATCH]
             for seq, (subject, data, msg_id, _) in due:
+                self._flushes.pop(seq, None)  # its acknowledgement now settles it alone
                 self.pending[seq] = (subject, data, msg_id, now)
                 with contextlib.suppress(Exception):
                     await self._publish(seq, subject, data, msg_id)
@@ -138,7 +176,12 @@ class EventPublisher:
                     self.metrics.events.labels(self.service, "resent").inc()
 
     async def drain(self, deadline: float) -> bool:
-        """Wait for every acknowledgement (or the deadline)."""
+        """Send what is queued, then wait for every acknowledgement (or the
+        deadline)."""
+        if self._flushing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._flushing),
+                                       max(0.1, deadline - time.monotonic()))
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=max(0.1, deadline - time.monotonic()))
         while self.pending and time.monotonic() < deadline:
@@ -305,7 +348,7 @@ class Worker:
                                 not err_headers["Nats-Service-Error-Code"].startswith("5")):
             self._remember(key, bytes(out), err_headers)
         if events and err_headers is None and self.events is not None:
-            await self.events.send(events, rid)
+            self.events.send(events, rid)
 
     def _remembered(self, rid: str) -> tuple[bytes, dict[str, str] | None] | None:
         found = self._dedup.get(rid)
