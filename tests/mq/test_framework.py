@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import numpy as np
 import orjson
 import pytest
 from nats.micro.service import EndpointStats, ServiceInfo, ServicePing, ServiceStats
@@ -85,6 +86,11 @@ def test_services_protocol_and_queue_group(nats_server: EmbeddedNats, tmp_path: 
             # HDR latency reaches Prometheus as a summary.
             names = {m.name for m in registry.collect()}
             assert "peregrine_mq_handler_seconds" in names
+            handled = registry.get_sample_value("peregrine_mq_requests_total",
+                                                {"service": "order-validator",
+                                                 "endpoint": "validate"})
+            assert handled == next(e.num_requests for s in stats for e in s.endpoints
+                                   if e.name == "validate" and s.id == one.id)
         finally:
             await nc.close()
             await one.drain()
@@ -154,6 +160,21 @@ def test_sigterm_drains_requests_in_flight(nats_server: EmbeddedNats, tmp_path: 
     replies = asyncio.run(main())
     assert replies == [f"m{i}".encode() for i in range(20)]
     assert proc.wait(15) == 0
+
+
+def test_latency_histogram_folds_in_bulk_without_losing_a_value() -> None:
+    from hdrh.histogram import HdrHistogram
+
+    from peregrine.mq.hdr import LatencyHistogram
+
+    values = [int(v) for v in np.random.default_rng(3).lognormal(2.0, 1.0, 10_001)] + [0]
+    ours, plain = LatencyHistogram(), HdrHistogram(1, 60_000_000, 3)
+    for v in values:
+        ours.record(v)
+        plain.record_value(max(1, v))
+    assert ours.count == len(values)  # the unfolded tail counts too
+    for q in (50.0, 90.0, 99.0, 99.9, 100.0):
+        assert ours.percentile(q) == plain.get_value_at_percentile(q)
 
 
 def test_circuit_breaker_transitions() -> None:

@@ -54,8 +54,6 @@ _RESEND_BATCH = 1000  # events sent again per round (twice a second)
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ["service", "endpoint"]
-        self.requests = Counter("peregrine_mq_requests", "Requests handled", labels,
-                                registry=registry)
         self.errors = Counter("peregrine_mq_errors", "Requests answered with a service "
                               "error", [*labels, "code"], registry=registry)
         self.overflow = Counter("peregrine_mq_overflow", "Messages dropped because a "
@@ -202,13 +200,11 @@ class Worker:
         self.registry = registry
         self.metrics = _Metrics(registry) if registry is not None else None
         self.endpoint_stats = {e.name: EndpointStats(e) for e in service.endpoints}
-        # Prometheus children looked up once: a labelled lookup per request costs µs.
-        self._counted = ({e.name: self.metrics.requests.labels(service.name, e.name)
-                          for e in service.endpoints} if self.metrics is not None else {})
         if registry is not None:
-            registry.register(HdrCollector({n: st.latency
-                                            for n, st in self.endpoint_stats.items()},
-                                           service.name))
+            stats = self.endpoint_stats
+            registry.register(HdrCollector({n: st.latency for n, st in stats.items()},
+                                           service.name,
+                                           lambda: {n: st.requests for n, st in stats.items()}))
             for breaker in service.breakers.values():
                 breaker.attach(registry)
         self.id = uuid.uuid4().hex
@@ -337,11 +333,9 @@ class Worker:
         if reply:
             await self.nc.publish(reply, bytes(out), headers=err_headers)
         self.endpoint_stats[ep.name].record(elapsed, err_headers)
-        if self.metrics is not None:
-            self._counted[ep.name].inc()
-            if err_headers is not None:
-                self.metrics.errors.labels(self.service.name, ep.name,
-                                           err_headers["Nats-Service-Error-Code"]).inc()
+        if self.metrics is not None and err_headers is not None:
+            self.metrics.errors.labels(self.service.name, ep.name,
+                                       err_headers["Nats-Service-Error-Code"]).inc()
         # Remembered for a repeat, unless it failed on the server's side (a retry may
         # succeed); events only for a request that succeeded, after its reply.
         if key is not None and (err_headers is None or
