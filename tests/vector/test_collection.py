@@ -856,3 +856,28 @@ def test_info_on_dropped_collection_raises_closed(db: peregrine.Database) -> Non
     db.drop_collection("c")
     with pytest.raises(peregrine.ClosedError):
         c.info()
+
+
+@pytest.mark.parametrize("state", ["unsealed", "sealed", "mixed"])
+def test_facet_counts_match_the_payloads_in_every_layout(db: peregrine.Database,
+                                                         state: str) -> None:
+    c = db.create_collection("c", DIM, "cosine", index={"segment_rows": 64, "max_segments": 2})
+    c.create_payload_index("i", "integer")
+    c.create_payload_index("even", "bool")
+    rng = np.random.default_rng(len(state))
+    model = Model("cosine")
+    _populate(c, model, rng, state)
+    for key, kind in (("even", bool), ("i", int)):
+        counts: dict[Any, int] = {}
+        for _, payload in model.points.values():
+            value = payload.get(key)
+            if type(value) is kind:
+                counts[value] = counts.get(value, 0) + 1
+        want = sorted(counts.items(), key=lambda h: (-h[1], h[0]))
+        assert c.facet(key, limit=1000) == want[:1000]
+        assert c.facet(key, limit=3) == want[:3]
+    odd = {"must": [{"key": "even", "match": {"value": False}}]}
+    assert c.facet("even", odd) == [(False, sum(
+        1 for _, p in model.points.values() if p.get("even") is False))]
+    with pytest.raises(peregrine.InvalidInputError, match="payload index"):
+        c.facet("over")

@@ -333,6 +333,13 @@ class VectorService:
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         return self._collection(name).count(filter, self._filter_limits)
 
+    def facet(self, name: str, key: str, filter: dict[str, Any] | None = None,
+              limit: int = 10) -> list[tuple[Any, int]]:
+        """The most frequent values of an indexed payload field, with their counts."""
+        self._check_read(ReadOptions(limit=limit))
+        return self._timed(name, "facet",
+                           lambda c: c.facet(key, filter, limit, self._filter_limits))
+
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
         return self._timed(name, "search", lambda c: self._nearest(c, vector, options))

@@ -287,6 +287,14 @@ class CountRequest(Model):
     shard_key: ShardKey = None
 
 
+class FacetRequest(Model):
+    key: str = Field(min_length=1)
+    limit: int = Field(10, ge=1)
+    filter: FilterSpec | None = None
+    exact: bool | None = None  # counts are always exact
+    shard_key: ShardKey = None
+
+
 class SearchParams(Model):
     hnsw_ef: int | None = Field(None, ge=1)
     exact: bool | None = None

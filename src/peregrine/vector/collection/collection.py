@@ -55,6 +55,7 @@ from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 from peregrine.vector.types import (
+    FACET_INDEX_KINDS,
     PAYLOAD_INDEX_KINDS,
     CollectionConfig,
     CollectionInfo,
@@ -405,6 +406,35 @@ class Collection:
                 allowed = self._allowed(seg, compiled)
                 total += seg.n_rows if allowed is None else int(np.count_nonzero(allowed))
             return total
+
+    def facet(self, key: str, filter: dict[str, Any] | None = None, limit: int = 10,
+              filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[tuple[Any, int]]:
+        """The ``limit`` most frequent values of the indexed payload field ``key``
+        among the live points the filter selects, as (value, points holding it),
+        most frequent first, then by value. Exact: every segment's postings are
+        counted against the filter's mask."""
+        self._check_open()
+        compiled = compile_filter(filter, filter_limits)
+        with self._reading() as holder:
+            kind = holder.config.payload_indexes.get(key)
+            if kind not in FACET_INDEX_KINDS:
+                raise InvalidInputError(
+                    f"facet needs a payload index on {key!r} of one of the types "
+                    f"{list(FACET_INDEX_KINDS)}; create one first")
+            totals: dict[Any, int] = {}
+            for seg in holder.segments:
+                check_deadline()
+                allowed = self._allowed(seg, compiled)
+                for value, n in seg.field_index(key).value_counts(allowed, seg.n_rows):
+                    totals[value] = totals.get(value, 0) + n
+        # The values the declared type indexes (a keyword index ignores numbers...).
+        wanted = {"keyword": str, "integer": int, "bool": tuple}[kind]
+        hits = [(v[1] if isinstance(v, tuple) else v, n) for v, n in totals.items()
+                if type(v) is wanted]
+        # Most frequent first; ties by value, booleans, then numbers, then strings.
+        hits.sort(key=lambda h: (-h[1], isinstance(h[0], str), not isinstance(h[0], bool),
+                                 h[0]))
+        return hits[:limit]
 
     def scroll(
         self,

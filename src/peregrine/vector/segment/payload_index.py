@@ -350,6 +350,31 @@ class FieldIndex:
             rows = np.unique(rows)
         return rows
 
+    def value_counts(self, allowed: Mask | None, n: int) -> list[tuple[EqKey, int]]:
+        """How many of the rows below ``n`` that ``allowed`` admits (all when None)
+        hold each equality key: a facet, one ``bincount`` per postings array. A row
+        holding a key twice (``["a", "a"]``) counts once, as in Qdrant."""
+        snap = self._snap
+        out: list[tuple[EqKey, int]] = []
+        for postings, decode in ((snap.ints, None), (snap.codes, self._code_keys)):
+            if postings.keys.size == 0:
+                continue
+            rows, indptr = postings.rows, postings.indptr
+            owner = np.repeat(np.arange(postings.keys.size), np.diff(indptr))
+            keep = rows < n
+            if allowed is not None:
+                inside = np.flatnonzero(keep)
+                keep[inside] = allowed[rows[inside]]
+            if snap.multi:  # a (key, row) pair once
+                pairs = np.unique(owner[keep].astype(np.int64) * (n + 1) + rows[keep])
+                counts = np.bincount(pairs // (n + 1), minlength=postings.keys.size)
+            else:
+                counts = np.bincount(owner[keep], minlength=postings.keys.size)
+            for i in np.flatnonzero(counts).tolist():
+                key = postings.keys[i]
+                out.append((int(key) if decode is None else decode[int(key)], int(counts[i])))
+        return out
+
     def match_any(self, values: Sequence[Any], n: int) -> Mask:
         snap = self._snap
         return self._mask(snap, n, self._eq_rows(snap, values))

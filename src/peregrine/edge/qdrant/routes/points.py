@@ -112,7 +112,17 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         name = collection_name(call)
         return await cached_read(call, vector, lambda: {"count": vector.count(name, body.filter)})
 
+    async def facet(call: Call) -> Any:
+        body: schemas.FacetRequest = call.body
+        name = collection_name(call)
+        return await cached_read(call, vector, lambda: {"hits": [
+            {"value": value, "count": n}
+            for value, n in vector.facet(name, body.key, body.filter, body.limit)]})
+
     return [
+        Operation("POST", "/collections/{collection_name}/facet", "facet", "points",
+                  "Counts of the values of an indexed payload field", facet,
+                  body=schemas.FacetRequest, params=schemas.ReadParams, inline=True),
         Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
                   upsert_points, W, schemas.UpsertBody,
                   schemas.UpsertParams, bulk=True, body_slices=UpsertSlices()),
