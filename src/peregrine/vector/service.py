@@ -16,6 +16,7 @@ Results are typed (``Hit``, ``Record``, ``CollectionInfo``, ``SnapshotInfo``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
@@ -31,8 +32,9 @@ from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.results import WithPayload, check_with_payload
 from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
-from peregrine.vector.errors import PointNotFoundError
-from peregrine.vector.ids import PointId
+from peregrine.vector.errors import InvalidPointIdError, PointNotFoundError
+from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
+from peregrine.vector.ids import PointId, decode_key, encode_id
 from peregrine.vector.metrics import VectorMetrics
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
@@ -69,6 +71,9 @@ __all__ = [
     "CreateAlias",
     "DeleteAlias",
     "Example",
+    "Group",
+    "GroupLookup",
+    "GroupSpec",
     "Hit",
     "IndexConfig",
     "Metric",
@@ -365,6 +370,36 @@ class VectorService:
         self._check_batch([options for _, options in queries])
         return self._timed(name, "query_batch", lambda c: [
             self._query(c, query, options) for query, options in queries])
+
+    def search_groups(self, name: str, vector: Any, options: ReadOptions,
+                      spec: GroupSpec) -> list[Group]:
+        """The best groups of nearest points by a payload field (``groups.py``)."""
+        return self._grouped(name, "search_groups", options, spec,
+                             lambda c, o: self._nearest(c, vector, o))
+
+    def query_groups(self, name: str, query: Query, options: ReadOptions,
+                     spec: GroupSpec) -> list[Group]:
+        return self._grouped(name, "query_groups", options, spec,
+                             lambda c, o: self._query(c, query, o))
+
+    def _grouped(self, name: str, operation: str, options: ReadOptions, spec: GroupSpec,
+                 search: Callable[[Collection, ReadOptions], list[Hit]]) -> list[Group]:
+        check_spec(spec, self.settings.max_limit)
+        self._check_read(dataclasses.replace(options, limit=spec.limit))
+        lookup = spec.lookup
+        into = self._collection(lookup.collection) if lookup is not None else None
+        groups = self._timed(name, operation, lambda c: grouped(
+            lambda o: search(c, o), options, spec, self.settings.max_limit))
+        if into is None or lookup is None or not groups:
+            return groups
+        canonical: dict[str | int, PointId] = {}
+        for g in groups:  # a value that is no point id looks up nothing
+            with contextlib.suppress(InvalidPointIdError):
+                canonical[g.id] = decode_key(encode_id(g.id))
+        found = {r.id: r for r in into.retrieve(list(canonical.values()), lookup.with_payload,
+                                                lookup.with_vector)}
+        return [dataclasses.replace(g, lookup=found.get(canonical.get(g.id, -1)))
+                for g in groups]
 
     def _timed(self, name: str, operation: str, read: Callable[[Collection], T]) -> T:
         """A search-like read, its engine time in the search histogram (no context

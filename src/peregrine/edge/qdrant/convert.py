@@ -14,6 +14,9 @@ from peregrine.vector.service import (
     CollectionInfo,
     CreateAlias,
     DeleteAlias,
+    Group,
+    GroupLookup,
+    GroupSpec,
     Hit,
     IndexConfig,
     Metric,
@@ -87,6 +90,22 @@ def record(rec: Record) -> dict[str, Any]:
     if rec.vector is not None:
         point["vector"] = rec.vector
     return point
+
+
+def group_spec(body: schemas.SearchGroupsRequest | schemas.QueryGroupsRequest,
+               limit: int) -> GroupSpec:
+    look = body.with_lookup
+    if isinstance(look, str):
+        look = schemas.WithLookup(collection=look)
+    lookup = None if look is None else GroupLookup(
+        look.collection, with_payload(look.with_payload, True), with_vector(look.with_vectors))
+    return GroupSpec(body.group_by, body.group_size, limit, lookup)
+
+
+def groups(found: list[Group]) -> dict[str, Any]:
+    return {"groups": [{"id": g.id, "hits": [scored_point(h) for h in g.hits],
+                        **({"lookup": record(g.lookup)} if g.lookup is not None else {})}
+                       for g in found]}
 
 
 def batch_vectors(vectors: list[np.ndarray] | np.ndarray, n: int) -> Any:

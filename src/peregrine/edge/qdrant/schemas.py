@@ -319,6 +319,24 @@ class SearchRequest(NearestOptions):
     vector: Vector
 
 
+class WithLookup(Model):
+    collection: str = Field(min_length=1)
+    with_payload: WithPayload | None = None
+    with_vectors: WithVector | None = None
+
+
+class Grouping(Model):
+    """What the two ``.../groups`` requests add."""
+
+    group_by: str = Field(min_length=1)
+    group_size: int = Field(3, ge=1)
+    with_lookup: str | WithLookup | None = None
+
+
+class SearchGroupsRequest(SearchRequest, Grouping):
+    pass
+
+
 class SearchRequestBatch(Model):
     searches: list[SearchRequest]
 
@@ -367,6 +385,10 @@ class QueryRequest(Model):
     with_vector: WithVector | None = None
     with_payload: WithPayload | None = None
     shard_key: ShardKey = None
+
+
+class QueryGroupsRequest(QueryRequest, Grouping):
+    lookup_from: None = None  # refused when given: no lookup_from yet
 
 
 class QueryRequestBatch(Model):

@@ -64,7 +64,31 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         return await cached_read(call, vector, lambda: [
             {"points": _points(hits)} for hits in vector.query_batch(name, queries)])
 
+    async def search_groups(call: Call) -> Any:
+        body: schemas.SearchGroupsRequest = call.body
+        name = collection_name(call)
+        options = convert.read_options(body, body.limit)
+        spec = convert.group_spec(body, body.limit)
+        return await cached_read(call, vector, lambda: convert.groups(
+            vector.search_groups(name, body.vector, options, spec)),
+            cache=spec.lookup is None)
+
+    async def query_groups(call: Call) -> Any:
+        body: schemas.QueryGroupsRequest = call.body
+        name = collection_name(call)
+        limit = body.limit or 10
+        spec = convert.group_spec(body, limit)
+        return await cached_read(call, vector, lambda: convert.groups(vector.query_groups(
+            name, convert.query(body), convert.read_options(body, limit), spec)),
+            cache=spec.lookup is None)
+
     return [
+        Operation("POST", Q + "/search/groups", "search_point_groups", "search",
+                  "Nearest points, grouped by a payload field", search_groups,
+                  body=schemas.SearchGroupsRequest, params=schemas.ReadParams, inline=True),
+        Operation("POST", Q + "/query/groups", "query_points_groups", "search",
+                  "Universal query, grouped by a payload field", query_groups,
+                  body=schemas.QueryGroupsRequest, params=schemas.ReadParams, inline=True),
         Operation("POST", Q + "/search", "search_points", "search",
                   "Nearest neighbours of a vector", search_points, body=schemas.SearchRequest,
                   params=schemas.ReadParams, inline=True),

@@ -1,0 +1,137 @@
+"""Grouped search (``search/groups``, ``query/groups``, ``with_lookup``) through
+the official qdrant-client, against grouping numpy's exact ranking."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from apiutil import ServerProcess
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+DIM, N, DOCS = 8, 600, 40
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("groups") / "data")
+    yield s
+    assert s.stop() == 0
+    assert not s.server_errors(), s.server_errors()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[QdrantClient]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def chunks(client: QdrantClient) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """600 chunks of 40 documents (Zipf-sized), a few in two documents, a few in
+    none; and a ``documents`` collection keyed by document id."""
+    rng = np.random.default_rng(11)
+    vecs = rng.standard_normal((N, DIM)).astype(np.float32)
+    payloads: list[dict[str, Any]] = []
+    for i in range(N):
+        doc = int(rng.zipf(1.5)) % DOCS
+        p: dict[str, Any] = {"doc": doc, "i": i}
+        if i % 50 == 7:
+            p["doc"] = [doc, (doc + 1) % DOCS]
+        if i % 60 == 11:
+            del p["doc"]
+        payloads.append(p)
+    client.create_collection("chunks", vectors_config=models.VectorParams(
+        size=DIM, distance=models.Distance.DOT))
+    client.upsert("chunks", points=[models.PointStruct(id=i, vector=vecs[i].tolist(),
+                                                       payload=payloads[i])
+                                    for i in range(N)], wait=True)
+    client.create_collection("documents", vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.upsert("documents", points=[models.PointStruct(id=d, vector=[1.0, 0.0],
+                                                          payload={"title": f"doc {d}"})
+                                       for d in range(DOCS) if d != 3], wait=True)
+    return vecs, payloads
+
+
+def oracle(vecs: np.ndarray, payloads: list[dict[str, Any]], q: np.ndarray, limit: int,
+           size: int, skip: int | None = None) -> list[tuple[int, list[int]]]:
+    order = np.argsort(-(vecs @ q), kind="stable")
+    groups: dict[int, list[int]] = {}
+    for i in order.tolist():
+        if i == skip:
+            continue
+        raw = payloads[i].get("doc")
+        for d in dict.fromkeys(raw if isinstance(raw, list) else [raw]):
+            if d is None:
+                continue
+            members = groups.setdefault(d, [])
+            if len(members) < size:
+                members.append(i)
+    return list(groups.items())[:limit]
+
+
+EXACT = models.SearchParams(exact=True)
+
+
+def test_search_groups_are_the_best_documents_with_their_best_chunks(
+        client: QdrantClient, chunks: tuple[np.ndarray, list[dict[str, Any]]]) -> None:
+    vecs, payloads = chunks
+    rng = np.random.default_rng(2)
+    for limit, size in ((5, 3), (10, 1), (3, 8), (40, 2)):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            res = client.search_groups("chunks", q.tolist(), group_by="doc", limit=limit,
+                                       group_size=size, search_params=EXACT)
+        got = [(g.id, [h.id for h in g.hits]) for g in res.groups]
+        assert got == oracle(vecs, payloads, q, limit, size)
+        for g in res.groups:  # scores are the dot products, best first
+            scores = [h.score for h in g.hits]
+            assert scores == sorted(scores, reverse=True)
+            assert np.allclose(scores, [float(vecs[h.id] @ q) for h in g.hits], atol=1e-4)
+
+
+def test_query_groups_by_point_with_lookup_and_payload_selection(
+        client: QdrantClient, chunks: tuple[np.ndarray, list[dict[str, Any]]]) -> None:
+    vecs, payloads = chunks
+    res = client.query_points_groups(
+        "chunks", group_by="doc", query=17, limit=6, group_size=2, search_params=EXACT,
+        with_payload=["i"], with_lookup=models.WithLookup(collection="documents",
+                                                          with_payload=["title"]))
+    got = [(g.id, [h.id for h in g.hits]) for g in res.groups]
+    assert got == oracle(vecs, payloads, vecs[17], 6, 2, skip=17)  # not itself
+    for g in res.groups:
+        assert all(h.payload == {"i": h.id} for h in g.hits)
+        if g.id == 3:
+            assert g.lookup is None  # no such document
+        else:
+            assert g.lookup is not None and g.lookup.payload == {"title": f"doc {g.id}"}
+    filtered = client.query_points_groups(
+        "chunks", group_by="doc", query=vecs[0].tolist(), limit=50, group_size=50,
+        query_filter=models.Filter(must=[models.FieldCondition(
+            key="doc", match=models.MatchAny(any=[1, 2]))]), search_params=EXACT)
+    assert {g.id for g in filtered.groups} <= {0, 1, 2, 3}  # multi-doc chunks bring a neighbour
+    assert {1, 2} <= {g.id for g in filtered.groups}
+
+
+def test_groups_refuse_what_they_cannot_do(client: QdrantClient,
+                                           chunks: tuple[np.ndarray, Any]) -> None:
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.query_points_groups("chunks", group_by="doc", query=[0.0] * DIM,
+                                   limit=1000, group_size=1000)
+    assert exc.value.status_code == 400 and "max_limit" in str(exc.value)
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.query_points_groups("chunks", group_by="doc", query=[0.0] * DIM,
+                                   with_lookup="nowhere")
+    assert exc.value.status_code == 404
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.query_points_groups("chunks", group_by="", query=[0.0] * DIM)
+    assert exc.value.status_code in (400, 422)
