@@ -135,3 +135,30 @@ def test_groups_refuse_what_they_cannot_do(client: QdrantClient,
     with pytest.raises(UnexpectedResponse) as exc:
         client.query_points_groups("chunks", group_by="", query=[0.0] * DIM)
     assert exc.value.status_code in (400, 422)
+
+
+def test_distance_matrix_of_a_sample_as_pairs_and_offsets(
+        client: QdrantClient, chunks: tuple[np.ndarray, list[dict[str, Any]]]) -> None:
+    vecs, payloads = chunks
+    res = client.search_matrix_pairs("chunks", sample=30, limit=4)
+    sampled = sorted({p.a for p in res.pairs})
+    assert len(sampled) == 30 and len(res.pairs) == 30 * 4
+    for a in sampled:  # each one's 4 nearest among the sample, best first
+        mine = [p for p in res.pairs if p.a == a]
+        others = [i for i in sampled if i != a]
+        scores = vecs[others] @ vecs[a]
+        want = [others[j] for j in np.argsort(-scores, kind="stable")[:4]]
+        assert [p.b for p in mine] == want
+        assert np.allclose([p.score for p in mine], sorted(scores, reverse=True)[:4],
+                           atol=1e-4)
+    flt = models.Filter(must=[models.FieldCondition(key="doc",
+                                                    match=models.MatchValue(value=0))])
+    off = client.search_matrix_offsets("chunks", query_filter=flt, sample=1000, limit=2)
+    in_doc = [i for i, p in enumerate(payloads) if p.get("doc") == 0
+              or (isinstance(p.get("doc"), list) and 0 in p["doc"])]
+    assert sorted(off.ids) == in_doc  # fewer than the sample: all of them
+    assert len(off.offsets_row) == len(off.offsets_col) == len(off.scores) == 2 * len(in_doc)
+    assert all(r != c for r, c in zip(off.offsets_row, off.offsets_col, strict=True))
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.search_matrix_pairs("chunks", sample=10**7)
+    assert exc.value.status_code in (400, 422)

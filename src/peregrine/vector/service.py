@@ -35,6 +35,7 @@ from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotSto
 from peregrine.vector.errors import InvalidPointIdError, PointNotFoundError
 from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
 from peregrine.vector.ids import PointId, decode_key, encode_id
+from peregrine.vector.matrix import DistanceMatrix, nearest_within
 from peregrine.vector.metrics import VectorMetrics
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
@@ -70,6 +71,7 @@ __all__ = [
     "CollectionInfo",
     "CreateAlias",
     "DeleteAlias",
+    "DistanceMatrix",
     "Example",
     "Group",
     "GroupLookup",
@@ -381,6 +383,24 @@ class VectorService:
                      spec: GroupSpec) -> list[Group]:
         return self._grouped(name, "query_groups", options, spec,
                              lambda c, o: self._query(c, query, o))
+
+    def distance_matrix(self, name: str, sample: int = 10, limit: int = 3,
+                        filter: dict[str, Any] | None = None) -> DistanceMatrix:
+        """``sample`` random points the filter selects, each with its ``limit``
+        nearest among them (``matrix.py``)."""
+        if sample < 2 or limit < 1:
+            raise InvalidInputError("sample must be at least 2 and limit positive")
+        self._check_count(sample, "sampled points")
+        self._check_read(ReadOptions(limit=limit))
+
+        def read(c: Collection) -> DistanceMatrix:
+            ids = c.ids_matching(filter, self._filter_limits)
+            if len(ids) > sample:
+                picked = np.random.default_rng().choice(len(ids), sample, replace=False)
+                ids = [ids[i] for i in np.sort(picked).tolist()]
+            return nearest_within(ids, self._vectors_of(c, ids), c.config.metric, limit)
+
+        return self._timed(name, "matrix", read)
 
     def _grouped(self, name: str, operation: str, options: ReadOptions, spec: GroupSpec,
                  search: Callable[[Collection, ReadOptions], list[Hit]]) -> list[Group]:

@@ -295,6 +295,14 @@ class FacetRequest(Model):
     shard_key: ShardKey = None
 
 
+class SearchMatrixRequest(Model):
+    filter: FilterSpec | None = None
+    sample: int | None = Field(None, ge=2)
+    limit: int | None = Field(None, ge=1)
+    using: Literal[""] | None = None
+    shard_key: ShardKey = None
+
+
 class SearchParams(Model):
     hnsw_ef: int | None = Field(None, ge=1)
     exact: bool | None = None

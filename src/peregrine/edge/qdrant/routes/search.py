@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from peregrine.edge.http.protocol import Call, Operation
 from peregrine.edge.qdrant import convert, schemas
 from peregrine.edge.qdrant.routes.common import cached_read, collection_name
-from peregrine.vector.service import Hit, RecommendQuery
+from peregrine.vector.service import DistanceMatrix, Hit, RecommendQuery
 
 if TYPE_CHECKING:
     from peregrine.edge.qdrant.protocol import QdrantProtocol
@@ -82,7 +82,36 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             name, convert.query(body), convert.read_options(body, limit), spec)),
             cache=spec.lookup is None)
 
+    def matrix(call: Call) -> DistanceMatrix:
+        body: schemas.SearchMatrixRequest = call.body or schemas.SearchMatrixRequest()
+        return vector.distance_matrix(collection_name(call), body.sample or 10,
+                                      body.limit or 3, body.filter)
+
+    async def matrix_pairs(call: Call) -> Any:
+        def build() -> dict[str, Any]:
+            m = matrix(call)
+            return {"pairs": [{"a": m.ids[r], "b": m.ids[c], "score": score}
+                              for r, c, score in zip(m.rows, m.cols, m.scores, strict=True)]}
+
+        return await cached_read(call, vector, build, cache=False)  # a random sample
+
+    async def matrix_offsets(call: Call) -> Any:
+        def build() -> dict[str, Any]:
+            m = matrix(call)
+            return {"offsets_row": m.rows, "offsets_col": m.cols, "scores": m.scores,
+                    "ids": m.ids}
+
+        return await cached_read(call, vector, build, cache=False)
+
     return [
+        Operation("POST", Q + "/search/matrix/pairs", "search_matrix_pairs", "search",
+                  "Each of a random sample's nearest among the sample, as pairs",
+                  matrix_pairs, body=schemas.SearchMatrixRequest, params=schemas.ReadParams,
+                  body_required=False, inline=True),
+        Operation("POST", Q + "/search/matrix/offsets", "search_matrix_offsets", "search",
+                  "Each of a random sample's nearest among the sample, as offsets",
+                  matrix_offsets, body=schemas.SearchMatrixRequest,
+                  params=schemas.ReadParams, body_required=False, inline=True),
         Operation("POST", Q + "/search/groups", "search_point_groups", "search",
                   "Nearest points, grouped by a payload field", search_groups,
                   body=schemas.SearchGroupsRequest, params=schemas.ReadParams, inline=True),
