@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from apiutil import ServerProcess
@@ -126,3 +127,74 @@ def test_facet_needs_an_index_and_a_sane_limit(client: QdrantClient,
     with pytest.raises(UnexpectedResponse) as exc:
         client.facet("missing", "source")
     assert exc.value.status_code == 404
+
+
+@pytest.fixture(scope="module")
+def events(client: QdrantClient) -> dict[int, dict[str, Any]]:
+    """300 points with a float time (some integers, some arrays, some missing)."""
+    rng = np.random.default_rng(8)
+    client.create_collection("events", vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.create_payload_index("events", "ts", models.PayloadSchemaType.FLOAT, wait=True)
+    client.create_payload_index("events", "rank", models.PayloadSchemaType.INTEGER, wait=True)
+    state: dict[int, dict[str, Any]] = {}
+    for i in range(300):
+        p: dict[str, Any] = {"rank": int(rng.integers(0, 50)), "kind": ["a", "b"][i % 2]}
+        r = rng.random()
+        if r < 0.7:
+            p["ts"] = round(float(rng.uniform(0, 1000)), 3)
+        elif r < 0.8:
+            p["ts"] = int(rng.integers(0, 1000))
+        elif r < 0.9:
+            p["ts"] = [round(float(rng.uniform(0, 1000)), 3) for _ in range(2)]
+        state[i] = p
+    client.upsert("events", points=[models.PointStruct(id=i, vector=[1.0, 0.0], payload=p)
+                                    for i, p in state.items()], wait=True)
+    gone = list(range(0, 300, 7))
+    client.delete("events", points_selector=models.PointIdsList(points=gone), wait=True)
+    return {i: p for i, p in state.items() if i not in gone}
+
+
+def ordered(state: dict[int, dict[str, Any]], key: str, desc: bool, limit: int,
+            start: float | None = None, where: Any = None) -> list[tuple[int, Any]]:
+    rows = []
+    for i, p in state.items():
+        raw = p.get(key)
+        values = [v for v in (raw if isinstance(raw, list) else [raw])
+                  if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if start is not None:
+            values = [v for v in values if (v <= start if desc else v >= start)]
+        if not values or (where is not None and not where(p)):
+            continue
+        rows.append((max(values) if desc else min(values), i))
+    rows.sort(key=lambda r: (-r[0] if desc else r[0], r[1]))
+    return [(i, v) for v, i in rows[:limit]]
+
+
+def test_scroll_in_the_order_of_a_numeric_field(
+        client: QdrantClient, events: dict[int, dict[str, Any]]) -> None:
+    for desc in (False, True):
+        order = models.OrderBy(key="ts", direction="desc" if desc else "asc")
+        page, next_offset = client.scroll("events", order_by=order, limit=25)
+        assert next_offset is None
+        assert [(p.id, p.order_value) for p in page] == ordered(events, "ts", desc, 25)
+        # The next page starts from the last value (ties at the seam repeat, as in Qdrant).
+        last = page[-1].order_value
+        more, _ = client.scroll("events", order_by=models.OrderBy(
+            key="ts", direction=order.direction, start_from=last), limit=10)
+        assert [(p.id, p.order_value) for p in more] == ordered(events, "ts", desc, 10, last)
+    flt = models.Filter(must=[models.FieldCondition(key="kind",
+                                                    match=models.MatchValue(value="b"))])
+    page, _ = client.scroll("events", order_by="rank", scroll_filter=flt, limit=200)
+    assert [(p.id, p.order_value) for p in page] == ordered(
+        events, "rank", False, 200, where=lambda p: p["kind"] == "b")
+    assert all(isinstance(p.order_value, int) for p in page)
+
+
+def test_order_by_needs_a_numeric_index_and_no_offset(
+        server: ServerProcess, events: dict[int, dict[str, Any]]) -> None:
+    for bad in ({"order_by": "kind"}, {"order_by": "ts", "offset": 3},
+                {"order_by": {"key": "ts", "start_from": "2024-01-01T00:00:00Z"}}):
+        r = httpx.post(f"{server.url}/collections/events/points/scroll",
+                       json=bad, timeout=10)
+        assert r.status_code == 400, (bad, r.text)

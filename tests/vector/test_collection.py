@@ -881,3 +881,18 @@ def test_facet_counts_match_the_payloads_in_every_layout(db: peregrine.Database,
         1 for _, p in model.points.values() if p.get("even") is False))]
     with pytest.raises(peregrine.InvalidInputError, match="payload index"):
         c.facet("over")
+
+
+@pytest.mark.parametrize("state", ["unsealed", "sealed", "mixed"])
+def test_scroll_ordered_by_a_field_in_every_layout(db: peregrine.Database, state: str) -> None:
+    c = db.create_collection("c", DIM, "cosine", index={"segment_rows": 64, "max_segments": 2})
+    c.create_payload_index("i", "integer")
+    model = Model("cosine")
+    _populate(c, model, np.random.default_rng(len(state) + 7), state)
+    numbered = sorted((p["i"], pid) for pid, (_, p) in model.points.items() if "i" in p)
+    got = c.scroll_ordered("i", limit=1000)
+    assert [(r.order_value, r.id) for r in got] == numbered
+    top = c.scroll_ordered("i", descending=True, start_from=100, limit=5, with_payload=False)
+    assert [(r.order_value, r.id) for r in top] == sorted(
+        [n for n in numbered if n[0] <= 100], reverse=True)[:5]
+    assert all(r.payload is None for r in top)

@@ -337,6 +337,17 @@ class VectorService:
         return self._collection(name).scroll(filter, limit, offset, with_payload,
                                              with_vector, self._filter_limits)
 
+    def scroll_ordered(self, name: str, key: str, descending: bool = False,
+                       start_from: float | None = None, filter: dict[str, Any] | None = None,
+                       limit: int = 10, with_payload: WithPayload = True,
+                       with_vector: bool = False) -> list[Record]:
+        """Points in the order of a numeric payload field (no page token: the next
+        page starts from the last ``order_value``)."""
+        self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
+        return self._collection(name).scroll_ordered(key, descending, start_from, filter,
+                                                     limit, with_payload, with_vector,
+                                                     self._filter_limits)
+
     def count(self, name: str, filter: dict[str, Any] | None = None) -> int:
         return self._collection(name).count(filter, self._filter_limits)
 

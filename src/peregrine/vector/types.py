@@ -260,3 +260,4 @@ class Record:
     id: PointId
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
+    order_value: int | float | None = None  # the field value it was ordered by

@@ -89,6 +89,8 @@ def record(rec: Record) -> dict[str, Any]:
         point["payload"] = rec.payload
     if rec.vector is not None:
         point["vector"] = rec.vector
+    if rec.order_value is not None:
+        point["order_value"] = rec.order_value
     return point
 
 

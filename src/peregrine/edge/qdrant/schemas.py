@@ -272,8 +272,15 @@ class DeletePayload(Model):
     shard_key: ShardKey = None
 
 
+class OrderBy(Model):
+    key: str = Field(min_length=1)
+    direction: Literal["asc", "desc"] | None = None
+    start_from: int | float | str | None = None
+
+
 class ScrollRequest(Model):
     offset: PointId | None = None
+    order_by: str | OrderBy | None = None
     limit: int | None = Field(None, ge=1)
     filter: FilterSpec | None = None
     with_payload: WithPayload | None = None

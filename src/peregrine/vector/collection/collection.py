@@ -34,6 +34,7 @@ from peregrine.vector import paths
 from peregrine.vector.collection import codec, snapshot
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
+from peregrine.vector.collection.ordering import ordered_records
 from peregrine.vector.collection.results import (
     WithPayload,
     check_with_payload,
@@ -435,6 +436,27 @@ class Collection:
         hits.sort(key=lambda h: (-h[1], isinstance(h[0], str), not isinstance(h[0], bool),
                                  h[0]))
         return hits[:limit]
+
+    def scroll_ordered(self, key: str, descending: bool = False,
+                       start_from: float | None = None, filter: dict[str, Any] | None = None,
+                       limit: int = 10, with_payload: WithPayload = True,
+                       with_vectors: bool = False,
+                       filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Record]:
+        """The first ``limit`` live points the filter selects in the order of the
+        numeric payload field ``key`` (which needs an integer or float index), from
+        ``start_from`` on (``ordering.py``)."""
+        self._check_open()
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError("limit must be a positive integer")
+        check_with_payload(with_payload)
+        compiled = compile_filter(filter, filter_limits)
+        with self._reading() as holder:
+            if holder.config.payload_indexes.get(key) not in ("integer", "float"):
+                raise InvalidInputError(f"order_by needs an integer or float payload index "
+                                        f"on {key!r}; create one first")
+            return ordered_records(list(holder.segments),
+                                   lambda seg: self._allowed(seg, compiled), key,
+                                   descending, start_from, limit, with_payload, with_vectors)
 
     def scroll(
         self,

@@ -375,6 +375,22 @@ class FieldIndex:
                 out.append((int(key) if decode is None else decode[int(key)], int(counts[i])))
         return out
 
+    def numbers(self, allowed: Mask | None, n: int) -> tuple[F64, Rows, Mask]:
+        """Every number held by the rows below ``n`` that ``allowed`` admits, as
+        (values, rows, which values are integers), for ordering by the field."""
+        snap = self._snap
+        ints, floats = snap.ints, snap.floats
+        values = np.concatenate([
+            np.repeat(ints.keys, np.diff(ints.indptr)).astype(np.float64), floats.values])
+        rows = np.concatenate([ints.rows.astype(np.int64), floats.rows.astype(np.int64)])
+        is_int = np.zeros(values.size, dtype=bool)
+        is_int[:ints.rows.size] = True
+        keep = rows < n
+        if allowed is not None:
+            inside = np.flatnonzero(keep)
+            keep[inside] = allowed[rows[inside]]
+        return values[keep], rows[keep], is_int[keep]
+
     def match_any(self, values: Sequence[Any], n: int) -> Mask:
         snap = self._snap
         return self._mask(snap, n, self._eq_rows(snap, values))

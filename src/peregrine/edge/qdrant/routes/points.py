@@ -9,7 +9,7 @@ from peregrine.edge.http.protocol import Access, Call, Operation
 from peregrine.edge.qdrant import convert, schemas
 from peregrine.edge.qdrant.routes.common import cached_read, collection_name
 from peregrine.edge.qdrant.vectors import UpsertSlices
-from peregrine.vector.service import PointSelector
+from peregrine.vector.service import PointSelector, Record
 
 if TYPE_CHECKING:
     from peregrine.edge.qdrant.protocol import QdrantProtocol
@@ -93,6 +93,22 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
 
         return await cached_read(call, vector, read)
 
+    def ordered(name: str, body: schemas.ScrollRequest) -> list[Record]:
+        order = body.order_by
+        if isinstance(order, str):
+            order = schemas.OrderBy(key=order)
+        assert order is not None
+        if body.offset is not None:
+            raise InvalidInputError("offset cannot be used with order_by: the next page "
+                                    "starts from the last order_value (start_from)")
+        if isinstance(order.start_from, str):
+            raise InvalidInputError("order_by.start_from: datetime values are not supported "
+                                    "yet; give a number")
+        return vector.scroll_ordered(
+            name, order.key, order.direction == "desc", order.start_from,
+            body.filter, body.limit or 10, convert.with_payload(body.with_payload, True),
+            convert.with_vector(body.with_vector))
+
     async def scroll_points(call: Call) -> Any:
         body: schemas.ScrollRequest = call.body or schemas.ScrollRequest()
         payload = convert.with_payload(body.with_payload, True)
@@ -100,6 +116,9 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         name = collection_name(call)
 
         def read() -> dict[str, Any]:
+            if body.order_by is not None:
+                return {"points": [convert.record(r) for r in ordered(name, body)],
+                        "next_page_offset": None}
             records, next_id = vector.scroll(name, body.filter, body.limit or 10, body.offset,
                                              payload, with_vector)
             return {"points": [convert.record(r) for r in records],
