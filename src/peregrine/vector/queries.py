@@ -61,8 +61,35 @@ class RecommendQuery:
     negative: Sequence[Example] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Fusion:
+    """Merge the prefetches' rankings: ``rrf`` (reciprocal rank) or ``dbsf``
+    (distribution-based score fusion)."""
+
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRandom:
+    """Random points among those selected (score 0)."""
+
+
 # None: no ranking, points in id order (Qdrant's query without "query").
-Query = NearestQuery | RecommendQuery | None
+Query = NearestQuery | RecommendQuery | Fusion | SampleRandom | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """A sub-query whose results the query above it ranks or fuses; its filter is
+    combined with every filter above it."""
+
+    query: Query = None
+    prefetch: tuple[Prefetch, ...] = ()
+    filter: dict[str, Any] | None = None
+    limit: int = 10
+    ef: int | None = None
+    exact: bool = False
+    score_threshold: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,12 +40,15 @@ from peregrine.vector.metrics import VectorMetrics
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
     Example,
+    Fusion,
     Mmr,
     NearestQuery,
     PointSelector,
+    Prefetch,
     Query,
     ReadOptions,
     RecommendQuery,
+    SampleRandom,
 )
 from peregrine.vector.result_cache import CacheStats, ResultCache
 from peregrine.vector.settings import VectorSettings
@@ -61,6 +64,7 @@ from peregrine.vector.types import (
     Record,
     RenameAlias,
 )
+from peregrine.vector.universal import check_prefetch, resolve
 
 T = TypeVar("T")
 
@@ -73,6 +77,7 @@ __all__ = [
     "DeleteAlias",
     "DistanceMatrix",
     "Example",
+    "Fusion",
     "Group",
     "GroupLookup",
     "GroupSpec",
@@ -82,11 +87,13 @@ __all__ = [
     "Mmr",
     "NearestQuery",
     "PointSelector",
+    "Prefetch",
     "Query",
     "ReadOptions",
     "RecommendQuery",
     "Record",
     "RenameAlias",
+    "SampleRandom",
     "SnapshotInfo",
     "VectorService",
     "VectorSettings",
@@ -372,17 +379,40 @@ class VectorService:
         self._check_read(options)
         return self._timed(name, "recommend", lambda c: self._query(c, query, options))
 
-    def query(self, name: str, query: Query, options: ReadOptions) -> list[Hit]:
+    def query(self, name: str, query: Query, options: ReadOptions,
+              prefetch: Sequence[Prefetch] = ()) -> list[Hit]:
         """Qdrant's universal query: nearest (vector or point id, optionally MMR),
-        recommend, or with no query the points in id order (score 0)."""
+        recommend, a random sample, or with no query the points in id order
+        (score 0); over ``prefetch`` stages, fusion too (``universal.py``)."""
         self._check_read(options)
-        return self._timed(name, "query", lambda c: self._query(c, query, options))
+        check_prefetch(prefetch, self.settings.max_limit)
+        return self._timed(name, "query", lambda c: self._staged(c, query, options, prefetch))
 
-    def query_batch(self, name: str, queries: Sequence[tuple[Query, ReadOptions]]
+    def query_batch(self, name: str,
+                    queries: Sequence[tuple[Query, ReadOptions, Sequence[Prefetch]]]
                     ) -> list[list[Hit]]:
-        self._check_batch([options for _, options in queries])
+        self._check_batch([options for _, options, _ in queries])
+        for _, _, prefetch in queries:
+            check_prefetch(prefetch, self.settings.max_limit)
         return self._timed(name, "query_batch", lambda c: [
-            self._query(c, query, options) for query, options in queries])
+            self._staged(c, query, options, prefetch) for query, options, prefetch in queries])
+
+    def _staged(self, c: Collection, query: Query, options: ReadOptions,
+                prefetch: Sequence[Prefetch]) -> list[Hit]:
+        if not prefetch:
+            if isinstance(query, Fusion):
+                raise InvalidInputError("fusion needs prefetches to fuse")
+            return self._query(c, query, options)
+        if query is None:
+            raise InvalidInputError("a query with prefetches needs a query to merge them")
+        hits = resolve(query, prefetch, options, lambda q, o: self._query(c, q, o),
+                       _random_pick)
+        if not options.with_payload and not options.with_vector:
+            return hits
+        found = {r.id: r for r in c.retrieve([h.id for h in hits], options.with_payload,
+                                             options.with_vector)}
+        return [Hit(h.id, h.score, found[h.id].payload, found[h.id].vector)
+                for h in hits if h.id in found]
 
     def search_groups(self, name: str, vector: Any, options: ReadOptions,
                       spec: GroupSpec) -> list[Group]:
@@ -391,9 +421,10 @@ class VectorService:
                              lambda c, o: self._nearest(c, vector, o))
 
     def query_groups(self, name: str, query: Query, options: ReadOptions,
-                     spec: GroupSpec) -> list[Group]:
+                     spec: GroupSpec, prefetch: Sequence[Prefetch] = ()) -> list[Group]:
+        check_prefetch(prefetch, self.settings.max_limit)
         return self._grouped(name, "query_groups", options, spec,
-                             lambda c, o: self._query(c, query, o))
+                             lambda c, o: self._staged(c, query, o, prefetch))
 
     def distance_matrix(self, name: str, sample: int = 10, limit: int = 3,
                         filter: dict[str, Any] | None = None) -> DistanceMatrix:
@@ -454,6 +485,13 @@ class VectorService:
                                     f"all, the limit is {cap} (10 x max_limit)")
 
     def _query(self, c: Collection, query: Query, options: ReadOptions) -> list[Hit]:
+        if isinstance(query, SampleRandom):
+            ids = _random_pick(c.ids_matching(options.filter, self._filter_limits),
+                               options.limit)
+            return [Hit(r.id, 0.0, r.payload, r.vector) for r in
+                    c.retrieve(ids, options.with_payload or False, options.with_vector)]
+        if isinstance(query, Fusion):
+            raise InvalidInputError("fusion needs prefetches to fuse")
         if query is None:
             page, _ = c.scroll(options.filter, options.limit + options.offset, None,
                                options.with_payload, options.with_vector,
@@ -586,6 +624,13 @@ class VectorService:
             self._snapshots.discard(local)
             self._bump(name)
             self._cache.drop_collection(name)
+
+
+def _random_pick(ids: list[PointId], n: int) -> list[PointId]:
+    rng = np.random.default_rng()
+    picked = rng.permutation(len(ids)) if len(ids) <= n else rng.choice(len(ids), n,
+                                                                         replace=False)
+    return [ids[i] for i in picked.tolist()]
 
 
 def _excluding(options: ReadOptions, ids: Sequence[PointId]) -> ReadOptions:

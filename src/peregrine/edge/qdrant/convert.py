@@ -14,6 +14,7 @@ from peregrine.vector.service import (
     CollectionInfo,
     CreateAlias,
     DeleteAlias,
+    Fusion,
     Group,
     GroupLookup,
     GroupSpec,
@@ -22,11 +23,13 @@ from peregrine.vector.service import (
     Metric,
     Mmr,
     NearestQuery,
+    Prefetch,
     Query,
     ReadOptions,
     RecommendQuery,
     Record,
     RenameAlias,
+    SampleRandom,
 )
 
 DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
@@ -59,10 +62,14 @@ def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int
                        score_threshold=body.score_threshold)
 
 
-def query(body: schemas.QueryRequest) -> Query:
+def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
     q = body.query
     if q is None:
         return None
+    if isinstance(q, schemas.FusionQuery):
+        return Fusion(q.fusion)
+    if isinstance(q, schemas.SampleQuery):
+        return SampleRandom()
     if isinstance(q, schemas.RecommendQuery):
         return RecommendQuery(tuple(q.recommend.positive or ()),
                               tuple(q.recommend.negative or ()))
@@ -71,6 +78,19 @@ def query(body: schemas.QueryRequest) -> Query:
             0.5 if q.mmr.diversity is None else q.mmr.diversity, q.mmr.candidates_limit)
         return NearestQuery(q.nearest, mmr)
     return NearestQuery(q)
+
+
+def prefetch(body: schemas.QueryRequest | schemas.Prefetch) -> tuple[Prefetch, ...]:
+    given = body.prefetch
+    if given is None:
+        return ()
+    out = []
+    for p in given if isinstance(given, list) else [given]:
+        params = p.params
+        out.append(Prefetch(query(p), prefetch(p), p.filter, p.limit or 10,
+                            params.hnsw_ef if params else None,
+                            bool(params.exact) if params else False, p.score_threshold))
+    return tuple(out)
 
 
 def scored_point(hit: Hit) -> dict[str, Any]:

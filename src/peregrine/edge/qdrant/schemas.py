@@ -386,10 +386,30 @@ class RecommendQuery(Model):
     recommend: RecommendInput
 
 
-Query = NearestQuery | RecommendQuery | Example
+class FusionQuery(Model):
+    fusion: Literal["rrf", "dbsf"]
+
+
+class SampleQuery(Model):
+    sample: Literal["random"]
+
+
+Query = NearestQuery | RecommendQuery | FusionQuery | SampleQuery | Example
+
+
+class Prefetch(Model):
+    prefetch: list[Prefetch] | Prefetch | None = None
+    query: Query | None = None
+    using: Literal[""] | None = None
+    filter: FilterSpec | None = None
+    params: SearchParams | None = None
+    score_threshold: float | None = None
+    limit: int | None = Field(None, ge=1)
+    lookup_from: None = None  # refused when given: no lookup_from yet
 
 
 class QueryRequest(Model):
+    prefetch: list[Prefetch] | Prefetch | None = None
     query: Query | None = None
     using: Literal[""] | None = None
     filter: FilterSpec | None = None

@@ -23,6 +23,13 @@ def _points(hits: list[Hit]) -> list[dict[str, Any]]:
     return [convert.scored_point(h) for h in hits]
 
 
+def _random(body: schemas.QueryRequest | schemas.Prefetch) -> bool:
+    """Whether a random sample is asked for anywhere (never served from the cache)."""
+    stages = body.prefetch if isinstance(body.prefetch, list) else (
+        [body.prefetch] if body.prefetch is not None else [])
+    return isinstance(body.query, schemas.SampleQuery) or any(_random(p) for p in stages)
+
+
 def operations(protocol: QdrantProtocol) -> list[Operation]:
     vector = protocol.vector
 
@@ -53,16 +60,19 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         name = collection_name(call)
         query = convert.query(body)
         options = convert.read_options(body, body.limit or 10)
+        stages = convert.prefetch(body)
         return await cached_read(call, vector, lambda: {
-            "points": _points(vector.query(name, query, options))})
+            "points": _points(vector.query(name, query, options, stages))},
+            cache=not _random(body))
 
     async def query_batch(call: Call) -> Any:
         body: schemas.QueryRequestBatch = call.body
         name = collection_name(call)
-        queries = [(convert.query(q), convert.read_options(q, q.limit or 10))
-                   for q in body.searches]
+        queries = [(convert.query(q), convert.read_options(q, q.limit or 10),
+                    convert.prefetch(q)) for q in body.searches]
         return await cached_read(call, vector, lambda: [
-            {"points": _points(hits)} for hits in vector.query_batch(name, queries)])
+            {"points": _points(hits)} for hits in vector.query_batch(name, queries)],
+            cache=not any(_random(q) for q in body.searches))
 
     async def search_groups(call: Call) -> Any:
         body: schemas.SearchGroupsRequest = call.body
@@ -79,8 +89,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         limit = body.limit or 10
         spec = convert.group_spec(body, limit)
         return await cached_read(call, vector, lambda: convert.groups(vector.query_groups(
-            name, convert.query(body), convert.read_options(body, limit), spec)),
-            cache=spec.lookup is None)
+            name, convert.query(body), convert.read_options(body, limit), spec,
+            convert.prefetch(body))), cache=spec.lookup is None and not _random(body))
 
     def matrix(call: Call) -> DistanceMatrix:
         body: schemas.SearchMatrixRequest = call.body or schemas.SearchMatrixRequest()

@@ -1,0 +1,125 @@
+"""Multi-stage queries (Qdrant's ``prefetch``): sub-queries run first, and the
+query above them either fuses their rankings or ranks the points they found.
+
+- ``Fusion("rrf")``: each point scores the sum over the lists holding it of
+  ``1 / (2 + position)`` (position from 0), as Qdrant does.
+- ``Fusion("dbsf")``: each list's scores are mapped through its mean +- three
+  (sample) standard deviations onto [0, 1] (a one-point or constant list gives
+  0.5), then summed per point.
+- A nearest or recommend query ranks exactly the union of the points its
+  prefetches returned.
+- ``SampleRandom`` picks random points among them.
+
+Every stage combines its own filter with all filters above it, so no stage
+spends its ``limit`` on points the request would filter out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.vector.ids import PointId
+from peregrine.vector.queries import Fusion, Prefetch, Query, ReadOptions, SampleRandom
+from peregrine.vector.types import Hit
+
+RRF_K = 2
+MAX_STAGES = 64
+MAX_DEPTH = 8
+
+Base = Callable[[Query, ReadOptions], list[Hit]]
+
+
+def check_prefetch(prefetch: Sequence[Prefetch], max_limit: int) -> None:
+    """Bounded work: at most 64 stages, 8 deep, each within ``max_limit``."""
+    count = 0
+
+    def walk(nodes: Sequence[Prefetch], depth: int) -> None:
+        nonlocal count
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(f"prefetch is nested more than {MAX_DEPTH} deep")
+        for node in nodes:
+            count += 1
+            if count > MAX_STAGES:
+                raise InvalidInputError(f"a query has at most {MAX_STAGES} prefetches")
+            if not 1 <= node.limit <= max_limit:
+                raise InvalidInputError(f"prefetch limit must be 1..{max_limit} (max_limit)")
+            if node.prefetch and node.query is None:
+                raise InvalidInputError("a prefetch with prefetches needs a query to "
+                                        "merge them")
+            if not node.prefetch and isinstance(node.query, Fusion):
+                raise InvalidInputError("fusion needs prefetches to fuse")
+            walk(node.prefetch, depth + 1)
+
+    walk(prefetch, 1)
+
+
+def both(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return {"must": [a, b]}
+
+
+def fuse(method: str, sources: Sequence[list[Hit]], limit: int) -> list[Hit]:
+    scores: dict[PointId, float] = {}
+    for hits in sources:
+        if not hits:
+            continue
+        if method == "rrf":
+            part = 1.0 / (RRF_K + np.arange(len(hits), dtype=np.float64))
+        elif method == "dbsf":
+            raw = np.array([h.score for h in hits], dtype=np.float64)
+            spread = float(raw.std(ddof=1)) if raw.size > 1 else 0.0
+            if spread == 0.0:
+                part = np.full(raw.size, 0.5)
+            else:
+                low = raw.mean() - 3 * spread
+                part = (raw - low) / (6 * spread)
+        else:
+            raise InvalidInputError(f"unknown fusion {method!r}: rrf or dbsf")
+        for hit, value in zip(hits, part.tolist(), strict=True):
+            scores[hit.id] = scores.get(hit.id, 0.0) + value
+    ranked = sorted(scores.items(), key=lambda item: -item[1])[:limit]
+    return [Hit(pid, score) for pid, score in ranked]
+
+
+def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
+            base: Base, sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+    """The hits of ``query`` over ``prefetch`` (ids and scores only, best first,
+    ``options.offset`` applied)."""
+    sources = [_run(p, options.filter, base, sample) for p in prefetch]
+    hits = _merge(query, sources, options.limit + options.offset, options.filter,
+                  options.score_threshold, base, sample)
+    return hits[options.offset:]
+
+
+def _run(node: Prefetch, above: dict[str, Any] | None, base: Base,
+         sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+    flt = both(above, node.filter)
+    if node.prefetch:
+        sources = [_run(child, flt, base, sample) for child in node.prefetch]
+        return _merge(node.query, sources, node.limit, flt, node.score_threshold, base,
+                      sample)
+    return base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
+                                        exact=node.exact,
+                                        score_threshold=node.score_threshold))
+
+
+def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, Any] | None,
+           threshold: float | None, base: Base,
+           sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+    if isinstance(query, Fusion):
+        fused = fuse(query.method, sources, limit)
+        return fused if threshold is None else [h for h in fused if h.score >= threshold]
+    found = list(dict.fromkeys(h.id for hits in sources for h in hits))
+    if not found:
+        return []
+    if isinstance(query, SampleRandom):
+        return [Hit(pid, 0.0) for pid in sample(found, limit)]
+    among = both(flt, {"must": [{"has_id": found}]})
+    return base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
+                               score_threshold=threshold))

@@ -1,0 +1,141 @@
+"""Multi-stage queries (prefetch, nested; fusion rrf and dbsf; re-ranking; random
+samples) through the official qdrant-client. Fused rankings are checked against
+qdrant-client's own fusion functions (its local mode's reference code) applied
+to numpy's exact rankings."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from apiutil import ServerProcess
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.hybrid.fusion import (
+    distribution_based_score_fusion,
+    reciprocal_rank_fusion,
+)
+
+DIM, N = 8, 500
+EXACT = models.SearchParams(exact=True)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    s = ServerProcess(tmp_path_factory.mktemp("universal") / "data")
+    yield s
+    assert s.stop() == 0
+    assert not s.server_errors(), s.server_errors()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[QdrantClient]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def vecs(client: QdrantClient) -> np.ndarray:
+    v = np.random.default_rng(21).standard_normal((N, DIM)).astype(np.float32)
+    client.create_collection("u", vectors_config=models.VectorParams(
+        size=DIM, distance=models.Distance.DOT))
+    client.upsert("u", points=[models.PointStruct(id=i, vector=v[i].tolist(),
+                                                  payload={"group": i % 5, "i": i})
+                               for i in range(N)], wait=True)
+    return v
+
+
+def group_is(*groups: int) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="group",
+                                                     match=models.MatchAny(any=list(groups)))])
+
+
+def exact(vecs: np.ndarray, q: np.ndarray, limit: int, groups: Any = None,
+          among: Any = None) -> list[models.ScoredPoint]:
+    scores = vecs @ q
+    order = [i for i in np.argsort(-scores, kind="stable").tolist()
+             if (groups is None or i % 5 in groups) and (among is None or i in among)]
+    return [models.ScoredPoint(id=i, version=0, score=float(scores[i]))
+            for i in order[:limit]]
+
+
+def pairs(points: list[models.ScoredPoint]) -> list[tuple[Any, float]]:
+    return [(p.id, round(p.score, 4)) for p in points]
+
+
+def prefetch(q: np.ndarray, limit: int, flt: models.Filter | None = None) -> models.Prefetch:
+    return models.Prefetch(query=q.tolist(), limit=limit, filter=flt, params=EXACT)
+
+
+@pytest.mark.parametrize("method", ["rrf", "dbsf"])
+def test_fusion_of_two_prefetches(client: QdrantClient, vecs: np.ndarray, method: str) -> None:
+    rng = np.random.default_rng(1)
+    q1, q2 = rng.standard_normal((2, DIM)).astype(np.float32)
+    fuse = reciprocal_rank_fusion if method == "rrf" else distribution_based_score_fusion
+    res = client.query_points("u", prefetch=[prefetch(q1, 30, group_is(0, 1, 2)),
+                                             prefetch(q2, 20)],
+                              query=models.FusionQuery(fusion=models.Fusion(method)),
+                              limit=10, with_payload=True)
+    want = fuse([exact(vecs, q1, 30, {0, 1, 2}), exact(vecs, q2, 20)], limit=10)
+    assert pairs(res.points) == pairs(want)
+    assert all(p.payload == {"group": p.id % 5, "i": p.id} for p in res.points)
+    # The request's filter reaches every stage; offset and score_threshold apply last.
+    res = client.query_points("u", prefetch=[prefetch(q1, 30), prefetch(q2, 20)],
+                              query=models.FusionQuery(fusion=models.Fusion(method)),
+                              query_filter=group_is(3), limit=5, offset=2)
+    want = fuse([exact(vecs, q1, 30, {3}), exact(vecs, q2, 20, {3})], limit=7)[2:]
+    assert pairs(res.points) == pairs(want)
+    cut = want[2].score
+    res = client.query_points("u", prefetch=[prefetch(q1, 30), prefetch(q2, 20)],
+                              query=models.FusionQuery(fusion=models.Fusion(method)),
+                              query_filter=group_is(3), limit=7, score_threshold=cut)
+    assert all(p.score >= cut for p in res.points) and len(res.points) >= 3
+
+
+def test_a_query_reranks_exactly_what_its_nested_prefetches_found(
+        client: QdrantClient, vecs: np.ndarray) -> None:
+    rng = np.random.default_rng(2)
+    q1, q2, q3 = rng.standard_normal((3, DIM)).astype(np.float32)
+    inner = models.Prefetch(prefetch=[prefetch(q1, 40), prefetch(q2, 40)],
+                            query=models.FusionQuery(fusion=models.Fusion.RRF), limit=25)
+    res = client.query_points("u", prefetch=inner, query=q3.tolist(), limit=8)
+    pool = {p.id for p in reciprocal_rank_fusion([exact(vecs, q1, 40), exact(vecs, q2, 40)],
+                                                 limit=25)}
+    assert pairs(res.points) == pairs(exact(vecs, q3, 8, among=pool))
+    # By a stored point: the same, without the point itself.
+    res = client.query_points("u", prefetch=prefetch(q1, 50), query=7, limit=5)
+    pool = {p.id for p in exact(vecs, q1, 50)} - {7}
+    assert pairs(res.points) == pairs(exact(vecs, vecs[7], 5, among=pool))
+
+
+def test_a_random_sample_respects_the_filter_and_is_never_cached(
+        client: QdrantClient, vecs: np.ndarray) -> None:
+    sample = models.SampleQuery(sample=models.Sample.RANDOM)
+    seen = []
+    for _ in range(3):
+        res = client.query_points("u", query=sample, query_filter=group_is(4), limit=6)
+        ids = [p.id for p in res.points]
+        assert len(set(ids)) == 6 and all(i % 5 == 4 for i in ids)
+        seen.append(ids)
+    assert len({tuple(s) for s in seen}) > 1
+    few = client.query_points("u", prefetch=prefetch(vecs[0], 4), query=sample, limit=10)
+    assert {p.id for p in few.points} == {p.id for p in exact(vecs, vecs[0], 4)}
+
+
+def test_stages_that_cannot_work_are_refused(client: QdrantClient, vecs: np.ndarray) -> None:
+    rrf = models.FusionQuery(fusion=models.Fusion.RRF)
+    deep: models.Prefetch = prefetch(vecs[0], 5)
+    for _ in range(9):
+        deep = models.Prefetch(prefetch=deep, query=rrf, limit=5)
+    for kwargs in ({"query": rrf}, {"prefetch": [prefetch(vecs[0], 5)]},
+                   {"prefetch": deep, "query": rrf},
+                   {"prefetch": [prefetch(vecs[0], 10**6)], "query": rrf}):
+        with pytest.raises(UnexpectedResponse) as exc:
+            client.query_points("u", **kwargs)
+        assert exc.value.status_code == 400, kwargs
