@@ -139,3 +139,69 @@ def test_stages_that_cannot_work_are_refused(client: QdrantClient, vecs: np.ndar
         with pytest.raises(UnexpectedResponse) as exc:
             client.query_points("u", **kwargs)
         assert exc.value.status_code == 400, kwargs
+
+
+def top(scores: np.ndarray, limit: int, exclude: set[int] = frozenset(),  # type: ignore[assignment]
+        groups: Any = None) -> list[tuple[int, float]]:
+    order = [i for i in np.argsort(-scores, kind="stable").tolist()
+             if i not in exclude and (groups is None or i % 5 in groups)]
+    return [(i, round(float(scores[i]), 4)) for i in order[:limit]]
+
+
+@pytest.mark.parametrize("strategy", ["best_score", "sum_scores"])
+def test_recommend_strategies_score_every_point_as_qdrant_does(
+        client: QdrantClient, vecs: np.ndarray, strategy: str) -> None:
+    from qdrant_client.local.distances import (
+        RecoQuery,
+        calculate_recommend_best_scores,
+        calculate_recommend_sum_scores,
+    )
+
+    rng = np.random.default_rng(3)
+    raw = rng.standard_normal(DIM).astype(np.float32)
+    positive, negative = [3, raw.tolist()], [11, 12]
+    reco = RecoQuery([vecs[3], raw], [vecs[11], vecs[12]], models.RecommendStrategy(strategy))
+    calc = calculate_recommend_best_scores if strategy == "best_score" else \
+        calculate_recommend_sum_scores
+    scores = calc(reco, vecs, models.Distance.DOT)
+    res = client.query_points("u", query=models.RecommendQuery(recommend=models.RecommendInput(
+        positive=positive, negative=negative, strategy=models.RecommendStrategy(strategy))),
+        query_filter=group_is(0, 1, 2), limit=12)
+    assert pairs(res.points) == top(scores, 12, {3, 11, 12}, {0, 1, 2})
+    if strategy == "best_score":  # negatives alone are enough
+        only = RecoQuery([], [vecs[11]], models.RecommendStrategy.BEST_SCORE)
+        res = client.query_points("u", query=models.RecommendQuery(
+            recommend=models.RecommendInput(negative=[11], strategy="best_score")), limit=5)
+        assert pairs(res.points) == top(calculate_recommend_best_scores(
+            only, vecs, models.Distance.DOT), 5, {11})
+
+
+def test_discover_and_context_queries_score_as_qdrant_does(
+        client: QdrantClient, vecs: np.ndarray) -> None:
+    from qdrant_client.local.distances import (
+        ContextPair,
+        ContextQuery,
+        DiscoveryQuery,
+        calculate_context_scores,
+        calculate_discovery_scores,
+    )
+
+    context = [models.ContextPair(positive=1, negative=2),
+               models.ContextPair(positive=30, negative=vecs[40].tolist())]
+    ref_pairs = [ContextPair(vecs[1], vecs[2]), ContextPair(vecs[30], vecs[40])]
+    res = client.query_points("u", query=models.DiscoverQuery(discover=models.DiscoverInput(
+        target=9, context=context)), limit=10)
+    want = calculate_discovery_scores(DiscoveryQuery(vecs[9], ref_pairs), vecs,
+                                      models.Distance.DOT)
+    assert pairs(res.points) == top(want, 10, {1, 2, 30, 9})
+    res = client.query_points("u", query=models.ContextQuery(context=context), limit=10,
+                              query_filter=group_is(2))
+    want = calculate_context_scores(ContextQuery(ref_pairs), vecs, models.Distance.DOT)
+    # Many points satisfy every pair (score 0): ties may come in any order.
+    got = pairs(res.points)
+    assert [sc for _, sc in got] == [sc for _, sc in top(want, 10, {1, 2, 30}, {2})]
+    assert all(i % 5 == 2 and i not in (1, 2, 30) and round(float(want[i]), 4) == sc
+               for i, sc in got)
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.query_points("u", query=models.ContextQuery(context=[]))
+    assert exc.value.status_code == 400

@@ -896,3 +896,25 @@ def test_scroll_ordered_by_a_field_in_every_layout(db: peregrine.Database, state
     assert [(r.order_value, r.id) for r in top] == sorted(
         [n for n in numbered if n[0] <= 100], reverse=True)[:5]
     assert all(r.payload is None for r in top)
+
+
+@pytest.mark.parametrize("state", ["unsealed", "sealed", "mixed"])
+def test_scan_scores_every_live_point_in_every_layout(db: peregrine.Database,
+                                                       state: str) -> None:
+    c = db.create_collection("c", DIM, "dot", index={"segment_rows": 64, "max_segments": 2})
+    model = Model("dot")
+    _populate(c, model, np.random.default_rng(len(state) + 3), state)
+    w = np.random.default_rng(9).standard_normal(DIM).astype(np.float32)
+
+    def score(vectors: np.ndarray) -> np.ndarray:
+        return np.abs(vectors @ w)  # not a similarity any index could serve
+
+    ids = list(model.points)
+    scores = np.array([abs(float(model.points[i][0] @ w)) for i in ids])
+    want = [ids[j] for j in np.argsort(-scores, kind="stable")[:15]]
+    got = c.scan(score, k=10, offset=5, with_payload=False)
+    assert [h.id for h in got] == want[5:]
+    assert np.allclose([h.score for h in got], np.sort(scores)[::-1][5:15], atol=1e-5)
+    even = c.scan(score, k=300, filter={"must": [{"key": "even", "match": {"value": True}}]})
+    assert {h.id for h in even} == {i for i, (_, p) in model.points.items()
+                                    if p.get("even") is True}

@@ -55,10 +55,28 @@ class NearestQuery:
 
 @dataclass(frozen=True, slots=True)
 class RecommendQuery:
-    """Like the positive examples and unlike the negative ones (``average_vector``)."""
+    """Like the positive examples and unlike the negative ones, by ``strategy``:
+    ``average_vector`` (a nearest search for one target), ``best_score`` or
+    ``sum_scores`` (exact scans, ``scoring.py``)."""
 
     positive: Sequence[Example]
     negative: Sequence[Example] = ()
+    strategy: str = "average_vector"
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverQuery:
+    """Near ``target`` within the zones the (positive, negative) pairs mark."""
+
+    target: Example
+    pairs: Sequence[tuple[Example, Example]]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextQuery:
+    """Points on the positive side of every (positive, negative) pair."""
+
+    pairs: Sequence[tuple[Example, Example]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +93,8 @@ class SampleRandom:
 
 
 # None: no ranking, points in id order (Qdrant's query without "query").
-Query = NearestQuery | RecommendQuery | Fusion | SampleRandom | None
+Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | Fusion | SampleRandom
+         | None)
 
 
 @dataclass(frozen=True, slots=True)

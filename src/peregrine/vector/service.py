@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from peregrine.core.errors import InvalidInputError, PeregrineError
+from peregrine.vector import scoring
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.results import WithPayload, check_with_payload
@@ -39,6 +40,8 @@ from peregrine.vector.matrix import DistanceMatrix, nearest_within
 from peregrine.vector.metrics import VectorMetrics
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
+    ContextQuery,
+    DiscoverQuery,
     Example,
     Fusion,
     Mmr,
@@ -51,6 +54,7 @@ from peregrine.vector.queries import (
     SampleRandom,
 )
 from peregrine.vector.result_cache import CacheStats, ResultCache
+from peregrine.vector.segment.kernels import normalize_rows
 from peregrine.vector.settings import VectorSettings
 from peregrine.vector.types import (
     AliasAction,
@@ -73,8 +77,10 @@ __all__ = [
     "AliasInfo",
     "CacheStats",
     "CollectionInfo",
+    "ContextQuery",
     "CreateAlias",
     "DeleteAlias",
+    "DiscoverQuery",
     "DistanceMatrix",
     "Example",
     "Fusion",
@@ -497,6 +503,12 @@ class VectorService:
                                options.with_payload, options.with_vector,
                                self._filter_limits)
             return [Hit(r.id, 0.0, r.payload, r.vector) for r in page[options.offset:]]
+        if (isinstance(query, RecommendQuery) and query.strategy != "average_vector") or \
+                isinstance(query, (DiscoverQuery, ContextQuery)):
+            score, exclude = self._scorer(c, query)
+            o = _excluding(options, exclude)
+            return c.scan(score, o.limit, o.filter, o.offset, o.with_payload, o.with_vector,
+                          o.score_threshold, self._filter_limits)
         if isinstance(query, RecommendQuery):
             target, exclude = self._recommend_target(c, query)
             return self._nearest(c, target, _excluding(options, exclude))
@@ -549,6 +561,46 @@ class VectorService:
             raise PointNotFoundError(f"no point with id {missing[0]!r} in collection "
                                      f"{c.name!r}")
         return np.asarray([found[i] for i in ids], dtype=np.float32)
+
+    def _scorer(self, c: Collection, query: RecommendQuery | DiscoverQuery | ContextQuery
+                ) -> tuple[scoring.Scorer, list[PointId]]:
+        """An exact score for the query's examples (``scoring.py``), and the example
+        ids, which results must exclude."""
+        if isinstance(query, RecommendQuery):
+            examples = [*query.positive, *query.negative]
+            if not examples:
+                raise InvalidInputError("recommend needs at least one example")
+        else:
+            if not query.pairs:
+                raise InvalidInputError("discover and context need at least one pair")
+            examples = [e for pair in query.pairs for e in pair]
+            if isinstance(query, DiscoverQuery):
+                examples.append(query.target)
+        self._check_count(len(examples), "examples")
+        ids = [e for e in examples if not isinstance(e, np.ndarray)]
+        stored = dict(zip(ids, self._vectors_of(c, ids), strict=True)) if ids else {}
+        dim, metric = c.config.dim, c.config.metric
+
+        def rows(items: Sequence[Example]) -> np.ndarray:
+            out = np.zeros((len(items), dim), np.float32)
+            for i, e in enumerate(items):
+                if isinstance(e, np.ndarray):
+                    if e.shape != (dim,):
+                        raise InvalidInputError(f"example vectors must have dimension {dim}")
+                    out[i] = normalize_rows(e[None, :].astype(np.float32))[0] \
+                        if metric is Metric.COSINE else e
+                else:
+                    out[i] = stored[e]
+            return out
+
+        if isinstance(query, RecommendQuery):
+            make = scoring.best_score if query.strategy == "best_score" else \
+                scoring.sum_scores
+            return make(rows(query.positive), rows(query.negative), metric), ids
+        pairs = rows([e for pair in query.pairs for e in pair]).reshape(-1, 2, dim)
+        if isinstance(query, DiscoverQuery):
+            return scoring.discovery(rows([query.target])[0], pairs, metric), ids
+        return scoring.context(pairs, metric), ids
 
     def _recommend_target(self, c: Collection, query: RecommendQuery
                           ) -> tuple[np.ndarray, list[PointId]]:

@@ -12,8 +12,10 @@ from peregrine.vector.service import (
     AliasAction,
     AliasInfo,
     CollectionInfo,
+    ContextQuery,
     CreateAlias,
     DeleteAlias,
+    DiscoverQuery,
     Fusion,
     Group,
     GroupLookup,
@@ -72,12 +74,23 @@ def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
         return SampleRandom()
     if isinstance(q, schemas.RecommendQuery):
         return RecommendQuery(tuple(q.recommend.positive or ()),
-                              tuple(q.recommend.negative or ()))
+                              tuple(q.recommend.negative or ()),
+                              q.recommend.strategy or "average_vector")
+    if isinstance(q, schemas.DiscoverQuery):
+        return DiscoverQuery(q.discover.target, _pairs(q.discover.context))
+    if isinstance(q, schemas.ContextQuery):
+        return ContextQuery(_pairs(q.context))
     if isinstance(q, schemas.NearestQuery):
         mmr = None if q.mmr is None else Mmr(
             0.5 if q.mmr.diversity is None else q.mmr.diversity, q.mmr.candidates_limit)
         return NearestQuery(q.nearest, mmr)
     return NearestQuery(q)
+
+
+def _pairs(given: list[schemas.ContextPair] | schemas.ContextPair | None
+           ) -> tuple[tuple[Any, Any], ...]:
+    items = given if isinstance(given, list) else [given] if given is not None else []
+    return tuple((p.positive, p.negative) for p in items)
 
 
 def prefetch(body: schemas.QueryRequest | schemas.Prefetch) -> tuple[Prefetch, ...]:

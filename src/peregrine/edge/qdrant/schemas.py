@@ -359,10 +359,13 @@ class SearchRequestBatch(Model):
 Example = PointId | Vector
 
 
+Strategy = Literal["average_vector", "best_score", "sum_scores"]
+
+
 class RecommendRequest(NearestOptions):
     positive: list[Example] | None = None
     negative: list[Example] | None = None
-    strategy: Literal["average_vector"] | None = None
+    strategy: Strategy | None = None
     using: Literal[""] | None = None
 
 
@@ -379,11 +382,29 @@ class NearestQuery(Model):
 class RecommendInput(Model):
     positive: list[Example] | None = None
     negative: list[Example] | None = None
-    strategy: Literal["average_vector"] | None = None
+    strategy: Strategy | None = None
 
 
 class RecommendQuery(Model):
     recommend: RecommendInput
+
+
+class ContextPair(Model):
+    positive: Example
+    negative: Example
+
+
+class DiscoverInput(Model):
+    target: Example
+    context: list[ContextPair] | ContextPair | None = None
+
+
+class DiscoverQuery(Model):
+    discover: DiscoverInput
+
+
+class ContextQuery(Model):
+    context: list[ContextPair] | ContextPair
 
 
 class FusionQuery(Model):
@@ -394,7 +415,8 @@ class SampleQuery(Model):
     sample: Literal["random"]
 
 
-Query = NearestQuery | RecommendQuery | FusionQuery | SampleQuery | Example
+Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | FusionQuery | SampleQuery
+         | Example)
 
 
 class Prefetch(Model):

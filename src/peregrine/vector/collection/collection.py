@@ -41,6 +41,7 @@ from peregrine.vector.collection.results import (
     merge_hits,
     record,
 )
+from peregrine.vector.collection.scan import Scorer, scan
 from peregrine.vector.collection.wal import Op
 from peregrine.vector.errors import DimensionMismatchError, InvalidPayloadError
 from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
@@ -436,6 +437,21 @@ class Collection:
         hits.sort(key=lambda h: (-h[1], isinstance(h[0], str), not isinstance(h[0], bool),
                                  h[0]))
         return hits[:limit]
+
+    def scan(self, score: Scorer, k: int = 10, filter: dict[str, Any] | None = None,
+             offset: int = 0, with_payload: WithPayload = True, with_vectors: bool = False,
+             score_threshold: float | None = None,
+             filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Hit]:
+        """The ``k`` live points the filter admits that ``score`` (stored vectors ->
+        scores, higher better) ranks best, skipping ``offset``: exact (``scan.py``)."""
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or offset < 0:
+            raise InvalidInputError("k (limit) must be positive and offset non-negative")
+        check_with_payload(with_payload)
+        compiled = compile_filter(filter, filter_limits)
+        with self._reading() as holder:
+            return scan(list(holder.segments), lambda seg: self._allowed(seg, compiled),
+                        score, k, offset, with_payload, with_vectors, score_threshold)
 
     def scroll_ordered(self, key: str, descending: bool = False,
                        start_from: float | None = None, filter: dict[str, Any] | None = None,

@@ -50,7 +50,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     async def recommend_points(call: Call) -> Any:
         body: schemas.RecommendRequest = call.body
         name = collection_name(call)
-        query = RecommendQuery(tuple(body.positive or ()), tuple(body.negative or ()))
+        query = RecommendQuery(tuple(body.positive or ()), tuple(body.negative or ()),
+                               body.strategy or "average_vector")
         options = convert.read_options(body, body.limit)
         return await cached_read(call, vector,
                                  lambda: _points(vector.recommend(name, query, options)))
