@@ -198,3 +198,15 @@ def test_order_by_needs_a_numeric_index_and_no_offset(
         r = httpx.post(f"{server.url}/collections/events/points/scroll",
                        json=bad, timeout=10)
         assert r.status_code == 400, (bad, r.text)
+
+
+def test_query_in_the_order_of_a_field_alone_and_over_a_prefetch(
+        client: QdrantClient, events: dict[int, dict[str, Any]]) -> None:
+    order = models.OrderByQuery(order_by=models.OrderBy(key="ts", direction="desc"))
+    res = client.query_points("events", query=order, limit=12, offset=3)
+    assert [(p.id, p.order_value) for p in res.points] == ordered(events, "ts", True, 15)[3:]
+    flt = models.Filter(must=[models.FieldCondition(key="rank", range=models.Range(lt=10))])
+    res = client.query_points("events", prefetch=models.Prefetch(filter=flt, limit=1000),
+                              query=models.OrderByQuery(order_by="ts"), limit=8)
+    assert [(p.id, p.order_value) for p in res.points] == ordered(
+        events, "ts", False, 8, where=lambda p: p["rank"] < 10)

@@ -88,13 +88,22 @@ class Fusion:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderByQuery:
+    """Points in the order of a numeric payload field (score 0, ``order_value``)."""
+
+    key: str
+    descending: bool = False
+    start_from: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SampleRandom:
     """Random points among those selected (score 0)."""
 
 
 # None: no ranking, points in id order (Qdrant's query without "query").
-Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | Fusion | SampleRandom
-         | None)
+Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | OrderByQuery | Fusion
+         | SampleRandom | None)
 
 
 @dataclass(frozen=True, slots=True)

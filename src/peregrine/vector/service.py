@@ -46,6 +46,7 @@ from peregrine.vector.queries import (
     Fusion,
     Mmr,
     NearestQuery,
+    OrderByQuery,
     PointSelector,
     Prefetch,
     Query,
@@ -92,6 +93,7 @@ __all__ = [
     "Metric",
     "Mmr",
     "NearestQuery",
+    "OrderByQuery",
     "PointSelector",
     "Prefetch",
     "Query",
@@ -417,7 +419,7 @@ class VectorService:
             return hits
         found = {r.id: r for r in c.retrieve([h.id for h in hits], options.with_payload,
                                              options.with_vector)}
-        return [Hit(h.id, h.score, found[h.id].payload, found[h.id].vector)
+        return [Hit(h.id, h.score, found[h.id].payload, found[h.id].vector, h.order_value)
                 for h in hits if h.id in found]
 
     def search_groups(self, name: str, vector: Any, options: ReadOptions,
@@ -498,6 +500,13 @@ class VectorService:
                     c.retrieve(ids, options.with_payload or False, options.with_vector)]
         if isinstance(query, Fusion):
             raise InvalidInputError("fusion needs prefetches to fuse")
+        if isinstance(query, OrderByQuery):
+            records = c.scroll_ordered(query.key, query.descending, query.start_from,
+                                       options.filter, options.limit + options.offset,
+                                       options.with_payload, options.with_vector,
+                                       self._filter_limits)
+            return [Hit(r.id, 0.0, r.payload, r.vector, r.order_value)
+                    for r in records[options.offset:]]
         if query is None:
             page, _ = c.scroll(options.filter, options.limit + options.offset, None,
                                options.with_payload, options.with_vector,

@@ -251,6 +251,7 @@ class Hit:
     score: float
     payload: dict[str, Any] | None = None
     vector: list[float] | None = None
+    order_value: int | float | None = None  # an order_by query's field value
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from peregrine.vector.service import (
     Metric,
     Mmr,
     NearestQuery,
+    OrderByQuery,
     Prefetch,
     Query,
     ReadOptions,
@@ -72,6 +73,13 @@ def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
         return Fusion(q.fusion)
     if isinstance(q, schemas.SampleQuery):
         return SampleRandom()
+    if isinstance(q, schemas.OrderByQuery):
+        order = q.order_by if isinstance(q.order_by, schemas.OrderBy) else \
+            schemas.OrderBy(key=q.order_by)
+        if isinstance(order.start_from, str):
+            raise InvalidInputError("order_by.start_from: datetime values are not "
+                                    "supported yet; give a number")
+        return OrderByQuery(order.key, order.direction == "desc", order.start_from)
     if isinstance(q, schemas.RecommendQuery):
         return RecommendQuery(tuple(q.recommend.positive or ()),
                               tuple(q.recommend.negative or ()),
@@ -111,6 +119,8 @@ def scored_point(hit: Hit) -> dict[str, Any]:
     point: dict[str, Any] = {"id": hit.id, "version": 0, "score": hit.score}
     if hit.payload is not None:
         point["payload"] = hit.payload
+    if hit.order_value is not None:
+        point["order_value"] = hit.order_value
     if hit.vector is not None:
         point["vector"] = hit.vector
     return point

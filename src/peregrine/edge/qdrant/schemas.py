@@ -407,6 +407,10 @@ class ContextQuery(Model):
     context: list[ContextPair] | ContextPair
 
 
+class OrderByQuery(Model):
+    order_by: str | OrderBy
+
+
 class FusionQuery(Model):
     fusion: Literal["rrf", "dbsf"]
 
@@ -415,8 +419,8 @@ class SampleQuery(Model):
     sample: Literal["random"]
 
 
-Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | FusionQuery | SampleQuery
-         | Example)
+Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | OrderByQuery | FusionQuery
+         | SampleQuery | Example)
 
 
 class Prefetch(Model):
