@@ -210,3 +210,43 @@ def test_query_in_the_order_of_a_field_alone_and_over_a_prefetch(
                               query=models.OrderByQuery(order_by="ts"), limit=8)
     assert [(p.id, p.order_value) for p in res.points] == ordered(
         events, "ts", False, 8, where=lambda p: p["rank"] < 10)
+
+
+def test_datetime_ranges_and_has_vector(client: QdrantClient, server: ServerProcess) -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    client.create_collection("dated", vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.create_payload_index("dated", "at", models.PayloadSchemaType.DATETIME, wait=True)
+    base = datetime(2024, 3, 1, tzinfo=UTC)
+    rng = np.random.default_rng(4)
+    moments: dict[int, datetime | None] = {}
+    points = []
+    for i in range(200):
+        moment = base + timedelta(hours=int(rng.integers(0, 24 * 60)))
+        style = i % 5
+        if style == 0:
+            text: Any = moment.isoformat().replace("+00:00", "Z")
+        elif style == 1:
+            text = moment.astimezone(timezone(timedelta(hours=2))).isoformat()
+        elif style == 2:
+            text = moment.strftime("%Y-%m-%d %H:%M:%S")  # no zone: UTC
+        elif style == 3:
+            text, moment = moment.strftime("%Y-%m-%d"), moment.replace(hour=0)
+        else:
+            text, moment = ["not a date", 17][i % 2], None  # type: ignore[assignment]
+        moments[i] = moment
+        points.append(models.PointStruct(id=i, vector=[1.0, 0.0], payload={"at": text}))
+    client.upsert("dated", points=points, wait=True)
+    lo, hi = base + timedelta(days=10), base + timedelta(days=40, hours=6)
+    got = {p.id for p in client.scroll("dated", scroll_filter=models.Filter(must=[
+        models.FieldCondition(key="at", range=models.DatetimeRange(gte=lo, lt=hi))]),
+        limit=500)[0]}
+    assert got == {i for i, m in moments.items() if m is not None and lo <= m < hi}
+    assert client.count("dated", count_filter=models.Filter(must=[
+        models.HasVectorCondition(has_vector="")])).count == 200
+    for bad in ({"must": [{"has_vector": "text-dense"}]},
+                {"must": [{"key": "at", "range": {"gte": "yesterday"}}]}):
+        r = httpx.post(f"{server.url}/collections/dated/points/count",
+                       json={"filter": bad}, timeout=10)
+        assert r.status_code == 400, r.text

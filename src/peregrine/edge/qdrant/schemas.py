@@ -150,10 +150,11 @@ class CreateCollection(Model):
 class CreateFieldIndex(Model):
     field_name: str = Field(min_length=1)
     field_schema: (
-        Literal["keyword", "integer", "float", "bool"]
+        Literal["keyword", "integer", "float", "bool", "datetime"]
         | Annotated[dict[str, Any], WithJsonSchema(
             {"type": "object", "properties": {"type": {
-                "enum": ["keyword", "integer", "float", "bool"]}}, "required": ["type"]})]
+                "enum": ["keyword", "integer", "float", "bool", "datetime"]}},
+             "required": ["type"]})]
         | None
     ) = None
 

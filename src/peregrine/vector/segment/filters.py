@@ -35,7 +35,7 @@ from peregrine.core.errors import InvalidInputError
 from peregrine.vector.errors import InvalidFilterError, InvalidPointIdError
 from peregrine.vector.ids import KeyArray, encode_ids
 from peregrine.vector.paths import parse_path
-from peregrine.vector.segment.payload_index import FieldIndex, Mask
+from peregrine.vector.segment.payload_index import FieldIndex, Mask, parse_datetime
 
 
 class Filterable(Protocol):
@@ -251,6 +251,12 @@ def _compile_condition(cond: Any, where: str) -> CompiledFilter:
     if "has_id" in cond:
         _check_keys(cond, {"has_id"}, where)
         return _compile_has_id(cond["has_id"], where)
+    if "has_vector" in cond:
+        _check_keys(cond, {"has_vector"}, where)
+        if cond["has_vector"] != "":
+            raise InvalidFilterError(f"{where}.has_vector: no vector named "
+                                     f"{cond['has_vector']!r} (one unnamed vector, \"\")")
+        return lambda seg: np.ones(seg.n_rows, dtype=np.bool_)  # every point has it
     if "is_empty" in cond or "is_null" in cond:
         kind = "is_empty" if "is_empty" in cond else "is_null"
         _check_keys(cond, {kind}, where)
@@ -358,11 +364,20 @@ def _compile_range(rng: Any, path: str, where: str) -> CompiledFilter:
     if not isinstance(rng, dict) or not rng:
         raise InvalidFilterError(f"{where}.range must be an object with gt/gte/lt/lte")
     _check_keys(rng, set(_RANGE_KEYS), f"{where}.range")
+    given = {name: value for name, value in rng.items() if value is not None}
+    if given and all(isinstance(v, str) for v in given.values()):
+        # A datetime range (Qdrant's DatetimeRange): RFC 3339 bounds.
+        moments: dict[str, float] = {}
+        for name, value in given.items():
+            moments[name] = parse_datetime(value)
+            if moments[name] != moments[name]:
+                raise InvalidFilterError(f"{where}.range.{name}: {value!r} is not an "
+                                         "RFC 3339 datetime")
+        return lambda seg: seg.field_index(path).datetime_range(seg.n_rows, **moments)
     bounds: dict[str, float] = {}
-    for name, value in rng.items():
-        if value is None:
-            continue
+    for name, value in given.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise InvalidFilterError(f"{where}.range.{name} must be a number")
+            raise InvalidFilterError(f"{where}.range.{name} must be a number (or all "
+                                     "bounds RFC 3339 datetimes)")
         bounds[name] = float(value)
     return lambda seg: seg.field_index(path).range(seg.n_rows, **bounds)

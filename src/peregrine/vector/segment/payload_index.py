@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 EqKey = str | int | tuple[str, bool]
 
-PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool")
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
 # Saved indexes of another version are rebuilt from the payloads (version 1
 # read array elements through key steps, which Qdrant's paths do not;
 # version 2 stored a list of rows per key).
@@ -211,6 +212,7 @@ class FieldIndex:
         # by dense code, and back; append-only, written under the lock.
         self._code_of: dict[EqKey, int] = {}
         self._code_keys: list[EqKey] = []
+        self._epochs: F64 = np.empty(0)  # by code: see _code_epochs
         # Row flags: append-only buffers grown by doubling, None until needed.
         self._flags: dict[str, Mask | None] = dict.fromkeys(_FLAGS)
         self._snap = _Snapshot(0, _Postings.empty(), _Postings.empty(), _Sorted.empty(),
@@ -416,6 +418,38 @@ class FieldIndex:
         mask |= self._flag(snap, "other", n)
         return mask
 
+    def _code_epochs(self) -> F64:
+        """Seconds since the epoch of every string key that reads as an RFC 3339 /
+        ISO 8601 datetime (NaN for the others), by code; parsed once per key and
+        extended as keys are added (codes are append-only)."""
+        with self._lock:
+            have = self._epochs
+            total = len(self._code_keys)
+            if have.size < total:
+                fresh = np.full(total - have.size, np.nan)
+                for i, key in enumerate(self._code_keys[have.size:total]):
+                    if isinstance(key, str):
+                        fresh[i] = parse_datetime(key)
+                self._epochs = have = np.concatenate([have, fresh])
+            return have
+
+    def datetime_range(self, n: int, gt: float | None = None, gte: float | None = None,
+                       lt: float | None = None, lte: float | None = None) -> Mask:
+        """Rows below ``n`` holding a datetime string within the bounds (seconds
+        since the epoch)."""
+        snap = self._snap
+        codes = snap.codes
+        epochs = self._code_epochs()[codes.keys] if codes.keys.size else np.empty(0)
+        ok = ~np.isnan(epochs)
+        for bound, test in ((gt, np.greater), (gte, np.greater_equal), (lt, np.less),
+                            (lte, np.less_equal)):
+            if bound is not None:
+                ok &= test(epochs, bound)
+        rows = codes.rows[np.repeat(ok, np.diff(codes.indptr))]
+        mask = np.zeros(n, dtype=np.bool_)
+        mask[rows[rows < n]] = True
+        return mask
+
     def match_text(self, text: str, n: int) -> Mask:
         snap = self._snap
         # A key coded after this snapshot was taken has no rows in it.
@@ -513,6 +547,19 @@ class FieldIndex:
             )
             index.rows_indexed = rows
         return index
+
+
+def parse_datetime(text: str) -> float:
+    """Seconds since the epoch of an RFC 3339 / ISO 8601 datetime ('2024-05-01',
+    '2024-05-01T10:00:00Z', '2024-05-01 10:00:00.5+02:00'; no zone: UTC), NaN
+    when the text is not one."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return math.nan
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _assign(mask: Mask, rows: Rows, cut: bool, value: bool) -> None:
