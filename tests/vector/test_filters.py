@@ -81,7 +81,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _field(cond: dict[str, Any], payload: Any) -> bool:
-    tests = [k for k in ("match", "range", "is_empty", "is_null") if cond.get(k) is not None]
+    tests = [k for k in ("match", "range", "values_count", "is_empty", "is_null")
+             if cond.get(k) is not None]
     return any(_field_test(kind, cond[kind], cond["key"], payload) for kind in tests)
 
 
@@ -94,6 +95,12 @@ def _field_test(kind: str, arg: Any, key: str, payload: Any) -> bool:
                     for n in nodes_at(payload, key))
         return nulls == arg
     vals = values_at(payload, key)
+    if kind == "values_count":  # numbers, strings and booleans; 0 when missing
+        n = sum(1 for v in vals if isinstance(v, (int, float, str)))
+        return all(bound is None or op(n, bound) for name, op in (
+            ("gt", lambda a, b: a > b), ("gte", lambda a, b: a >= b),
+            ("lt", lambda a, b: a < b), ("lte", lambda a, b: a <= b))
+            for bound in (arg.get(name),))
     if kind == "match":
         ((kind, arg),) = arg.items()
         if kind == "value":
@@ -443,6 +450,13 @@ def test_range_bounds_and_types(hand: peregrine.Collection) -> None:
     assert _ids(hand, _r("o.x.y", gte=6)) == {5}
     assert _ids(hand, _r("i", gt=None, lt=100)) == {1, 3, U}  # None bounds are ignored
     assert _ids(hand, _r("s", gt=0)) == set()
+
+
+def test_values_count(hand: peregrine.Collection) -> None:
+    for bounds in ({"gt": 1}, {"gte": 2, "lte": 3}, {"lt": 1}, {"lte": 1}, {"gte": 0}):
+        _ids(hand, {"must": [{"key": "arr", "values_count": bounds}]})
+        _ids(hand, {"must": [{"key": "s", "values_count": bounds}]})
+    assert _ids(hand, {"must": [{"key": "arr", "values_count": {"gt": 1}}]})
 
 
 def test_is_empty_and_is_null(hand: peregrine.Collection) -> None:

@@ -67,8 +67,8 @@ DEFAULT_FILTER_LIMITS = FilterLimits()
 
 _CLAUSES = ("must", "should", "must_not", "min_should")
 _RANGE_KEYS = ("gt", "gte", "lt", "lte")
-_FIELD_TESTS = ("match", "range", "is_empty", "is_null")
-_UNSUPPORTED = ("values_count", "geo_bounding_box", "geo_radius", "geo_polygon")
+_FIELD_TESTS = ("match", "range", "values_count", "is_empty", "is_null")
+_UNSUPPORTED = ("geo_bounding_box", "geo_radius", "geo_polygon")
 
 
 def compile_filter(spec: Any, limits: FilterLimits | None = None) -> CompiledFilter | None:
@@ -306,7 +306,7 @@ def _compile_field(cond: dict[str, Any], where: str) -> CompiledFilter:
     if not tests:
         raise InvalidFilterError(
             f"{where}: at least one field condition must be specified "
-            "(match, range, is_empty or is_null)")
+            "(match, range, values_count, is_empty or is_null)")
     if len(tests) == 1:
         return tests[0]
 
@@ -324,6 +324,20 @@ def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
         return _compile_match(arg, path, where)
     if kind == "range":
         return _compile_range(arg, path, where)
+    if kind == "values_count":
+        if not isinstance(arg, dict) or not arg:
+            raise InvalidFilterError(f"{where}.values_count must be an object with "
+                                     "gt/gte/lt/lte")
+        _check_keys(arg, set(_RANGE_KEYS), f"{where}.values_count")
+        bounds: dict[str, float] = {}
+        for name, value in arg.items():
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidFilterError(f"{where}.values_count.{name} must be a "
+                                         "non-negative integer")
+            bounds[name] = float(value)
+        return lambda seg: seg.field_index(path).values_count(seg.n_rows, **bounds)
     if not isinstance(arg, bool):
         raise InvalidFilterError(f"{where}.{kind} must be true or false")
     if kind == "is_empty":  # missing, null or []: is_empty true; false needs a value

@@ -418,6 +418,23 @@ class FieldIndex:
         mask |= self._flag(snap, "other", n)
         return mask
 
+    def values_count(self, n: int, gt: float | None = None, gte: float | None = None,
+                     lt: float | None = None, lte: float | None = None) -> Mask:
+        """Rows below ``n`` whose number of values at the path (array elements, or
+        1 for a single value; numbers, strings and booleans; 0 when missing) is
+        within the bounds."""
+        snap = self._snap
+        size = max(n, snap.rows)
+        counts = (np.bincount(snap.ints.rows, minlength=size)
+                  + np.bincount(snap.codes.rows, minlength=size)
+                  + np.bincount(snap.floats.rows, minlength=size))[:n]
+        mask = np.ones(n, dtype=np.bool_)
+        for bound, test in ((gt, np.greater), (gte, np.greater_equal), (lt, np.less),
+                            (lte, np.less_equal)):
+            if bound is not None:
+                mask &= test(counts, bound)
+        return mask
+
     def _code_epochs(self) -> F64:
         """Seconds since the epoch of every string key that reads as an RFC 3339 /
         ISO 8601 datetime (NaN for the others), by code; parsed once per key and
