@@ -250,3 +250,60 @@ def test_datetime_ranges_and_has_vector(client: QdrantClient, server: ServerProc
         r = httpx.post(f"{server.url}/collections/dated/points/count",
                        json={"filter": bad}, timeout=10)
         assert r.status_code == 400, r.text
+
+
+def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    import math
+
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+
+
+def test_geo_radius_box_and_polygon(client: QdrantClient, server: ServerProcess) -> None:
+    client.create_collection("places", vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.create_payload_index("places", "loc", models.PayloadSchemaType.GEO, wait=True)
+    rng = np.random.default_rng(6)
+    spots: dict[int, list[tuple[float, float]]] = {}
+    points = []
+    for i in range(300):
+        here = [(13.4 + float(rng.uniform(-0.5, 0.5)), 52.5 + float(rng.uniform(-0.3, 0.3)))
+                for _ in range(1 if i % 4 else 2)]
+        spots[i] = here
+        loc: Any = [{"lon": x, "lat": y} for x, y in here] if len(here) > 1 else \
+            {"lon": here[0][0], "lat": here[0][1]}
+        points.append(models.PointStruct(id=i, vector=[1.0, 0.0], payload={"loc": loc}))
+    points.append(models.PointStruct(id=999, vector=[1.0, 0.0], payload={"loc": "Berlin"}))
+    client.upsert("places", points=points, wait=True)
+
+    def ids(cond: models.FieldCondition) -> set[int]:
+        return {int(p.id) for p in client.scroll("places", scroll_filter=models.Filter(
+            must=[cond]), limit=1000)[0]}
+
+    near = ids(models.FieldCondition(key="loc", geo_radius=models.GeoRadius(
+        center=models.GeoPoint(lon=13.4, lat=52.5), radius=15_000.0)))
+    assert near == {i for i, s in spots.items()
+                    if any(haversine_m(13.4, 52.5, x, y) <= 15_000 for x, y in s)}
+    assert 0 < len(near) < 300
+    box = ids(models.FieldCondition(key="loc", geo_bounding_box=models.GeoBoundingBox(
+        top_left=models.GeoPoint(lon=13.2, lat=52.6),
+        bottom_right=models.GeoPoint(lon=13.5, lat=52.4))))
+    assert box == {i for i, s in spots.items()
+                   if any(13.2 <= x <= 13.5 and 52.4 <= y <= 52.6 for x, y in s)}
+    ring = [(13.0, 52.3), (13.8, 52.3), (13.8, 52.7), (13.0, 52.7), (13.0, 52.3)]
+    hole = [(13.3, 52.4), (13.5, 52.4), (13.5, 52.6), (13.3, 52.6), (13.3, 52.4)]
+    poly = ids(models.FieldCondition(key="loc", geo_polygon=models.GeoPolygon(
+        exterior=models.GeoLineString(points=[models.GeoPoint(lon=x, lat=y) for x, y in ring]),
+        interiors=[models.GeoLineString(points=[models.GeoPoint(lon=x, lat=y)
+                                                for x, y in hole])])))
+    assert poly == {i for i, s in spots.items()
+                    if any(13.0 < x < 13.8 and 52.3 < y < 52.7
+                           and not (13.3 < x < 13.5 and 52.4 < y < 52.6) for x, y in s)}
+    for bad in ({"key": "loc", "geo_radius": {"center": {"lon": 200, "lat": 0}, "radius": 1}},
+                {"key": "loc", "geo_polygon": {"exterior": {"points": [{"lon": 0, "lat": 0}]}}},
+                {"key": "loc", "geo_bounding_box": {"top_left": {"lon": 0, "lat": 0}}}):
+        r = httpx.post(f"{server.url}/collections/places/points/count",
+                       json={"filter": {"must": [bad]}}, timeout=10)
+        assert r.status_code == 400, r.text

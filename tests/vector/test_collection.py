@@ -918,3 +918,23 @@ def test_scan_scores_every_live_point_in_every_layout(db: peregrine.Database,
     even = c.scan(score, k=300, filter={"must": [{"key": "even", "match": {"value": True}}]})
     assert {h.id for h in even} == {i for i, (_, p) in model.points.items()
                                     if p.get("even") is True}
+
+
+def test_geo_points_survive_sealing_and_reopening(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    lons, lats = rng.uniform(-10, 10, 500), rng.uniform(40, 50, 500)
+    flt = {"must": [{"key": "at", "geo_bounding_box": {
+        "top_left": {"lon": -2.0, "lat": 47.0}, "bottom_right": {"lon": 3.0, "lat": 44.0}}}]}
+    want = int(np.count_nonzero((lons >= -2) & (lons <= 3) & (lats >= 44) & (lats <= 47)))
+    db = peregrine.open(tmp_path / "db")
+    c = db.create_collection("g", DIM, "cosine", index={"segment_rows": 64})
+    c.create_payload_index("at", "geo")
+    c.upsert(list(range(500)), np.random.default_rng(1).standard_normal((500, DIM)),
+             [{"at": {"lon": float(x), "lat": float(y)}} for x, y in zip(lons, lats,
+                                                                         strict=True)])
+    c.optimize()
+    assert c.count(flt) == want > 0
+    db.close()
+    again = peregrine.open(tmp_path / "db")
+    assert again.collection("g").count(flt) == want
+    again.close()

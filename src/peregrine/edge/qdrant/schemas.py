@@ -150,10 +150,10 @@ class CreateCollection(Model):
 class CreateFieldIndex(Model):
     field_name: str = Field(min_length=1)
     field_schema: (
-        Literal["keyword", "integer", "float", "bool", "datetime"]
+        Literal["keyword", "integer", "float", "bool", "datetime", "geo"]
         | Annotated[dict[str, Any], WithJsonSchema(
             {"type": "object", "properties": {"type": {
-                "enum": ["keyword", "integer", "float", "bool", "datetime"]}},
+                "enum": ["keyword", "integer", "float", "bool", "datetime", "geo"]}},
              "required": ["type"]})]
         | None
     ) = None

@@ -35,6 +35,7 @@ from peregrine.core.errors import InvalidInputError
 from peregrine.vector.errors import InvalidFilterError, InvalidPointIdError
 from peregrine.vector.ids import KeyArray, encode_ids
 from peregrine.vector.paths import parse_path
+from peregrine.vector.segment import geo
 from peregrine.vector.segment.payload_index import FieldIndex, Mask, parse_datetime
 
 
@@ -67,8 +68,8 @@ DEFAULT_FILTER_LIMITS = FilterLimits()
 
 _CLAUSES = ("must", "should", "must_not", "min_should")
 _RANGE_KEYS = ("gt", "gte", "lt", "lte")
-_FIELD_TESTS = ("match", "range", "values_count", "is_empty", "is_null")
-_UNSUPPORTED = ("geo_bounding_box", "geo_radius", "geo_polygon")
+_FIELD_TESTS = ("match", "range", "values_count", "geo_radius", "geo_bounding_box",
+                "geo_polygon", "is_empty", "is_null")
 
 
 def compile_filter(spec: Any, limits: FilterLimits | None = None) -> CompiledFilter | None:
@@ -298,15 +299,12 @@ def _is_scalar(value: Any) -> bool:
 def _compile_field(cond: dict[str, Any], where: str) -> CompiledFilter:
     """A key with one or more tests; several tests on one key are OR-ed (Qdrant)."""
     path = _key_of(cond, where)
-    unsupported = [k for k in _UNSUPPORTED if cond.get(k) is not None]
-    if unsupported:
-        raise InvalidFilterError(f"{where}: {unsupported[0]} conditions are not supported")
     tests = [_compile_test(kind, cond[kind], path, where)
              for kind in _FIELD_TESTS if cond.get(kind) is not None]
     if not tests:
         raise InvalidFilterError(
             f"{where}: at least one field condition must be specified "
-            "(match, range, values_count, is_empty or is_null)")
+            "(match, range, values_count, geo_*, is_empty or is_null)")
     if len(tests) == 1:
         return tests[0]
 
@@ -324,6 +322,9 @@ def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
         return _compile_match(arg, path, where)
     if kind == "range":
         return _compile_range(arg, path, where)
+    if kind in geo.CONDITIONS:
+        inside = geo.CONDITIONS[kind](arg, f"{where}.{kind}")
+        return lambda seg: seg.field_index(path).geo_mask(seg.n_rows, inside)
     if kind == "values_count":
         if not isinstance(arg, dict) or not arg:
             raise InvalidFilterError(f"{where}.values_count must be an object with "

@@ -52,11 +52,11 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 EqKey = str | int | tuple[str, bool]
 
-PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime")
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "geo")
 # Saved indexes of another version are rebuilt from the payloads (version 1
 # read array elements through key steps, which Qdrant's paths do not;
-# version 2 stored a list of rows per key).
-FORMAT_VERSION = 3
+# version 2 stored a list of rows per key; version 3 had no geo points).
+FORMAT_VERSION = 4
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I32_MAX = 2**31 - 1
@@ -163,16 +163,18 @@ class _Sorted:
 class _Snapshot:
     """What queries read: immutable once published."""
 
-    __slots__ = ("codes", "flags", "floats", "ints", "multi", "rows")
+    __slots__ = ("codes", "flags", "floats", "geo", "ints", "multi", "rows")
 
     def __init__(self, rows: int, ints: _Postings, codes: _Postings, floats: _Sorted,
-                 flags: dict[str, Mask | None], multi: bool) -> None:
+                 flags: dict[str, Mask | None], multi: bool, geo: F64 | None = None) -> None:
         self.rows = rows  # rows indexed: flags are only read below this
         self.ints = ints
         self.codes = codes
         self.floats = floats
         self.flags = flags
         self.multi = multi  # some row holds more than one equality key
+        # Geo points ({"lon", "lat"} objects) as rows of (row, lon, lat), rows ascending.
+        self.geo = geo if geo is not None else np.empty((0, 3))
 
 
 class _Batch:
@@ -182,6 +184,7 @@ class _Batch:
         "code_keys",
         "code_rows",
         "flags",
+        "geo",
         "int_keys",
         "int_rows",
         "multi",
@@ -190,6 +193,7 @@ class _Batch:
     )
 
     def __init__(self) -> None:
+        self.geo: list[tuple[int, float, float]] = []  # (row, lon, lat)
         self.int_keys: list[int] = []
         self.int_rows: list[int] = []
         self.code_keys: list[int] = []
@@ -263,6 +267,8 @@ class FieldIndex:
                 key = eq_key(value)
                 if key is None:
                     other = True  # floats, objects: never equal to a keyword/integer
+                    if isinstance(value, dict) and _is_geo(value):
+                        batch.geo.append((row, float(value["lon"]), float(value["lat"])))
                     continue
                 code = self._code_of.get(key)
                 if code is None:
@@ -292,8 +298,10 @@ class FieldIndex:
         for name, rows in batch.flags.items():
             if rows:
                 self._set_flags(name, rows, n_rows, expected)
+        geo = snap.geo if not batch.geo else np.concatenate(
+            [snap.geo, np.asarray(batch.geo, dtype=np.float64)])
         self._snap = _Snapshot(n_rows, ints, codes, floats, dict(self._flags),
-                               snap.multi or batch.multi)
+                               snap.multi or batch.multi, geo)
         self.rows_indexed = n_rows
 
     def _set_flags(self, name: str, rows: list[int], n_rows: int, expected: int) -> None:
@@ -435,6 +443,17 @@ class FieldIndex:
                 mask &= test(counts, bound)
         return mask
 
+    def geo_mask(self, n: int, inside: Callable[[F64, F64], Mask]) -> Mask:
+        """Rows below ``n`` holding a geo point (``{"lon", "lat"}``) for which
+        ``inside(lons, lats)`` holds."""
+        geo = self._snap.geo
+        mask = np.zeros(n, dtype=np.bool_)
+        if geo.size:
+            rows = geo[:, 0].astype(np.int64)
+            hit = inside(geo[:, 1], geo[:, 2]) & (rows < n)
+            mask[rows[hit]] = True
+        return mask
+
     def _code_epochs(self) -> F64:
         """Seconds since the epoch of every string key that reads as an RFC 3339 /
         ISO 8601 datetime (NaN for the others), by code; parsed once per key and
@@ -533,6 +552,7 @@ class FieldIndex:
                 code_rows=snap.codes.rows,
                 float_values=snap.floats.values,
                 float_rows=snap.floats.rows,
+                geo=snap.geo,
                 **arrays,
                 has_flag=np.asarray([snap.flags[name] is not None for name in _FLAGS]),
             )
@@ -561,9 +581,17 @@ class FieldIndex:
                 _Sorted(data["float_values"], data["float_rows"]),
                 dict(index._flags),
                 bool(data["multi"][0]),
+                data["geo"],
             )
             index.rows_indexed = rows
         return index
+
+
+def _is_geo(value: dict[str, Any]) -> bool:
+    lon, lat = value.get("lon"), value.get("lat")
+    return (isinstance(lon, (int, float)) and isinstance(lat, (int, float))
+            and not isinstance(lon, bool) and not isinstance(lat, bool)
+            and -180 <= lon <= 180 and -90 <= lat <= 90)
 
 
 def parse_datetime(text: str) -> float:
