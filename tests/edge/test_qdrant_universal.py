@@ -205,3 +205,26 @@ def test_discover_and_context_queries_score_as_qdrant_does(
     with pytest.raises(UnexpectedResponse) as exc:
         client.query_points("u", query=models.ContextQuery(context=[]))
     assert exc.value.status_code == 400
+
+
+def test_dbsf_puts_the_nearest_first_on_distances_and_ef_is_capped(
+        client: QdrantClient, server: ServerProcess) -> None:
+    import httpx
+
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal((100, 4)).astype(np.float32)
+    client.create_collection("euclid", vectors_config=models.VectorParams(
+        size=4, distance=models.Distance.EUCLID))
+    client.upsert("euclid", points=[models.PointStruct(id=i, vector=v[i].tolist())
+                                    for i in range(100)], wait=True)
+    q = rng.standard_normal(4).astype(np.float32)
+    nearest = [p.id for p in client.query_points("euclid", query=q.tolist(), limit=5,
+                                                 search_params=EXACT).points]
+    same = models.Prefetch(query=q.tolist(), limit=5, params=EXACT)
+    fused = client.query_points("euclid", prefetch=[same, same],
+                                query=models.FusionQuery(fusion=models.Fusion.DBSF), limit=5)
+    assert [p.id for p in fused.points] == nearest
+    r = httpx.post(f"{server.url}/collections/euclid/points/query", json={
+        "prefetch": {"query": q.tolist(), "params": {"hnsw_ef": 10**8}},
+        "query": {"fusion": "rrf"}}, timeout=10)
+    assert r.status_code == 400 and "max_ef" in r.text

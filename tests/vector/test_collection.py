@@ -938,3 +938,19 @@ def test_geo_points_survive_sealing_and_reopening(tmp_path: Path) -> None:
     again = peregrine.open(tmp_path / "db")
     assert again.collection("g").count(flt) == want
     again.close()
+
+
+def test_order_by_an_integer_index_is_exact_beyond_float_precision(
+        db: peregrine.Database) -> None:
+    c = db.create_collection("c", DIM, "dot")
+    c.create_payload_index("g", "integer")
+    big = 2**53
+    values = {1: big + 1, 2: big, 3: 3.5, 4: 2**64 - 1, 5: -(2**63), 6: 7, 7: [big + 3, 1]}
+    c.upsert(list(values), np.ones((len(values), DIM)), [{"g": v} for v in values.values()])
+    up = c.scroll_ordered("g", limit=10, with_payload=False)
+    # Floats and integers beyond int64 are not in an integer index; a point with
+    # several values is placed at its first in the direction asked.
+    assert [(r.id, r.order_value) for r in up] == [(5, -(2**63)), (7, 1), (6, 7),
+                                                   (2, big), (1, big + 1)]
+    down = c.scroll_ordered("g", descending=True, start_from=float(big), limit=10)
+    assert [(r.id, r.order_value) for r in down] == [(2, big), (6, 7), (7, 1), (5, -(2**63))]

@@ -82,4 +82,5 @@ def grouped(search: Callable[[ReadOptions], list[Hit]], options: ReadOptions,
             break
         k = min(cap, k * 4)
     return [Group(value, [Hit(h.id, h.score, select_payload(h.payload, options.with_payload),
-                              h.vector) for h in members]) for value, members in top]
+                              h.vector, h.order_value) for h in members])
+            for value, members in top]

@@ -2,8 +2,9 @@
 ``sample`` random points that a filter selects, its ``limit`` nearest among the
 sample, as a sparse matrix. Used to cluster or map a collection.
 
-One (sample x sample) score block in numpy, the diagonal masked out, then a
-row-wise top-k: exact, and bounded by the sample cap.
+Exact: blocks of 256 sample rows are scored against the whole sample, the
+diagonal masked out, then a row-wise top-k; memory stays at one block, and a
+request past its deadline stops between blocks. ``MAX_SAMPLE`` bounds the work.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from peregrine.core.deadline import check_deadline
 from peregrine.vector.ids import PointId
 from peregrine.vector.segment.kernels import NEG_INF, public_scores, score_block, top_k
 from peregrine.vector.types import Metric
@@ -28,15 +30,28 @@ class DistanceMatrix:
     scores: list[float]
 
 
+MAX_SAMPLE = 4096
+_BLOCK = 256
+
+
 def nearest_within(ids: list[PointId], vectors: np.ndarray, metric: Metric,
                    limit: int) -> DistanceMatrix:
     n = len(ids)
     if n < 2:
         return DistanceMatrix(ids, [], [], [])
-    scores = score_block(vectors, vectors, metric)
-    np.fill_diagonal(scores, NEG_INF)
-    best, cols = top_k(scores, min(limit, n - 1))
-    shown = public_scores(best, metric)
-    rows = np.repeat(np.arange(n), cols.shape[1])
+    k = min(limit, n - 1)
+    norms = np.einsum("ij,ij->i", vectors, vectors) if metric is Metric.L2 else None
+    best_parts, col_parts = [], []
+    for start in range(0, n, _BLOCK):
+        check_deadline()
+        stop = min(n, start + _BLOCK)
+        scores = score_block(vectors, vectors[start:stop], metric, norms)
+        scores[np.arange(stop - start), np.arange(start, stop)] = NEG_INF  # not itself
+        best, cols = top_k(scores, k)
+        best_parts.append(best)
+        col_parts.append(cols)
+    shown = public_scores(np.concatenate(best_parts), metric)
+    cols = np.concatenate(col_parts)
+    rows = np.repeat(np.arange(n), k)
     return DistanceMatrix(ids, rows.tolist(), cols.ravel().tolist(),
                           shown.ravel().astype(np.float64).tolist())

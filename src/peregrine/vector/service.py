@@ -36,7 +36,7 @@ from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotSto
 from peregrine.vector.errors import InvalidPointIdError, PointNotFoundError
 from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
 from peregrine.vector.ids import PointId, decode_key, encode_id
-from peregrine.vector.matrix import DistanceMatrix, nearest_within
+from peregrine.vector.matrix import MAX_SAMPLE, DistanceMatrix, nearest_within
 from peregrine.vector.metrics import VectorMetrics
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
@@ -69,7 +69,7 @@ from peregrine.vector.types import (
     Record,
     RenameAlias,
 )
-from peregrine.vector.universal import check_prefetch, resolve
+from peregrine.vector.universal import Stages, check_prefetch, resolve
 
 T = TypeVar("T")
 
@@ -393,7 +393,7 @@ class VectorService:
         recommend, a random sample, or with no query the points in id order
         (score 0); over ``prefetch`` stages, fusion too (``universal.py``)."""
         self._check_read(options)
-        check_prefetch(prefetch, self.settings.max_limit)
+        check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
         return self._timed(name, "query", lambda c: self._staged(c, query, options, prefetch))
 
     def query_batch(self, name: str,
@@ -401,7 +401,7 @@ class VectorService:
                     ) -> list[list[Hit]]:
         self._check_batch([options for _, options, _ in queries])
         for _, _, prefetch in queries:
-            check_prefetch(prefetch, self.settings.max_limit)
+            check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
         return self._timed(name, "query_batch", lambda c: [
             self._staged(c, query, options, prefetch) for query, options, prefetch in queries])
 
@@ -413,8 +413,8 @@ class VectorService:
             return self._query(c, query, options)
         if query is None:
             raise InvalidInputError("a query with prefetches needs a query to merge them")
-        hits = resolve(query, prefetch, options, lambda q, o: self._query(c, q, o),
-                       _random_pick)
+        hits = resolve(query, prefetch, options, Stages(
+            lambda q, o: self._query(c, q, o), _random_pick, c.config.metric.higher_is_better))
         if not options.with_payload and not options.with_vector:
             return hits
         found = {r.id: r for r in c.retrieve([h.id for h in hits], options.with_payload,
@@ -430,7 +430,7 @@ class VectorService:
 
     def query_groups(self, name: str, query: Query, options: ReadOptions,
                      spec: GroupSpec, prefetch: Sequence[Prefetch] = ()) -> list[Group]:
-        check_prefetch(prefetch, self.settings.max_limit)
+        check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
         return self._grouped(name, "query_groups", options, spec,
                              lambda c, o: self._staged(c, query, o, prefetch))
 
@@ -440,7 +440,8 @@ class VectorService:
         nearest among them (``matrix.py``)."""
         if sample < 2 or limit < 1:
             raise InvalidInputError("sample must be at least 2 and limit positive")
-        self._check_count(sample, "sampled points")
+        if sample > MAX_SAMPLE:
+            raise InvalidInputError(f"sample is at most {MAX_SAMPLE}")
         self._check_read(ReadOptions(limit=limit))
 
         def read(c: Collection) -> DistanceMatrix:
@@ -448,7 +449,11 @@ class VectorService:
             if len(ids) > sample:
                 picked = np.random.default_rng().choice(len(ids), sample, replace=False)
                 ids = [ids[i] for i in np.sort(picked).tolist()]
-            return nearest_within(ids, self._vectors_of(c, ids), c.config.metric, limit)
+            # One read for the vectors: a point deleted since the ids were read drops out.
+            found = c.retrieve(ids, with_payload=False, with_vectors=True)
+            vectors = np.asarray([r.vector for r in found], dtype=np.float32).reshape(
+                len(found), c.config.dim)
+            return nearest_within([r.id for r in found], vectors, c.config.metric, limit)
 
         return self._timed(name, "matrix", read)
 

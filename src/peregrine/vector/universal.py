@@ -17,7 +17,7 @@ spends its ``limit`` on points the request would filter out.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,8 +34,9 @@ MAX_DEPTH = 8
 Base = Callable[[Query, ReadOptions], list[Hit]]
 
 
-def check_prefetch(prefetch: Sequence[Prefetch], max_limit: int) -> None:
-    """Bounded work: at most 64 stages, 8 deep, each within ``max_limit``."""
+def check_prefetch(prefetch: Sequence[Prefetch], max_limit: int, max_ef: int) -> None:
+    """Bounded work: at most 64 stages, 8 deep, each within ``max_limit`` and
+    ``max_ef``."""
     count = 0
 
     def walk(nodes: Sequence[Prefetch], depth: int) -> None:
@@ -48,6 +49,9 @@ def check_prefetch(prefetch: Sequence[Prefetch], max_limit: int) -> None:
                 raise InvalidInputError(f"a query has at most {MAX_STAGES} prefetches")
             if not 1 <= node.limit <= max_limit:
                 raise InvalidInputError(f"prefetch limit must be 1..{max_limit} (max_limit)")
+            if node.ef is not None and not 1 <= node.ef <= max_ef:
+                raise InvalidInputError(f"prefetch hnsw_ef must be between 1 and {max_ef} "
+                                        "(max_ef)")
             if node.prefetch and node.query is None:
                 raise InvalidInputError("a prefetch with prefetches needs a query to "
                                         "merge them")
@@ -64,7 +68,10 @@ def both(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] |
     return {"must": [a, b]}
 
 
-def fuse(method: str, sources: Sequence[list[Hit]], limit: int) -> list[Hit]:
+def fuse(method: str, sources: Sequence[list[Hit]], limit: int,
+         higher_is_better: bool = True) -> list[Hit]:
+    """Fused scores, best first. With distances (``higher_is_better`` False) dbsf
+    normalises the negated distances, so that the nearest still score highest."""
     scores: dict[PointId, float] = {}
     for hits in sources:
         if not hits:
@@ -73,6 +80,8 @@ def fuse(method: str, sources: Sequence[list[Hit]], limit: int) -> list[Hit]:
             part = 1.0 / (RRF_K + np.arange(len(hits), dtype=np.float64))
         elif method == "dbsf":
             raw = np.array([h.score for h in hits], dtype=np.float64)
+            if not higher_is_better:
+                raw = -raw
             spread = float(raw.std(ddof=1)) if raw.size > 1 else 0.0
             if spread == 0.0:
                 part = np.full(raw.size, 0.5)
@@ -87,39 +96,45 @@ def fuse(method: str, sources: Sequence[list[Hit]], limit: int) -> list[Hit]:
     return [Hit(pid, score) for pid, score in ranked]
 
 
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """What running the stages needs from the collection."""
+
+    base: Base  # one stage without prefetches
+    sample: Callable[[list[PointId], int], list[PointId]]
+    higher_is_better: bool  # the collection's scores (False: distances)
+
+
 def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
-            base: Base, sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+            stages: Stages) -> list[Hit]:
     """The hits of ``query`` over ``prefetch`` (ids and scores only, best first,
     ``options.offset`` applied)."""
-    sources = [_run(p, options.filter, base, sample) for p in prefetch]
+    sources = [_run(p, options.filter, stages) for p in prefetch]
     hits = _merge(query, sources, options.limit + options.offset, options.filter,
-                  options.score_threshold, base, sample)
+                  options.score_threshold, stages)
     return hits[options.offset:]
 
 
-def _run(node: Prefetch, above: dict[str, Any] | None, base: Base,
-         sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+def _run(node: Prefetch, above: dict[str, Any] | None, stages: Stages) -> list[Hit]:
     flt = both(above, node.filter)
     if node.prefetch:
-        sources = [_run(child, flt, base, sample) for child in node.prefetch]
-        return _merge(node.query, sources, node.limit, flt, node.score_threshold, base,
-                      sample)
-    return base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
-                                        exact=node.exact,
-                                        score_threshold=node.score_threshold))
+        sources = [_run(child, flt, stages) for child in node.prefetch]
+        return _merge(node.query, sources, node.limit, flt, node.score_threshold, stages)
+    return stages.base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
+                                               exact=node.exact,
+                                               score_threshold=node.score_threshold))
 
 
 def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, Any] | None,
-           threshold: float | None, base: Base,
-           sample: Callable[[list[PointId], int], list[PointId]]) -> list[Hit]:
+           threshold: float | None, stages: Stages) -> list[Hit]:
     if isinstance(query, Fusion):
-        fused = fuse(query.method, sources, limit)
+        fused = fuse(query.method, sources, limit, stages.higher_is_better)
         return fused if threshold is None else [h for h in fused if h.score >= threshold]
     found = list(dict.fromkeys(h.id for hits in sources for h in hits))
     if not found:
         return []
     if isinstance(query, SampleRandom):
-        return [Hit(pid, 0.0) for pid in sample(found, limit)]
+        return [Hit(pid, 0.0) for pid in stages.sample(found, limit)]
     among = both(flt, {"must": [{"has_id": found}]})
-    return base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
-                               score_threshold=threshold))
+    return stages.base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
+                                      score_threshold=threshold))

@@ -467,12 +467,14 @@ class Collection:
         check_with_payload(with_payload)
         compiled = compile_filter(filter, filter_limits)
         with self._reading() as holder:
-            if holder.config.payload_indexes.get(key) not in ("integer", "float"):
+            kind = holder.config.payload_indexes.get(key)
+            if kind not in ("integer", "float"):
                 raise InvalidInputError(f"order_by needs an integer or float payload index "
                                         f"on {key!r}; create one first")
             return ordered_records(list(holder.segments),
                                    lambda seg: self._allowed(seg, compiled), key,
-                                   descending, start_from, limit, with_payload, with_vectors)
+                                   descending, start_from, limit, with_payload, with_vectors,
+                                   integers=kind == "integer")
 
     def scroll(
         self,

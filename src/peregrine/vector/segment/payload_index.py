@@ -385,14 +385,20 @@ class FieldIndex:
                 out.append((int(key) if decode is None else decode[int(key)], int(counts[i])))
         return out
 
-    def numbers(self, allowed: Mask | None, n: int) -> tuple[F64, Rows, Mask]:
+    def numbers(self, allowed: Mask | None, n: int, integers: bool = False
+                ) -> tuple[F64 | I64, Rows, Mask]:
         """Every number held by the rows below ``n`` that ``allowed`` admits, as
-        (values, rows, which values are integers), for ordering by the field."""
+        (values, rows, which values are integers), for ordering by the field.
+        ``integers``: only the 64-bit integers, as exact int64 values."""
         snap = self._snap
         ints, floats = snap.ints, snap.floats
-        values = np.concatenate([
-            np.repeat(ints.keys, np.diff(ints.indptr)).astype(np.float64), floats.values])
-        rows = np.concatenate([ints.rows.astype(np.int64), floats.rows.astype(np.int64)])
+        int_values = np.repeat(ints.keys, np.diff(ints.indptr))
+        values: F64 | I64
+        if integers:
+            values, rows = int_values, ints.rows.astype(np.int64)
+        else:
+            values = np.concatenate([int_values.astype(np.float64), floats.values])
+            rows = np.concatenate([ints.rows.astype(np.int64), floats.rows.astype(np.int64)])
         is_int = np.zeros(values.size, dtype=bool)
         is_int[:ints.rows.size] = True
         keep = rows < n
