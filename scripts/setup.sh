@@ -20,8 +20,8 @@ export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 # The same llama.cpp without llamafile and repacked kernels, whose results depend
 # on the batch: llm.batch_invariant loads it (docs/inference.md). Built once.
 INV=.venv/llama-invariant
-if [ ! -f "$INV/libllama.so" ]; then
-    VER=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+VER=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+if [ ! -f "$INV/libllama.so" ] || [ "$(cat "$INV/VERSION" 2>/dev/null)" != "$VER" ]; then
     TMP=$(mktemp -d)
     CMAKE_ARGS="-DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF" .venv/bin/python -m pip wheel -q \
         --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$VER" -w "$TMP"
@@ -35,5 +35,6 @@ with zipfile.ZipFile(wheel) as z:
         if name.startswith("llama_cpp/lib/") and not name.endswith("/"):
             (out / pathlib.Path(name).name).write_bytes(z.read(name))
 PY
+    echo "$VER" > "$INV.tmp/VERSION"  # the binding it was built for
     rm -rf "$INV" "$TMP" && mv "$INV.tmp" "$INV"
 fi

@@ -285,6 +285,32 @@ def test_a_flush_of_events_is_acknowledged_once_and_each_lands_once(
     asyncio.run(main())
 
 
+def test_an_event_the_stream_refuses_is_never_settled_by_another_ones_ack(
+        nats_server: EmbeddedNats) -> None:
+    async def main() -> None:
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        await js.add_stream(name="SMALL", subjects=["small.events"], max_msg_size=100)
+        worker = Worker(slow_service.service, MqSettings(nats=nats_server.url, drain_s=1.0))
+        await worker.start()
+        events = worker.events
+        assert events is not None
+        try:
+            # One flush: no stream, stored, too large for the stream, stored.
+            events.send([("nowhere.events", b"a"), ("small.events", b"b"),
+                         ("small.events", b"x" * 500), ("small.events", b"c")], None)
+            await asyncio.sleep(1.0)
+            info = await js.stream_info("SMALL")
+            assert info.state.messages == 2
+            left = sorted(e[1][:1] for e in events.pending.values())
+            assert left == [b"a", b"x"]  # refused ones stay pending (and are resent)
+        finally:
+            assert not await worker.drain()
+            await nc.close()
+
+    asyncio.run(main())
+
+
 def test_breaker_counts_cancelled_trials_and_ignores_late_news() -> None:
     now = [0.0]
     breaker = CircuitBreaker("d", failure_threshold=1, reset_s=1.0, clock=lambda: now[0])

@@ -10,9 +10,9 @@ the worker's memory growing.
 
 The reply is published first. Events the handler queued (``Service.publish_event``)
 go after it, to JetStream, a flush per event-loop turn with one acknowledgement
-for the flush: they never delay the reply, and one not acknowledged within two
-seconds is sent again under the same ``Nats-Msg-Id`` (JetStream drops the
-duplicate).
+per subject where the stream allows (``EventPublisher``): they never delay the
+reply, and one not acknowledged within two seconds is sent again under the same
+``Nats-Msg-Id`` (JetStream drops the duplicate).
 
 SIGTERM drains: the subscriptions stop taking messages and hand over what they
 hold, the requests in flight are answered, the events are acknowledged, and the
@@ -49,6 +49,7 @@ log = logging.getLogger("peregrine.mq")
 REQUEST_ID = "Request-Id"
 _EVENT_RETRY_S = 2.0
 _RESEND_BATCH = 1000  # events sent again per round (twice a second)
+_POLICY_TTL_S = 60.0  # how long a subject's stream settings are trusted
 
 
 class _Metrics:
@@ -66,25 +67,32 @@ class _Metrics:
 
 
 class EventPublisher:
-    """Events to JetStream, acknowledged a flush at a time.
+    """Events to JetStream, acknowledged a subject at a time per flush.
 
     ``send`` queues a request's events; once per event-loop turn one flush
-    publishes everything queued, in order on the one connection, and only the last
-    of them asks for JetStream's acknowledgement. The stream stores one
-    connection's publications in order, so that acknowledgement (a JSON answer with
-    its ``seq``) settles the whole flush: one reply message per flush, not one per
-    event, which is most of what events cost the worker. An error, or the empty
-    503 that no stream on the subject produces, leaves the flush pending. An event
-    pending for two seconds is sent again on its own, with its own
-    acknowledgement, at most ``_RESEND_BATCH`` per round, under the same
-    ``Nats-Msg-Id`` (JetStream drops the duplicate). At most ``max_pending``
+    publishes everything queued, in order on the one connection. Within a flush,
+    only the last event of each subject asks for JetStream's acknowledgement, and
+    that acknowledgement (a JSON answer with its ``seq``) settles the flush's
+    events of that subject: one subject belongs to one stream, which stores one
+    connection's publications in order. That saves a reply message per event,
+    most of what events cost the worker. Sharing is only allowed where the stream
+    cannot refuse one message and keep a later one: an event of a subject with no
+    stream, of a stream that discards new messages at its limits, or larger than
+    the stream's ``max_msg_size``, asks for its own acknowledgement (the stream's
+    settings are looked up once a minute per subject). A failed publication
+    leaves its whole flush to be settled event by event.
+
+    An error, or the empty 503 that no stream on the subject produces, leaves
+    events pending. An event pending for two seconds is sent again on its own,
+    with its own acknowledgement, at most ``_RESEND_BATCH`` per round, under the
+    same ``Nats-Msg-Id`` (JetStream drops the duplicate). At most ``max_pending``
     wait: past that ``has_room`` is False and requests that would add events are
     refused rather than held in memory.
     """
 
-    def __init__(self, nc: Any, metrics: _Metrics | None, service: str,
+    def __init__(self, nc: Any, js: Any, metrics: _Metrics | None, service: str,
                  max_pending: int = 100_000) -> None:
-        self.nc, self.metrics, self.service = nc, metrics, service
+        self.nc, self.js, self.metrics, self.service = nc, js, metrics, service
         self.max_pending = max_pending
         self.inbox = f"_INBOX.pgev.{uuid.uuid4().hex}"
         self.pending: dict[int, tuple[str, bytes, str, float]] = {}
@@ -96,7 +104,10 @@ class EventPublisher:
         self._acked = metrics.events.labels(service, "acked") if metrics is not None else None
         self._queued: list[int] = []  # sequences for the next flush
         self._flushing: asyncio.Task[None] | None = None
-        self._flushes: dict[int, list[int]] = {}  # a flush's last sequence -> all of it
+        # The last sequence of a subject in a flush -> the flush's events of it.
+        self._flushes: dict[int, list[int]] = {}
+        # subject -> (when looked up, may share an acknowledgement, max_msg_size or 0)
+        self._policies: dict[str, tuple[float, bool, int]] = {}
 
     @property
     def has_room(self) -> bool:
@@ -116,15 +127,46 @@ class EventPublisher:
             msg_id = f"{request_id}:{i}" if request_id else f"{self._prefix}-{self._seq}"
             self.pending[self._seq] = (subject, data, msg_id, now)
             self._queued.append(self._seq)
-        if self._flushing is None:
+        if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _policy(self, subject: str) -> tuple[bool, int]:
+        """Whether the subject's events may share an acknowledgement, and the size
+        above which one may not (0: no limit)."""
+        now = time.monotonic()
+        known = self._policies.get(subject)
+        if known is not None and now - known[0] < _POLICY_TTL_S:
+            return known[1], known[2]
+        shared, limit = False, 0
+        with contextlib.suppress(Exception):  # no stream, or JetStream away: alone
+            config = (await self.js.stream_info(
+                await self.js.find_stream_name_by_subject(subject))).config
+            discards_new = str(getattr(config.discard, "value", config.discard)) == "new"
+            shared = not discards_new and not getattr(config, "discard_new_per_subject",
+                                                      False)
+            limit = max(0, int(config.max_msg_size or 0))
+        self._policies[subject] = (now, shared, limit)
+        return shared, limit
 
     async def _flush(self) -> None:
         try:
             while self._queued:
                 seqs, self._queued = self._queued, []
-                last = seqs[-1]
-                self._flushes[last] = seqs
+                by_subject: dict[str, list[int]] = {}
+                for seq in seqs:
+                    if (event := self.pending.get(seq)) is not None:
+                        by_subject.setdefault(event[0], []).append(seq)
+                asks: set[int] = set()  # the events that ask for an acknowledgement
+                made: list[int] = []
+                for subject, group in by_subject.items():
+                    shared_ok, limit = await self._policy(subject)
+                    shared = [s for s in group if shared_ok and (
+                        not limit or len(self.pending[s][1]) <= limit)]
+                    asks.update(s for s in group if s not in set(shared))
+                    if shared:
+                        self._flushes[shared[-1]] = shared
+                        made.append(shared[-1])
+                        asks.add(shared[-1])
                 for seq in seqs:
                     event = self.pending.get(seq)
                     if event is None:
@@ -133,9 +175,10 @@ class EventPublisher:
                     try:
                         await self.nc.publish(
                             subject, data, headers={"Nats-Msg-Id": msg_id},
-                            reply=f"{self.inbox}.{seq}" if seq == last else "")
-                    except Exception:  # not sent: the flush's acknowledgement must not
-                        self._flushes.pop(last, None)  # settle it; resent later
+                            reply=f"{self.inbox}.{seq}" if seq in asks else "")
+                    except Exception:  # not sent: no shared acknowledgement may settle
+                        for last in made:  # it; every event is resent alone later
+                            self._flushes.pop(last, None)
         finally:
             self._flushing = None
 
@@ -261,7 +304,7 @@ class Worker:
         self.js = self.nc.jetstream()
         for stream, subjects in self.service.streams.items():
             await _ensure_stream(self.js, stream, subjects)
-        self.events = EventPublisher(self.nc, self.metrics, self.service.name)
+        self.events = EventPublisher(self.nc, self.js, self.metrics, self.service.name)
         await self.events.start()
         self.service.bind(self)
         for ep in self.service.endpoints:

@@ -15,6 +15,7 @@ sees tokens, numpy logits and sequence slots.
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import logging
 import os
 import sys
@@ -62,6 +63,13 @@ def _llama(batch_invariant: bool = False) -> Any:
             raise UnavailableError(
                 f"llm.batch_invariant needs llama.cpp built without llamafile and "
                 f"repack in {lib} (scripts/setup.sh builds it)")
+        built_for = (lib / "VERSION").read_text().strip() if (lib / "VERSION").is_file() \
+            else "unknown"
+        binding = importlib.metadata.version("llama-cpp-python")
+        if built_for != binding:  # a C library of another version: a ctypes ABI mismatch
+            raise UnavailableError(
+                f"llm.batch_invariant: {lib} was built for llama-cpp-python {built_for}, "
+                f"this is {binding}; run scripts/setup.sh again")
         os.environ["LLAMA_CPP_LIB_PATH"] = str(lib)
     try:
         import llama_cpp
