@@ -160,9 +160,13 @@ class EventPublisher:
                 made: list[int] = []
                 for subject, group in by_subject.items():
                     shared_ok, limit = await self._policy(subject)
-                    shared = [s for s in group if shared_ok and (
-                        not limit or len(self.pending[s][1]) <= limit)]
-                    asks.update(s for s in group if s not in set(shared))
+                    if not shared_ok:
+                        asks.update(group)
+                        continue
+                    shared = group if not limit else [
+                        s for s in group if len(self.pending[s][1]) <= limit]
+                    if len(shared) < len(group):
+                        asks.update(set(group).difference(shared))
                     if shared:
                         self._flushes[shared[-1]] = shared
                         made.append(shared[-1])
