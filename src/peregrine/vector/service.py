@@ -500,7 +500,7 @@ class VectorService:
     def _query(self, c: Collection, query: Query, options: ReadOptions) -> list[Hit]:
         if isinstance(query, SampleRandom):
             ids = _random_pick(c.ids_matching(options.filter, self._filter_limits),
-                               options.limit)
+                               options.limit + options.offset)[options.offset:]
             return [Hit(r.id, 0.0, r.payload, r.vector) for r in
                     c.retrieve(ids, options.with_payload or False, options.with_vector)]
         if isinstance(query, Fusion):
@@ -585,8 +585,8 @@ class VectorService:
             if not examples:
                 raise InvalidInputError("recommend needs at least one example")
         else:
-            if not query.pairs:
-                raise InvalidInputError("discover and context need at least one pair")
+            if not query.pairs and isinstance(query, ContextQuery):
+                raise InvalidInputError("a context query needs at least one pair")
             examples = [e for pair in query.pairs for e in pair]
             if isinstance(query, DiscoverQuery):
                 examples.append(query.target)
