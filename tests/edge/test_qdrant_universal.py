@@ -228,3 +228,32 @@ def test_dbsf_puts_the_nearest_first_on_distances_and_ef_is_capped(
         "prefetch": {"query": q.tolist(), "params": {"hnsw_ef": 10**8}},
         "query": {"fusion": "rrf"}}, timeout=10)
     assert r.status_code == 400 and "max_ef" in r.text
+
+
+def test_lookup_from_takes_example_vectors_from_another_collection(
+        client: QdrantClient, vecs: np.ndarray) -> None:
+    other = np.random.default_rng(8).standard_normal((10, DIM)).astype(np.float32)
+    client.create_collection("examples", vectors_config=models.VectorParams(
+        size=DIM, distance=models.Distance.DOT))
+    client.upsert("examples", points=[models.PointStruct(id=i, vector=other[i].tolist())
+                                      for i in range(10)], wait=True)
+    where = models.LookupLocation(collection="examples")
+    res = client.query_points("u", query=3, lookup_from=where, limit=6, search_params=EXACT)
+    # Point 3 of "examples", not of "u"; and "u"'s point 3 is not left out.
+    assert pairs(res.points) == pairs(exact(vecs, other[3], 6))
+    res = client.query_points("u", query=models.RecommendQuery(recommend=models.RecommendInput(
+        positive=[1, 2], negative=[5], strategy="sum_scores")), lookup_from=where, limit=5)
+    sums = vecs @ other[1] + vecs @ other[2] - vecs @ other[5]
+    assert pairs(res.points) == top(sums, 5)
+    staged = client.query_points("u", prefetch=models.Prefetch(
+        query=4, lookup_from=where, limit=30, params=EXACT), query=vecs[0].tolist(), limit=5)
+    pool = {p.id for p in exact(vecs, other[4], 30)}
+    assert pairs(staged.points) == pairs(exact(vecs, vecs[0], 5, among=pool))
+    # Writes to "examples" are seen at once: the answer is not cached.
+    client.upsert("examples", points=[models.PointStruct(id=3, vector=(-other[3]).tolist())],
+                  wait=True)
+    res = client.query_points("u", query=3, lookup_from=where, limit=6, search_params=EXACT)
+    assert pairs(res.points) == pairs(exact(vecs, -other[3], 6))
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.query_points("u", query=99, lookup_from=where)
+    assert exc.value.status_code == 404

@@ -35,6 +35,7 @@ class ReadOptions:
     with_payload: WithPayload = False
     with_vector: bool = False
     score_threshold: float | None = None
+    lookup: str | None = None  # the collection whose points example ids name
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ class Prefetch:
     ef: int | None = None
     exact: bool = False
     score_threshold: float | None = None
+    lookup: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -517,20 +517,22 @@ class VectorService:
                                options.with_payload, options.with_vector,
                                self._filter_limits)
             return [Hit(r.id, 0.0, r.payload, r.vector) for r in page[options.offset:]]
+        src = c if options.lookup is None else self._collection(options.lookup)
         if (isinstance(query, RecommendQuery) and query.strategy != "average_vector") or \
                 isinstance(query, (DiscoverQuery, ContextQuery)):
-            score, exclude = self._scorer(c, query)
+            score, exclude = self._scorer(c, query, src)
             o = _excluding(options, exclude)
             return c.scan(score, o.limit, o.filter, o.offset, o.with_payload, o.with_vector,
                           o.score_threshold, self._filter_limits)
         if isinstance(query, RecommendQuery):
-            target, exclude = self._recommend_target(c, query)
+            target, exclude = self._recommend_target(c, query, src)
             return self._nearest(c, target, _excluding(options, exclude))
         example = query.example
         exclude = []
         if not isinstance(example, np.ndarray):  # a stored point: its vector, minus itself
-            exclude = [example]
-            example = self._vectors_of(c, exclude)[0]
+            point = example
+            example = self._vectors_of(src, [point])[0]
+            exclude = [point] if src is c else []
         options = _excluding(options, exclude)
         if query.mmr is not None:
             return self._diverse(c, example, options, query.mmr)
@@ -576,10 +578,10 @@ class VectorService:
                                      f"{c.name!r}")
         return np.asarray([found[i] for i in ids], dtype=np.float32)
 
-    def _scorer(self, c: Collection, query: RecommendQuery | DiscoverQuery | ContextQuery
-                ) -> tuple[scoring.Scorer, list[PointId]]:
-        """An exact score for the query's examples (``scoring.py``), and the example
-        ids, which results must exclude."""
+    def _scorer(self, c: Collection, query: RecommendQuery | DiscoverQuery | ContextQuery,
+                src: Collection) -> tuple[scoring.Scorer, list[PointId]]:
+        """An exact score for the query's examples (ids name points of ``src``;
+        ``scoring.py``), and the ids results must exclude (those of ``c``'s own)."""
         if isinstance(query, RecommendQuery):
             examples = [*query.positive, *query.negative]
             if not examples:
@@ -592,8 +594,10 @@ class VectorService:
                 examples.append(query.target)
         self._check_count(len(examples), "examples")
         ids = [e for e in examples if not isinstance(e, np.ndarray)]
-        stored = dict(zip(ids, self._vectors_of(c, ids), strict=True)) if ids else {}
+        stored = dict(zip(ids, self._vectors_of(src, ids), strict=True)) if ids else {}
         dim, metric = c.config.dim, c.config.metric
+        if src is not c:
+            ids = []
 
         def rows(items: Sequence[Example]) -> np.ndarray:
             out = np.zeros((len(items), dim), np.float32)
@@ -616,7 +620,7 @@ class VectorService:
             return scoring.discovery(rows([query.target])[0], pairs, metric), ids
         return scoring.context(pairs, metric), ids
 
-    def _recommend_target(self, c: Collection, query: RecommendQuery
+    def _recommend_target(self, c: Collection, query: RecommendQuery, src: Collection
                           ) -> tuple[np.ndarray, list[PointId]]:
         """Qdrant's ``average_vector`` strategy: avg(+) + (avg(+) - avg(-)).
 
@@ -626,7 +630,7 @@ class VectorService:
             raise InvalidInputError("recommend needs at least one positive example")
         self._check_count(len(query.positive) + len(query.negative), "examples")
         ids = [e for e in [*query.positive, *query.negative] if not isinstance(e, np.ndarray)]
-        stored = dict(zip(ids, self._vectors_of(c, ids), strict=True)) if ids else {}
+        stored = dict(zip(ids, self._vectors_of(src, ids), strict=True)) if ids else {}
         dim = c.config.dim
 
         def mean(examples: Sequence[Example]) -> np.ndarray:
@@ -639,7 +643,7 @@ class VectorService:
 
         positive = mean(query.positive)
         target = 2 * positive - mean(query.negative) if query.negative else positive
-        return target.astype(np.float32), ids
+        return target.astype(np.float32), ids if src is c else []
 
     # -- snapshots --------------------------------------------------------------------
     # Snapshots belong to the collection: through an alias they are its target's.

@@ -111,7 +111,7 @@ def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
     ``options.offset`` applied)."""
     sources = [_run(p, options.filter, stages) for p in prefetch]
     hits = _merge(query, sources, options.limit + options.offset, options.filter,
-                  options.score_threshold, stages)
+                  options.score_threshold, stages, options.lookup)
     return hits[options.offset:]
 
 
@@ -119,14 +119,16 @@ def _run(node: Prefetch, above: dict[str, Any] | None, stages: Stages) -> list[H
     flt = both(above, node.filter)
     if node.prefetch:
         sources = [_run(child, flt, stages) for child in node.prefetch]
-        return _merge(node.query, sources, node.limit, flt, node.score_threshold, stages)
+        return _merge(node.query, sources, node.limit, flt, node.score_threshold, stages,
+                      node.lookup)
     return stages.base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
                                                exact=node.exact,
-                                               score_threshold=node.score_threshold))
+                                               score_threshold=node.score_threshold,
+                                               lookup=node.lookup))
 
 
 def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, Any] | None,
-           threshold: float | None, stages: Stages) -> list[Hit]:
+           threshold: float | None, stages: Stages, lookup: str | None) -> list[Hit]:
     if isinstance(query, Fusion):
         fused = fuse(query.method, sources, limit, stages.higher_is_better)
         return fused if threshold is None else [h for h in fused if h.score >= threshold]
@@ -137,4 +139,4 @@ def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, An
         return [Hit(pid, 0.0) for pid in stages.sample(found, limit)]
     among = both(flt, {"must": [{"has_id": found}]})
     return stages.base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
-                                      score_threshold=threshold))
+                                      score_threshold=threshold, lookup=lookup))

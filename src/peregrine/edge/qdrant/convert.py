@@ -62,7 +62,12 @@ def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int
                        exact=bool(params.exact) if params else False,
                        with_payload=with_payload(body.with_payload, default_payload),
                        with_vector=with_vector(body.with_vector),
-                       score_threshold=body.score_threshold)
+                       score_threshold=body.score_threshold,
+                       lookup=_lookup(getattr(body, "lookup_from", None)))
+
+
+def _lookup(where: schemas.LookupLocation | None) -> str | None:
+    return where.collection if where is not None else None
 
 
 def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
@@ -110,7 +115,8 @@ def prefetch(body: schemas.QueryRequest | schemas.Prefetch) -> tuple[Prefetch, .
         params = p.params
         out.append(Prefetch(query(p), prefetch(p), p.filter, p.limit or 10,
                             params.hnsw_ef if params else None,
-                            bool(params.exact) if params else False, p.score_threshold))
+                            bool(params.exact) if params else False, p.score_threshold,
+                            _lookup(p.lookup_from)))
     return tuple(out)
 
 

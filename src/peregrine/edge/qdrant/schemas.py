@@ -335,6 +335,12 @@ class SearchRequest(NearestOptions):
     vector: Vector
 
 
+class LookupLocation(Model):
+    collection: str = Field(min_length=1)
+    vector: Literal[""] | None = None
+    shard_key: ShardKey = None
+
+
 class WithLookup(Model):
     collection: str = Field(min_length=1)
     with_payload: WithPayload | None = None
@@ -367,6 +373,7 @@ class RecommendRequest(NearestOptions):
     positive: list[Example] | None = None
     negative: list[Example] | None = None
     strategy: Strategy | None = None
+    lookup_from: LookupLocation | None = None
     using: Literal[""] | None = None
 
 
@@ -432,7 +439,7 @@ class Prefetch(Model):
     params: SearchParams | None = None
     score_threshold: float | None = None
     limit: int | None = Field(None, ge=1)
-    lookup_from: None = None  # refused when given: no lookup_from yet
+    lookup_from: LookupLocation | None = None
 
 
 class QueryRequest(Model):
@@ -446,11 +453,12 @@ class QueryRequest(Model):
     offset: int | None = Field(None, ge=0)
     with_vector: WithVector | None = None
     with_payload: WithPayload | None = None
+    lookup_from: LookupLocation | None = None
     shard_key: ShardKey = None
 
 
 class QueryGroupsRequest(QueryRequest, Grouping):
-    lookup_from: None = None  # refused when given: no lookup_from yet
+    pass
 
 
 class QueryRequestBatch(Model):

@@ -23,11 +23,13 @@ def _points(hits: list[Hit]) -> list[dict[str, Any]]:
     return [convert.scored_point(h) for h in hits]
 
 
-def _random(body: schemas.QueryRequest | schemas.Prefetch) -> bool:
-    """Whether a random sample is asked for anywhere (never served from the cache)."""
+def _uncacheable(body: schemas.QueryRequest | schemas.Prefetch) -> bool:
+    """Whether a random sample or another collection's points (``lookup_from``,
+    whose writes would not invalidate the entry) take part anywhere."""
     stages = body.prefetch if isinstance(body.prefetch, list) else (
         [body.prefetch] if body.prefetch is not None else [])
-    return isinstance(body.query, schemas.SampleQuery) or any(_random(p) for p in stages)
+    return (isinstance(body.query, schemas.SampleQuery) or body.lookup_from is not None
+            or any(_uncacheable(p) for p in stages))
 
 
 def operations(protocol: QdrantProtocol) -> list[Operation]:
@@ -54,7 +56,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                                body.strategy or "average_vector")
         options = convert.read_options(body, body.limit)
         return await cached_read(call, vector,
-                                 lambda: _points(vector.recommend(name, query, options)))
+                                 lambda: _points(vector.recommend(name, query, options)),
+                                 cache=body.lookup_from is None)
 
     async def query_points(call: Call) -> Any:
         body: schemas.QueryRequest = call.body or schemas.QueryRequest()
@@ -64,7 +67,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         stages = convert.prefetch(body)
         return await cached_read(call, vector, lambda: {
             "points": _points(vector.query(name, query, options, stages))},
-            cache=not _random(body))
+            cache=not _uncacheable(body))
 
     async def query_batch(call: Call) -> Any:
         body: schemas.QueryRequestBatch = call.body
@@ -73,7 +76,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                     convert.prefetch(q)) for q in body.searches]
         return await cached_read(call, vector, lambda: [
             {"points": _points(hits)} for hits in vector.query_batch(name, queries)],
-            cache=not any(_random(q) for q in body.searches))
+            cache=not any(_uncacheable(q) for q in body.searches))
 
     async def search_groups(call: Call) -> Any:
         body: schemas.SearchGroupsRequest = call.body
@@ -91,7 +94,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         spec = convert.group_spec(body, limit)
         return await cached_read(call, vector, lambda: convert.groups(vector.query_groups(
             name, convert.query(body), convert.read_options(body, limit), spec,
-            convert.prefetch(body))), cache=spec.lookup is None and not _random(body))
+            convert.prefetch(body))), cache=spec.lookup is None and not _uncacheable(body))
 
     def matrix(call: Call) -> DistanceMatrix:
         body: schemas.SearchMatrixRequest = call.body or schemas.SearchMatrixRequest()
