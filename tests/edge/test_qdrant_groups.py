@@ -162,3 +162,38 @@ def test_distance_matrix_of_a_sample_as_pairs_and_offsets(
     with pytest.raises(UnexpectedResponse) as exc:
         client.search_matrix_pairs("chunks", sample=10**7)
     assert exc.value.status_code in (400, 422)
+
+
+def test_update_collection_changes_settings_and_keeps_the_points(
+        client: QdrantClient, server: ServerProcess,
+        chunks: tuple[np.ndarray, list[dict[str, Any]]]) -> None:
+    import httpx
+
+    assert client.update_collection(
+        "chunks", hnsw_config=models.HnswConfigDiff(m=24, ef_construct=200),
+        optimizers_config=models.OptimizersConfigDiff(indexing_threshold=5000),
+        quantization_config=models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=0.99)))
+    # qdrant-client 1.15 cannot send metadata yet: the body it would send.
+    r = httpx.patch(f"{server.url}/collections/chunks",
+                    json={"metadata": {"owner": "search", "team": "rag"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    info = client.get_collection("chunks")
+    assert info.config.hnsw_config.m == 24 and info.config.hnsw_config.ef_construct == 200
+    assert info.config.optimizer_config.indexing_threshold == 5000
+    assert info.config.quantization_config is not None
+    raw = httpx.get(f"{server.url}/collections/chunks", timeout=10).json()["result"]
+    assert raw["config"]["metadata"] == {"owner": "search", "team": "rag"}
+    assert info.points_count == N
+    client.update_collection("chunks", quantization_config=models.Disabled.DISABLED)
+    httpx.patch(f"{server.url}/collections/chunks", json={"metadata": {"team": None}},
+                timeout=10)
+    info = client.get_collection("chunks")
+    assert info.config.quantization_config is None
+    raw = httpx.get(f"{server.url}/collections/chunks", timeout=10).json()["result"]
+    assert raw["config"]["metadata"] == {"owner": "search"}
+    assert info.config.hnsw_config.m == 24  # kept
+    with pytest.raises(UnexpectedResponse) as exc:
+        client.update_collection("chunks", vectors_config={"other": models.VectorParamsDiff(
+            on_disk=True)})
+    assert exc.value.status_code in (400, 422)

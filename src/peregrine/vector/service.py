@@ -248,6 +248,12 @@ class VectorService:
                   for field in info.config.payload_indexes}
         return dataclasses.replace(info, payload_points=counts)
 
+    def update_collection(self, name: str, index: dict[str, Any] | None = None,
+                          declared: dict[str, Any] | None = None) -> None:
+        """New index parameters for the segments built from now on, and a
+        protocol's declared settings (``Collection.update_settings``)."""
+        self._write(name, lambda c: c.update_settings(index, declared))
+
     def create_payload_index(self, name: str, field: str, kind: str) -> None:
         self._write(name, lambda c: c.create_payload_index(field, kind))
 

@@ -194,6 +194,48 @@ def index_config(body: schemas.CreateCollection) -> IndexConfig:
     return IndexConfig.from_dict(values)
 
 
+def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str, Any]
+                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(index changes, the protocol's declared settings after the update). Diffs
+    merge into what was declared; metadata keys set to null are removed."""
+    index: dict[str, Any] = {}
+    vector = (body.vectors or {}).get("")
+    for hnsw in (body.hnsw_config, vector.hnsw_config if vector else None):
+        if hnsw is not None:
+            if hnsw.m is not None:
+                index["m"] = hnsw.m
+            if hnsw.ef_construct is not None:
+                index["ef_construction"] = hnsw.ef_construct
+            if hnsw.full_scan_threshold is not None:
+                index["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
+    for quant in (body.quantization_config, vector.quantization_config if vector else None):
+        if quant is not None:
+            index["quantization"] = "none" if quant == "Disabled" else "int8"
+    out = dict(given)
+    diff = body.model_dump(mode="json", exclude_none=True, exclude={"vectors", "metadata"})
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    if body.quantization_config == "Disabled":
+        out.pop("quantization_config", None)
+    if vector is not None:
+        vectors = dict(out.get("vectors", {}))
+        for key, value in vector.model_dump(mode="json", exclude_none=True).items():
+            if key == "quantization_config" and value == "Disabled":
+                vectors.pop(key, None)
+            elif isinstance(value, dict) and isinstance(vectors.get(key), dict):
+                vectors[key] = {**vectors[key], **value}
+            else:
+                vectors[key] = value
+        out["vectors"] = vectors
+    if body.metadata is not None:
+        merged = {**out.get("metadata", {}), **body.metadata}
+        out["metadata"] = {k: v for k, v in merged.items() if v is not None}
+    return index, out
+
+
 def declared(body: schemas.CreateCollection) -> dict[str, Any]:
     """Everything the client set, as given, so that it reads back what it sent."""
     out = body.model_dump(mode="json", exclude_none=True, exclude={"vectors"})

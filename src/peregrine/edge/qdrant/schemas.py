@@ -147,6 +147,27 @@ class CreateCollection(Model):
         return self.vectors
 
 
+class VectorParamsDiff(Model):
+    hnsw_config: HnswConfigDiff | None = None
+    quantization_config: ScalarQuantization | Literal["Disabled"] | None = None
+    on_disk: bool | None = None
+
+
+class UpdateCollection(Model):
+    """``PATCH /collections/{c}``: what may change after creation."""
+
+    vectors: dict[Literal[""], VectorParamsDiff] | None = Field(
+        None, description='the one unnamed vector: {"": {...}}')
+    optimizers_config: OptimizersConfigDiff | None = None
+    params: dict[str, Any] | None = None
+    hnsw_config: HnswConfigDiff | None = None
+    quantization_config: ScalarQuantization | Literal["Disabled"] | None = None
+    sparse_vectors: Annotated[dict[str, Any], Field(max_length=0)] | None = Field(
+        None, description="sparse vectors are not supported: only {} is accepted")
+    strict_mode_config: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class CreateFieldIndex(Model):
     field_name: str = Field(min_length=1)
     field_schema: (

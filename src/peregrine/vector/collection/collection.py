@@ -62,6 +62,7 @@ from peregrine.vector.types import (
     CollectionConfig,
     CollectionInfo,
     Hit,
+    IndexConfig,
     Record,
 )
 
@@ -519,6 +520,20 @@ class Collection:
                                with_payload, with_vectors) for i in order[:limit].tolist()]
             next_id = decode_key(all_keys[order[limit]]) if take > limit else None
             return records, next_id
+
+    # -- settings ---------------------------------------------------------------------
+    def update_settings(self, index: dict[str, Any] | None = None,
+                        declared: dict[str, Any] | None = None) -> None:
+        """Change index parameters (``IndexConfig`` fields; segments built from now
+        on use them, built ones keep theirs) and replace what a protocol declared
+        (``{protocol: settings}``), durably."""
+        self._check_open()
+        with self._writing() as holder:
+            config = holder.config
+            new_index = config.index if not index else IndexConfig.from_dict(
+                {**config.index.to_dict(), **index})
+            holder.update_config(config.replace(
+                index=new_index, declared={**config.declared, **(declared or {})}))
 
     # -- payload indexes ------------------------------------------------------------
     def create_payload_index(self, field: str, schema: str = "keyword") -> None:

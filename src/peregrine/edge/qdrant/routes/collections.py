@@ -33,6 +33,19 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                        {convert.PROTOCOL: convert.declared(body)})
         return True
 
+    async def update_collection(call: Call) -> Any:
+        body: schemas.UpdateCollection = call.body or schemas.UpdateCollection()
+        name = collection_name(call)
+
+        def update() -> None:
+            config = vector.collection_info(name).config
+            index, given = convert.collection_update(
+                body, config.dim, config.declared.get(convert.PROTOCOL, {}))
+            vector.update_collection(name, index, {convert.PROTOCOL: given})
+
+        await call.run(update)
+        return True
+
     async def delete_collection(call: Call) -> Any:
         return await call.run(vector.drop_collection, collection_name(call))
 
@@ -58,6 +71,10 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         Operation("PUT", C, "create_collection", "collections", "Create a collection",
                   create_collection, Access.WRITE, schemas.CreateCollection,
                   schemas.TimeoutParams),
+        Operation("PATCH", C, "update_collection", "collections",
+                  "Change HNSW, quantization and optimizer settings and metadata",
+                  update_collection, Access.WRITE, schemas.UpdateCollection,
+                  schemas.TimeoutParams, body_required=False),
         Operation("DELETE", C, "delete_collection", "collections", "Delete a collection",
                   delete_collection, Access.WRITE, params=schemas.TimeoutParams),
         Operation("GET", C + "/exists", "collection_exists", "collections",
