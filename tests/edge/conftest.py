@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from apiutil import ServerProcess
+from qdrant_client import QdrantClient
 
 
 @pytest.fixture
@@ -25,3 +27,23 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     for server in started:
         server.stop()
         assert not server.server_errors(), "\n".join(server.server_errors())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+           ) -> Iterator[ServerProcess]:
+    """One `peregrine serve` for a test module; it must stop cleanly, with no 5xx."""
+    s = ServerProcess(tmp_path_factory.mktemp(request.module.__name__.rsplit(".")[-1]) / "data")
+    yield s
+    assert s.stop() == 0
+    assert not s.server_errors(), s.server_errors()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> Iterator[QdrantClient]:
+    """The official client on the module's server (a warning from it fails the test)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
+    yield c
+    c.close()

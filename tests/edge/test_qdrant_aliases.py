@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +16,6 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 DIM = 4
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("aliases") / "data")
-    yield s
-    assert s.stop() == 0
-    assert not s.server_errors(), s.server_errors()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[QdrantClient]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
-    yield c
-    c.close()
 
 
 @pytest.fixture

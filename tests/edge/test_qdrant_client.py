@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,23 +22,6 @@ N = 300
 # search/recommend/search_batch are deprecated in the client (not in the REST API,
 # which Qdrant still serves); they are exercised here on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:`(search|recommend|search_batch)` method")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("qdrant-client") / "data")
-    yield s
-    assert s.stop() == 0
-    assert not s.server_errors(), s.server_errors()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[QdrantClient]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the version check must pass silently
-        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
-    yield c
-    c.close()
 
 
 def data(seed: int = 0) -> tuple[np.ndarray, list[dict[str, object]]]:

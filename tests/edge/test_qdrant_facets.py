@@ -3,9 +3,7 @@ against counts computed from the points' payloads."""
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,23 +14,6 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 N = 400
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("facets") / "data")
-    yield s
-    assert s.stop() == 0
-    assert not s.server_errors(), s.server_errors()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[QdrantClient]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ to numpy's exact rankings."""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,23 +19,6 @@ from qdrant_client.hybrid.fusion import (
 
 DIM, N = 8, 500
 EXACT = models.SearchParams(exact=True)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(tmp_path_factory.mktemp("universal") / "data")
-    yield s
-    assert s.stop() == 0
-    assert not s.server_errors(), s.server_errors()
-
-
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[QdrantClient]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        c = QdrantClient(url=server.url, prefer_grpc=False, timeout=30)
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from llmutil import Run, clear_cache, make_engine, submit, wait
+from llmutil import Run, clear_cache, each_alone, make_engine, submit, wait
 
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,",
            "def fibonacci(n):", "The best way to learn a language is",
@@ -23,13 +23,8 @@ def tokens(run: Run) -> list[tuple[int, float]]:
 def main() -> None:
     engine = make_engine(slots=8, n_ctx=8192, batch_invariant=True)
     try:
-        alone = []
-        for prompt in PROMPTS:
-            clear_cache(engine)
-            run = submit(engine, prompt, max_tokens=32, logprobs=5, ignore_eos=True)
-            wait(run)
-            alone.append(tokens(run))
-        clear_cache(engine)
+        alone = [tokens(run) for run in each_alone(engine, PROMPTS, max_tokens=32,
+                                                   logprobs=5, ignore_eos=True)]
         steps = engine.steps
         together = [submit(engine, p, max_tokens=32, logprobs=5, ignore_eos=True)
                     for p in PROMPTS]

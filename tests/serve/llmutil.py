@@ -87,6 +87,18 @@ def wait(*runs: Run, timeout: float = 120) -> None:
         assert run.error is None, run.error
 
 
+def each_alone(engine: InferenceEngine, prompts: list[str], **params: Any) -> list[Run]:
+    """Each prompt run by itself, from a cold cache (which is cold again after)."""
+    runs = []
+    for prompt in prompts:
+        clear_cache(engine)
+        run = submit(engine, prompt, **params)
+        wait(run)
+        runs.append(run)
+    clear_cache(engine)
+    return runs
+
+
 def clear_cache(engine: InferenceEngine) -> None:
     """Forget every cached prefix (the engine must be idle)."""
     with engine._cv:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from llmutil import clear_cache, close_enough, make_engine, submit, wait
+from llmutil import clear_cache, close_enough, each_alone, make_engine, submit, wait
 
 from peregrine.core.errors import UnavailableError
 from peregrine.serve.engine import OverloadedError
@@ -27,13 +27,7 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a small village,",
 def test_a_sequence_decodes_the_same_alone_and_in_a_batch() -> None:
     engine = make_engine(slots=8, n_ctx=8192)
     try:
-        alone = []
-        for prompt in PROMPTS:
-            clear_cache(engine)
-            run = submit(engine, prompt, max_tokens=32, logprobs=5, ignore_eos=True)
-            wait(run)
-            alone.append(run)
-        clear_cache(engine)
+        alone = each_alone(engine, PROMPTS, max_tokens=32, logprobs=5, ignore_eos=True)
         steps = engine.steps
         together = [submit(engine, p, max_tokens=32, logprobs=5, ignore_eos=True)
                     for p in PROMPTS]

@@ -177,9 +177,19 @@ def kb_to_points(kb: int, dim: int) -> int:
 
 def index_config(body: schemas.CreateCollection) -> IndexConfig:
     """Qdrant's collection parameters to the engine's; vector-level ones win."""
-    dim = body.vector_params.size
+    params = body.vector_params
+    return IndexConfig.from_dict(_index_values(
+        (body.hnsw_config, params.hnsw_config),
+        (body.quantization_config, params.quantization_config), params.size))
+
+
+def _index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
+                  quantizations: tuple[schemas.ScalarQuantization | str | None, ...],
+                  dim: int) -> dict[str, Any]:
+    """Qdrant's HNSW and quantization settings as ``IndexConfig`` fields; later
+    ones (the vector's own) win."""
     values: dict[str, Any] = {}
-    for hnsw in (body.hnsw_config, body.vector_params.hnsw_config):
+    for hnsw in hnsw_diffs:
         if hnsw is None:
             continue
         if hnsw.m is not None:
@@ -188,29 +198,20 @@ def index_config(body: schemas.CreateCollection) -> IndexConfig:
             values["ef_construction"] = hnsw.ef_construct
         if hnsw.full_scan_threshold is not None:
             values["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
-    for quant in (body.quantization_config, body.vector_params.quantization_config):
+    for quant in quantizations:
         if quant is not None:
-            values["quantization"] = "int8"
-    return IndexConfig.from_dict(values)
+            values["quantization"] = "none" if quant == "Disabled" else "int8"
+    return values
 
 
 def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str, Any]
                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(index changes, the protocol's declared settings after the update). Diffs
     merge into what was declared; metadata keys set to null are removed."""
-    index: dict[str, Any] = {}
     vector = (body.vectors or {}).get("")
-    for hnsw in (body.hnsw_config, vector.hnsw_config if vector else None):
-        if hnsw is not None:
-            if hnsw.m is not None:
-                index["m"] = hnsw.m
-            if hnsw.ef_construct is not None:
-                index["ef_construction"] = hnsw.ef_construct
-            if hnsw.full_scan_threshold is not None:
-                index["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
-    for quant in (body.quantization_config, vector.quantization_config if vector else None):
-        if quant is not None:
-            index["quantization"] = "none" if quant == "Disabled" else "int8"
+    index = _index_values(
+        (body.hnsw_config, vector.hnsw_config if vector else None),
+        (body.quantization_config, vector.quantization_config if vector else None), dim)
     out = dict(given)
     diff = body.model_dump(mode="json", exclude_none=True, exclude={"vectors", "metadata"})
     for key, value in diff.items():

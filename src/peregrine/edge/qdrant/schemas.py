@@ -453,6 +453,8 @@ Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | OrderByQ
 
 
 class Prefetch(Model):
+    """A stage of a query; ``QueryRequest`` is one too, with what only the top adds."""
+
     prefetch: list[Prefetch] | Prefetch | None = None
     query: Query | None = None
     using: Literal[""] | None = None
@@ -463,18 +465,10 @@ class Prefetch(Model):
     lookup_from: LookupLocation | None = None
 
 
-class QueryRequest(Model):
-    prefetch: list[Prefetch] | Prefetch | None = None
-    query: Query | None = None
-    using: Literal[""] | None = None
-    filter: FilterSpec | None = None
-    params: SearchParams | None = None
-    score_threshold: float | None = None
-    limit: int | None = Field(None, ge=1)
+class QueryRequest(Prefetch):
     offset: int | None = Field(None, ge=0)
     with_vector: WithVector | None = None
     with_payload: WithPayload | None = None
-    lookup_from: LookupLocation | None = None
     shard_key: ShardKey = None
 
 
