@@ -9,6 +9,7 @@ import pytest
 from streamutil import FAST, connect, drained, publish
 
 from peregrine.runtime.nats import EmbeddedNats
+from peregrine.stream.consumer import PullConsumer
 from peregrine.stream.pipeline import Pipeline
 from peregrine.stream.worker import ConsumerGoneError, Worker
 
@@ -23,6 +24,26 @@ def test_a_deleted_consumer_stops_the_worker(nats_server: EmbeddedNats) -> None:
         await js.delete_consumer("PG_GONE", "gone")
         with pytest.raises(ConsumerGoneError):
             await asyncio.wait_for(task, 10)  # not a busy loop of refused pulls
+        await nc.close()
+
+    asyncio.run(main())
+
+
+def test_a_deleted_consumer_stops_the_worker_even_if_no_pull_is_refused(
+        nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whether the server refuses a pull to a deleted consumer or leaves it unanswered
+    # depends on timing; the lag check's consumer_info must catch the second case.
+    monkeypatch.setattr(PullConsumer, "take_failure", lambda self: "")
+
+    async def main() -> None:
+        nc, js = await connect(nats_server.url)
+        worker = Worker(Pipeline("quiet", source="in.quiet").map(lambda d: d), FAST,
+                        nats_server.url)
+        task = asyncio.create_task(worker.run(asyncio.Event()))
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        await js.delete_consumer("PG_QUIET", "quiet")
+        with pytest.raises(ConsumerGoneError, match="consumer_info"):
+            await asyncio.wait_for(task, 15)
         await nc.close()
 
     asyncio.run(main())

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import nats
+from nats.js.errors import NotFoundError
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.stream import event as hdr
@@ -119,6 +120,9 @@ class Worker:
         self.backfilling = False
         self.history_cutoff: float = 0
         self.unpointed = False  # some alias does not name this version's collection yet
+        # Set by the lag check when the server no longer knows the consumer: a pull
+        # to a deleted consumer is not always refused, it may just go unanswered.
+        self.consumer_gone = ""
         self.last_upsert = max((i for i, s in enumerate(pipeline.stages)
                                 if isinstance(s, Upsert)), default=len(pipeline.stages))
         self.batch_size = pipeline.batch_size or settings.batch_size
@@ -238,7 +242,7 @@ class Worker:
                     log.warning("pull failed: %s", exc)
                     await asyncio.sleep(0.5)
                     continue
-                if failure := consumer.take_failure():
+                if failure := consumer.take_failure() or self.consumer_gone:
                     raise ConsumerGoneError(
                         f"pipeline {self.pipeline.name}: the server refused pulls ({failure});"
                         " was its consumer deleted?")
@@ -336,6 +340,8 @@ class Worker:
                         info.ack_floor is not None
                         and info.ack_floor.stream_seq >= self.history_cutoff)):
                     await self._point_aliases()
+            except NotFoundError as exc:  # deleted: pulls may go unanswered, not refused
+                self.consumer_gone = f"consumer_info: {exc}"
             except Exception as exc:  # the bus or the store is away: next round
                 log.debug("lag check: %s", exc)
             with contextlib.suppress(asyncio.TimeoutError):
