@@ -288,3 +288,23 @@ def test_geo_radius_box_and_polygon(client: QdrantClient, server: ServerProcess)
         r = httpx.post(f"{server.url}/collections/places/points/count",
                        json={"filter": {"must": [bad]}}, timeout=10)
         assert r.status_code == 400, r.text
+
+
+def test_a_uuid_index_matches_and_facets(client: QdrantClient) -> None:
+    import uuid
+
+    docs = [str(uuid.UUID(int=i * 7919)) for i in range(6)]
+    client.create_collection("owned", vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    client.create_payload_index("owned", "doc", models.PayloadSchemaType.UUID, wait=True)
+    client.upsert("owned", points=[models.PointStruct(id=i, vector=[1.0, 0.0],
+                                                      payload={"doc": docs[i % 6 if i < 30 else 0]})
+                                   for i in range(40)], wait=True)
+    hits = client.facet("owned", "doc", limit=3).hits
+    ties = sorted((d, 5) for d in docs[1:])  # equal counts: by value
+    assert [(h.value, h.count) for h in hits] == [(docs[0], 15), *ties[:2]]
+    n = client.count("owned", count_filter=models.Filter(must=[models.FieldCondition(
+        key="doc", match=models.MatchValue(value=docs[2]))])).count
+    assert n == 5
+    info = client.get_collection("owned")
+    assert info.payload_schema["doc"].data_type == models.PayloadSchemaType.UUID

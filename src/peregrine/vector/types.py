@@ -14,8 +14,8 @@ from peregrine.vector.ids import PointId
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 MAX_DIM = 65_536
 # Kinds of declared payload indexes (the engine indexes every kind alike).
-PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "geo")
-FACET_INDEX_KINDS = ("keyword", "integer", "bool")  # the ones a facet can count
+PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "geo", "uuid")
+FACET_INDEX_KINDS = ("keyword", "integer", "bool", "uuid")  # the ones a facet can count
 
 
 class Metric(StrEnum):

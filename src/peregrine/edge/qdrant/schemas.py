@@ -171,10 +171,10 @@ class UpdateCollection(Model):
 class CreateFieldIndex(Model):
     field_name: str = Field(min_length=1)
     field_schema: (
-        Literal["keyword", "integer", "float", "bool", "datetime", "geo"]
+        Literal["keyword", "integer", "float", "bool", "datetime", "geo", "uuid"]
         | Annotated[dict[str, Any], WithJsonSchema(
             {"type": "object", "properties": {"type": {
-                "enum": ["keyword", "integer", "float", "bool", "datetime", "geo"]}},
+                "enum": ["keyword", "integer", "float", "bool", "datetime", "geo", "uuid"]}},
              "required": ["type"]})]
         | None
     ) = None

@@ -431,7 +431,7 @@ class Collection:
                 for value, n in seg.field_index(key).value_counts(allowed, seg.n_rows):
                     totals[value] = totals.get(value, 0) + n
         # The values the declared type indexes (a keyword index ignores numbers...).
-        wanted = {"keyword": str, "integer": int, "bool": tuple}[kind]
+        wanted = {"keyword": str, "uuid": str, "integer": int, "bool": tuple}[kind]
         hits = [(v[1] if isinstance(v, tuple) else v, n) for v, n in totals.items()
                 if type(v) is wanted]
         # Most frequent first; ties by value, booleans, then numbers, then strings.

@@ -52,7 +52,7 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 EqKey = str | int | tuple[str, bool]
 
-PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "geo")
+PAYLOAD_INDEX_TYPES = ("keyword", "integer", "float", "bool", "datetime", "geo", "uuid")
 # Saved indexes of another version are rebuilt from the payloads (version 1
 # read array elements through key steps, which Qdrant's paths do not;
 # version 2 stored a list of rows per key; version 3 had no geo points).
