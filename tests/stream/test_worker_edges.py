@@ -14,19 +14,23 @@ from peregrine.stream.pipeline import Pipeline
 from peregrine.stream.worker import ConsumerGoneError, Worker
 
 
-def test_a_deleted_consumer_stops_the_worker(nats_server: EmbeddedNats) -> None:
+def _worker_stops_when_its_consumer_is_deleted(url: str, name: str, within_s: float,
+                                               match: str | None = None) -> None:
     async def main() -> None:
-        nc, js = await connect(nats_server.url)
-        worker = Worker(Pipeline("gone", source="in.gone").map(lambda d: d), FAST,
-                        nats_server.url)
+        nc, js = await connect(url)
+        worker = Worker(Pipeline(name, source=f"in.{name}").map(lambda d: d), FAST, url)
         task = asyncio.create_task(worker.run(asyncio.Event()))
         await asyncio.wait_for(worker.ready.wait(), 10)
-        await js.delete_consumer("PG_GONE", "gone")
-        with pytest.raises(ConsumerGoneError):
-            await asyncio.wait_for(task, 10)  # not a busy loop of refused pulls
+        await js.delete_consumer(f"PG_{name.upper()}", name)
+        with pytest.raises(ConsumerGoneError, match=match):
+            await asyncio.wait_for(task, within_s)  # not a busy loop of refused pulls
         await nc.close()
 
     asyncio.run(main())
+
+
+def test_a_deleted_consumer_stops_the_worker(nats_server: EmbeddedNats) -> None:
+    _worker_stops_when_its_consumer_is_deleted(nats_server.url, "gone", 10)
 
 
 def test_a_deleted_consumer_stops_the_worker_even_if_no_pull_is_refused(
@@ -34,19 +38,7 @@ def test_a_deleted_consumer_stops_the_worker_even_if_no_pull_is_refused(
     # Whether the server refuses a pull to a deleted consumer or leaves it unanswered
     # depends on timing; the lag check's consumer_info must catch the second case.
     monkeypatch.setattr(PullConsumer, "take_failure", lambda self: "")
-
-    async def main() -> None:
-        nc, js = await connect(nats_server.url)
-        worker = Worker(Pipeline("quiet", source="in.quiet").map(lambda d: d), FAST,
-                        nats_server.url)
-        task = asyncio.create_task(worker.run(asyncio.Event()))
-        await asyncio.wait_for(worker.ready.wait(), 10)
-        await js.delete_consumer("PG_QUIET", "quiet")
-        with pytest.raises(ConsumerGoneError, match="consumer_info"):
-            await asyncio.wait_for(task, 15)
-        await nc.close()
-
-    asyncio.run(main())
+    _worker_stops_when_its_consumer_is_deleted(nats_server.url, "quiet", 15, "consumer_info")
 
 
 def test_an_unexpected_exception_in_a_stage_is_retried_not_fatal(

@@ -326,19 +326,7 @@ def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
         inside = geo.CONDITIONS[kind](arg, f"{where}.{kind}")
         return lambda seg: seg.field_index(path).geo_mask(seg.n_rows, inside)
     if kind == "values_count":
-        if not isinstance(arg, dict) or not arg:
-            raise InvalidFilterError(f"{where}.values_count must be an object with "
-                                     "gt/gte/lt/lte")
-        _check_keys(arg, set(_RANGE_KEYS), f"{where}.values_count")
-        bounds: dict[str, float] = {}
-        for name, value in arg.items():
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidFilterError(f"{where}.values_count.{name} must be a "
-                                         "non-negative integer")
-            bounds[name] = float(value)
-        return lambda seg: seg.field_index(path).values_count(seg.n_rows, **bounds)
+        return _compile_values_count(arg, path, where)
     if not isinstance(arg, bool):
         raise InvalidFilterError(f"{where}.{kind} must be true or false")
     if kind == "is_empty":  # missing, null or []: is_empty true; false needs a value
@@ -373,6 +361,21 @@ def _compile_match(match: Any, path: str, where: str) -> CompiledFilter:
             raise InvalidFilterError(f"{where}.match.{kind} must be a string")
         return lambda seg: seg.field_index(path).match_text(arg, seg.n_rows)
     raise InvalidFilterError(f"{where}.match: unknown kind {kind!r}")
+
+
+def _compile_values_count(arg: Any, path: str, where: str) -> CompiledFilter:
+    if not isinstance(arg, dict) or not arg:
+        raise InvalidFilterError(f"{where}.values_count must be an object with gt/gte/lt/lte")
+    _check_keys(arg, set(_RANGE_KEYS), f"{where}.values_count")
+    bounds: dict[str, float] = {}
+    for name, value in arg.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidFilterError(f"{where}.values_count.{name} must be a non-negative "
+                                     "integer")
+        bounds[name] = float(value)
+    return lambda seg: seg.field_index(path).values_count(seg.n_rows, **bounds)
 
 
 def _compile_range(rng: Any, path: str, where: str) -> CompiledFilter:

@@ -442,12 +442,7 @@ class FieldIndex:
         counts = (np.bincount(snap.ints.rows, minlength=size)
                   + np.bincount(snap.codes.rows, minlength=size)
                   + np.bincount(snap.floats.rows, minlength=size))[:n]
-        mask = np.ones(n, dtype=np.bool_)
-        for bound, test in ((gt, np.greater), (gte, np.greater_equal), (lt, np.less),
-                            (lte, np.less_equal)):
-            if bound is not None:
-                mask &= test(counts, bound)
-        return mask
+        return _within(counts, gt, gte, lt, lte)
 
     def geo_mask(self, n: int, inside: Callable[[F64, F64], Mask]) -> Mask:
         """Rows below ``n`` holding a geo point (``{"lon", "lat"}``) for which
@@ -482,11 +477,7 @@ class FieldIndex:
         snap = self._snap
         codes = snap.codes
         epochs = self._code_epochs()[codes.keys] if codes.keys.size else np.empty(0)
-        ok = ~np.isnan(epochs)
-        for bound, test in ((gt, np.greater), (gte, np.greater_equal), (lt, np.less),
-                            (lte, np.less_equal)):
-            if bound is not None:
-                ok &= test(epochs, bound)
+        ok = _within(epochs, gt, gte, lt, lte)  # NaN (not a datetime) is never within
         rows = codes.rows[np.repeat(ok, np.diff(codes.indptr))]
         mask = np.zeros(n, dtype=np.bool_)
         mask[rows[rows < n]] = True
@@ -591,6 +582,17 @@ class FieldIndex:
             )
             index.rows_indexed = rows
         return index
+
+
+def _within(values: npt.NDArray[Any], gt: float | None, gte: float | None,
+            lt: float | None, lte: float | None) -> Mask:
+    """Which values lie within the bounds given (None: no bound)."""
+    mask = np.ones(values.shape, dtype=np.bool_)
+    for bound, test in ((gt, np.greater), (gte, np.greater_equal), (lt, np.less),
+                        (lte, np.less_equal)):
+        if bound is not None:
+            mask &= test(values, bound)
+    return mask
 
 
 def _is_geo(value: dict[str, Any]) -> bool:
