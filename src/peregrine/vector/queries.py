@@ -14,9 +14,11 @@ import numpy as np
 
 from peregrine.vector.collection.results import WithPayload
 from peregrine.vector.ids import PointId
+from peregrine.vector.types import SparseVector
 
-# A query by example: a stored point's id or a vector.
-Example = PointId | np.ndarray
+# A query by example: a stored point's id, a dense vector, or a sparse one (for a
+# sparse vector, named by ``using``).
+Example = PointId | np.ndarray | SparseVector
 
 
 @dataclass(slots=True)
@@ -33,9 +35,10 @@ class ReadOptions:
     ef: int | None = None  # HNSW beam; None: the collection's
     exact: bool = False  # exhaustive scan instead of the graph
     with_payload: WithPayload = False
-    with_vector: bool = False
+    with_vector: bool | Sequence[str] = False  # a list names the vectors to return
     score_threshold: float | None = None
     lookup: str | None = None  # the collection whose points example ids name
+    using: str | None = None  # the vector searched; None: the primary one
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class Prefetch:
     exact: bool = False
     score_threshold: float | None = None
     lookup: str | None = None
+    using: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

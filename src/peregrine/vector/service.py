@@ -28,17 +28,16 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from peregrine.core.errors import InvalidInputError, PeregrineError
-from peregrine.vector import scoring
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.results import WithPayload, check_with_payload
 from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
-from peregrine.vector.errors import InvalidPointIdError, PointNotFoundError
+from peregrine.vector.errors import InvalidPointIdError
+from peregrine.vector.execution import QueryExecutor
 from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
 from peregrine.vector.ids import PointId, decode_key, encode_id
 from peregrine.vector.matrix import MAX_SAMPLE, DistanceMatrix, nearest_within
 from peregrine.vector.metrics import VectorMetrics
-from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
     ContextQuery,
     DiscoverQuery,
@@ -55,7 +54,6 @@ from peregrine.vector.queries import (
     SampleRandom,
 )
 from peregrine.vector.result_cache import CacheStats, ResultCache
-from peregrine.vector.segment.kernels import normalize_rows
 from peregrine.vector.settings import VectorSettings
 from peregrine.vector.types import (
     AliasAction,
@@ -63,13 +61,16 @@ from peregrine.vector.types import (
     CollectionInfo,
     CreateAlias,
     DeleteAlias,
+    DenseSpec,
     Hit,
     IndexConfig,
     Metric,
     Record,
     RenameAlias,
+    SparseModifier,
+    SparseVector,
 )
-from peregrine.vector.universal import Stages, check_prefetch, resolve
+from peregrine.vector.universal import check_prefetch
 
 T = TypeVar("T")
 
@@ -81,6 +82,7 @@ __all__ = [
     "ContextQuery",
     "CreateAlias",
     "DeleteAlias",
+    "DenseSpec",
     "DiscoverQuery",
     "DistanceMatrix",
     "Example",
@@ -103,6 +105,8 @@ __all__ = [
     "RenameAlias",
     "SampleRandom",
     "SnapshotInfo",
+    "SparseModifier",
+    "SparseVector",
     "VectorService",
     "VectorSettings",
 ]
@@ -118,6 +122,7 @@ class VectorService:
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._metrics: VectorMetrics | None = None
+        self._exec = QueryExecutor(settings, self._collection)
 
     @classmethod
     def open(cls, data: str | Path, settings: VectorSettings | None = None) -> VectorService:
@@ -150,9 +155,7 @@ class VectorService:
 
     # -- caps -------------------------------------------------------------------------
     def _check_count(self, n: int, what: str) -> None:
-        if n > self.settings.max_batch:
-            raise InvalidInputError(f"{n} {what} in one request: the limit (max_batch) is "
-                                    f"{self.settings.max_batch}")
+        self._exec.check_count(n, what)
 
     def _check_read(self, options: ReadOptions) -> None:
         cap = self.settings.max_limit
@@ -215,10 +218,16 @@ class VectorService:
 
     def create_collection(self, name: str, dim: int, metric: str | Metric,
                           index: IndexConfig | dict[str, Any] | None = None,
-                          declared: dict[str, Any] | None = None) -> None:
+                          declared: dict[str, Any] | None = None, *,
+                          vector_name: str = "", dense: bool = True,
+                          named: dict[str, DenseSpec] | None = None,
+                          sparse: dict[str, SparseModifier] | None = None) -> None:
         """``declared``: protocol -> settings its client set that the engine only keeps.
-        A name an alias has is refused (InvalidInputError)."""
-        collection = self._db.create_collection(name, dim, metric, index)
+        ``vector_name``, ``dense``, ``named``, ``sparse``: the collection's vectors
+        (``CollectionConfig``). A name an alias has is refused (InvalidInputError)."""
+        collection = self._db.create_collection(name, dim, metric, index,
+                                                vector_name=vector_name, dense=dense,
+                                                named=named, sparse=sparse)
         try:
             for protocol, settings in (declared or {}).items():
                 collection.set_declared(protocol, settings)
@@ -278,12 +287,26 @@ class VectorService:
 
     def upsert(self, name: str, ids: Sequence[PointId], vectors: Any,
                payloads: Sequence[dict[str, Any] | None] | None = None,
-               version_key: str | None = None) -> int:
+               version_key: str | None = None,
+               side: Sequence[dict[str, Any] | None] | None = None) -> int:
         """Insert or replace points; returns the write's sequence number. With
         ``version_key`` a point is written only over a lower stored version
-        (``Collection.upsert``): the idempotent write of at-least-once pipelines."""
+        (``Collection.upsert``): the idempotent write of at-least-once pipelines.
+        ``side``: each point's named dense and sparse vectors ({name: vector})."""
         self._check_count(len(ids), "points")
-        return self._write(name, lambda c: c.upsert(ids, vectors, payloads, version_key))
+        return self._write(name, lambda c: c.upsert(ids, vectors, payloads, version_key, side))
+
+    def update_vectors(self, name: str, ids: Sequence[PointId],
+                       vectors: Sequence[dict[str, Any]]) -> None:
+        """Replace the named vectors given ({name: vector} per point), keeping the
+        points' other vectors and payloads."""
+        self._check_count(len(ids), "points")
+        self._write(name, lambda c: c.update_vectors(ids, vectors))
+
+    def delete_vectors(self, name: str, selector: PointSelector, names: Sequence[str]) -> None:
+        """Remove named or sparse vectors from the selected points."""
+        self._check_selector(selector)
+        self._write(name, lambda c: c.delete_vectors(self._select(c, selector), names))
 
     def delete(self, name: str, selector: PointSelector) -> int:
         self._check_selector(selector)
@@ -381,17 +404,17 @@ class VectorService:
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        return self._timed(name, "search", lambda c: self._nearest(c, vector, options))
+        return self._timed(name, "search", lambda c: self._exec.nearest(c, vector, options))
 
     def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
                      ) -> list[list[Hit]]:
         self._check_batch([options for _, options in searches])
         return self._timed(name, "search_batch", lambda c: [
-            self._nearest(c, vector, options) for vector, options in searches])
+            self._exec.nearest(c, vector, options) for vector, options in searches])
 
     def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        return self._timed(name, "recommend", lambda c: self._query(c, query, options))
+        return self._timed(name, "recommend", lambda c: self._exec.query(c, query, options))
 
     def query(self, name: str, query: Query, options: ReadOptions,
               prefetch: Sequence[Prefetch] = ()) -> list[Hit]:
@@ -400,7 +423,7 @@ class VectorService:
         (score 0); over ``prefetch`` stages, fusion too (``universal.py``)."""
         self._check_read(options)
         check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
-        return self._timed(name, "query", lambda c: self._staged(c, query, options, prefetch))
+        return self._timed(name, "query", lambda c: self._exec.staged(c, query, options, prefetch))
 
     def query_batch(self, name: str,
                     queries: Sequence[tuple[Query, ReadOptions, Sequence[Prefetch]]]
@@ -409,36 +432,19 @@ class VectorService:
         for _, _, prefetch in queries:
             check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
         return self._timed(name, "query_batch", lambda c: [
-            self._staged(c, query, options, prefetch) for query, options, prefetch in queries])
-
-    def _staged(self, c: Collection, query: Query, options: ReadOptions,
-                prefetch: Sequence[Prefetch]) -> list[Hit]:
-        if not prefetch:
-            if isinstance(query, Fusion):
-                raise InvalidInputError("fusion needs prefetches to fuse")
-            return self._query(c, query, options)
-        if query is None:
-            raise InvalidInputError("a query with prefetches needs a query to merge them")
-        hits = resolve(query, prefetch, options, Stages(
-            lambda q, o: self._query(c, q, o), _random_pick, c.config.metric.higher_is_better))
-        if not options.with_payload and not options.with_vector:
-            return hits
-        found = {r.id: r for r in c.retrieve([h.id for h in hits], options.with_payload,
-                                             options.with_vector)}
-        return [Hit(h.id, h.score, found[h.id].payload, found[h.id].vector, h.order_value)
-                for h in hits if h.id in found]
+            self._exec.staged(c, query, options, prefetch) for query, options, prefetch in queries])
 
     def search_groups(self, name: str, vector: Any, options: ReadOptions,
                       spec: GroupSpec) -> list[Group]:
         """The best groups of nearest points by a payload field (``groups.py``)."""
         return self._grouped(name, "search_groups", options, spec,
-                             lambda c, o: self._nearest(c, vector, o))
+                             lambda c, o: self._exec.nearest(c, vector, o))
 
     def query_groups(self, name: str, query: Query, options: ReadOptions,
                      spec: GroupSpec, prefetch: Sequence[Prefetch] = ()) -> list[Group]:
         check_prefetch(prefetch, self.settings.max_limit, self.settings.max_ef)
         return self._grouped(name, "query_groups", options, spec,
-                             lambda c, o: self._staged(c, query, o, prefetch))
+                             lambda c, o: self._exec.staged(c, query, o, prefetch))
 
     def distance_matrix(self, name: str, sample: int = 10, limit: int = 3,
                         filter: dict[str, Any] | None = None) -> DistanceMatrix:
@@ -456,8 +462,10 @@ class VectorService:
                 picked = np.random.default_rng().choice(len(ids), sample, replace=False)
                 ids = [ids[i] for i in np.sort(picked).tolist()]
             # One read for the vectors: a point deleted since the ids were read drops out.
-            found = c.retrieve(ids, with_payload=False, with_vectors=True)
-            vectors = np.asarray([r.vector for r in found], dtype=np.float32).reshape(
+            primary = [c.config.vector_name] if c.config.has_side_vectors else True
+            found = c.retrieve(ids, with_payload=False, with_vectors=primary)
+            vectors = np.asarray([r.vector[c.config.vector_name] if isinstance(r.vector, dict)
+                                  else r.vector for r in found], dtype=np.float32).reshape(
                 len(found), c.config.dim)
             return nearest_within([r.id for r in found], vectors, c.config.metric, limit)
 
@@ -502,154 +510,6 @@ class VectorService:
         if total > cap:
             raise InvalidInputError(f"the searches of one batch ask for {total} results in "
                                     f"all, the limit is {cap} (10 x max_limit)")
-
-    def _query(self, c: Collection, query: Query, options: ReadOptions) -> list[Hit]:
-        if isinstance(query, SampleRandom):
-            ids = _random_pick(c.ids_matching(options.filter, self._filter_limits),
-                               options.limit + options.offset)[options.offset:]
-            return [Hit(r.id, 0.0, r.payload, r.vector) for r in
-                    c.retrieve(ids, options.with_payload or False, options.with_vector)]
-        if isinstance(query, Fusion):
-            raise InvalidInputError("fusion needs prefetches to fuse")
-        if isinstance(query, OrderByQuery):
-            records = c.scroll_ordered(query.key, query.descending, query.start_from,
-                                       options.filter, options.limit + options.offset,
-                                       options.with_payload, options.with_vector,
-                                       self._filter_limits)
-            return [Hit(r.id, 0.0, r.payload, r.vector, r.order_value)
-                    for r in records[options.offset:]]
-        if query is None:
-            page, _ = c.scroll(options.filter, options.limit + options.offset, None,
-                               options.with_payload, options.with_vector,
-                               self._filter_limits)
-            return [Hit(r.id, 0.0, r.payload, r.vector) for r in page[options.offset:]]
-        src = c if options.lookup is None else self._collection(options.lookup)
-        if (isinstance(query, RecommendQuery) and query.strategy != "average_vector") or \
-                isinstance(query, (DiscoverQuery, ContextQuery)):
-            score, exclude = self._scorer(c, query, src)
-            o = _excluding(options, exclude)
-            return c.scan(score, o.limit, o.filter, o.offset, o.with_payload, o.with_vector,
-                          o.score_threshold, self._filter_limits)
-        if isinstance(query, RecommendQuery):
-            target, exclude = self._recommend_target(c, query, src)
-            return self._nearest(c, target, _excluding(options, exclude))
-        example = query.example
-        exclude = []
-        if not isinstance(example, np.ndarray):  # a stored point: its vector, minus itself
-            point = example
-            example = self._vectors_of(src, [point])[0]
-            exclude = [point] if src is c else []
-        options = _excluding(options, exclude)
-        if query.mmr is not None:
-            return self._diverse(c, example, options, query.mmr)
-        return self._nearest(c, example, options)
-
-    def _nearest(self, c: Collection, vector: Any, options: ReadOptions) -> list[Hit]:
-        return c.search(vector, k=options.limit, filter=options.filter, ef=options.ef,
-                        exact=options.exact, with_payload=options.with_payload,
-                        with_vectors=options.with_vector,
-                        score_threshold=options.score_threshold, offset=options.offset,
-                        filter_limits=self._filter_limits)
-
-    def _diverse(self, c: Collection, target: np.ndarray, options: ReadOptions,
-                 mmr: Mmr) -> list[Hit]:
-        """Nearest candidates, then a maximal-marginal-relevance pick among them."""
-        wanted = options.limit + options.offset
-        pool = max(mmr.candidates or wanted, wanted)
-        if pool > self.settings.max_limit:
-            raise InvalidInputError(f"mmr candidates_limit must be at most "
-                                    f"{self.settings.max_limit} (max_limit)")
-        candidates = self._nearest(c, target, ReadOptions(
-            limit=pool, filter=options.filter, ef=options.ef, exact=options.exact,
-            with_payload=options.with_payload, with_vector=True,
-            score_threshold=options.score_threshold))
-        if not candidates:
-            return []
-        order = maximal_marginal_relevance(
-            np.array([h.score for h in candidates]),
-            np.array([h.vector for h in candidates], dtype=np.float32),
-            c.config.metric, mmr.diversity, wanted)
-        picked = [candidates[i] for i in order[options.offset:]]
-        if not options.with_vector:
-            picked = [Hit(h.id, h.score, h.payload, None) for h in picked]
-        return picked
-
-    def _vectors_of(self, c: Collection, ids: Sequence[PointId]) -> np.ndarray:
-        """Stored vectors of existing points, in order; a missing id is an error."""
-        records = c.retrieve(list(ids), with_payload=False, with_vectors=True)
-        found = {r.id: r.vector for r in records}
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise PointNotFoundError(f"no point with id {missing[0]!r} in collection "
-                                     f"{c.name!r}")
-        return np.asarray([found[i] for i in ids], dtype=np.float32)
-
-    def _scorer(self, c: Collection, query: RecommendQuery | DiscoverQuery | ContextQuery,
-                src: Collection) -> tuple[scoring.Scorer, list[PointId]]:
-        """An exact score for the query's examples (ids name points of ``src``;
-        ``scoring.py``), and the ids results must exclude (those of ``c``'s own)."""
-        if isinstance(query, RecommendQuery):
-            examples = [*query.positive, *query.negative]
-            if not examples:
-                raise InvalidInputError("recommend needs at least one example")
-        else:
-            if not query.pairs and isinstance(query, ContextQuery):
-                raise InvalidInputError("a context query needs at least one pair")
-            examples = [e for pair in query.pairs for e in pair]
-            if isinstance(query, DiscoverQuery):
-                examples.append(query.target)
-        self._check_count(len(examples), "examples")
-        ids = [e for e in examples if not isinstance(e, np.ndarray)]
-        stored = dict(zip(ids, self._vectors_of(src, ids), strict=True)) if ids else {}
-        dim, metric = c.config.dim, c.config.metric
-        if src is not c:
-            ids = []
-
-        def rows(items: Sequence[Example]) -> np.ndarray:
-            out = np.zeros((len(items), dim), np.float32)
-            for i, e in enumerate(items):
-                if isinstance(e, np.ndarray):
-                    if e.shape != (dim,):
-                        raise InvalidInputError(f"example vectors must have dimension {dim}")
-                    out[i] = normalize_rows(e[None, :].astype(np.float32))[0] \
-                        if metric is Metric.COSINE else e
-                else:
-                    out[i] = stored[e]
-            return out
-
-        if isinstance(query, RecommendQuery):
-            make = scoring.best_score if query.strategy == "best_score" else \
-                scoring.sum_scores
-            return make(rows(query.positive), rows(query.negative), metric), ids
-        pairs = rows([e for pair in query.pairs for e in pair]).reshape(-1, 2, dim)
-        if isinstance(query, DiscoverQuery):
-            return scoring.discovery(rows([query.target])[0], pairs, metric), ids
-        return scoring.context(pairs, metric), ids
-
-    def _recommend_target(self, c: Collection, query: RecommendQuery, src: Collection
-                          ) -> tuple[np.ndarray, list[PointId]]:
-        """Qdrant's ``average_vector`` strategy: avg(+) + (avg(+) - avg(-)).
-
-        Returns the target and the example ids, which results must exclude.
-        """
-        if not query.positive:
-            raise InvalidInputError("recommend needs at least one positive example")
-        self._check_count(len(query.positive) + len(query.negative), "examples")
-        ids = [e for e in [*query.positive, *query.negative] if not isinstance(e, np.ndarray)]
-        stored = dict(zip(ids, self._vectors_of(src, ids), strict=True)) if ids else {}
-        dim = c.config.dim
-
-        def mean(examples: Sequence[Example]) -> np.ndarray:
-            rows = [e if isinstance(e, np.ndarray) else stored[e] for e in examples]
-            for row in rows:
-                if row.shape != (dim,):
-                    raise InvalidInputError(f"example vectors must have dimension {dim}")
-            average: np.ndarray = np.mean(np.stack(rows), axis=0)
-            return average
-
-        positive = mean(query.positive)
-        target = 2 * positive - mean(query.negative) if query.negative else positive
-        return target.astype(np.float32), ids if src is c else []
 
     # -- snapshots --------------------------------------------------------------------
     # Snapshots belong to the collection: through an alias they are its target's.
@@ -702,17 +562,3 @@ class VectorService:
             self._cache.drop_collection(name)
 
 
-def _random_pick(ids: list[PointId], n: int) -> list[PointId]:
-    rng = np.random.default_rng()
-    picked = rng.permutation(len(ids)) if len(ids) <= n else rng.choice(len(ids), n,
-                                                                         replace=False)
-    return [ids[i] for i in picked.tolist()]
-
-
-def _excluding(options: ReadOptions, ids: Sequence[PointId]) -> ReadOptions:
-    """The options with a filter that also leaves out the example points."""
-    if not ids:
-        return options
-    flt = options.filter
-    combined = {"must": [flt] if flt else [], "must_not": [{"has_id": list(ids)}]}
-    return dataclasses.replace(options, filter=combined)

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from peregrine.core.errors import InvalidInputError, StorageError
 from peregrine.vector.ids import PointId
 
@@ -106,8 +109,48 @@ class IndexConfig:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """A sparse vector: unique indices, ascending, and their values."""
+
+    indices: npt.NDArray[np.uint32]
+    values: npt.NDArray[np.float32]
+
+
+class SparseModifier(StrEnum):
+    """How a sparse vector's query weights are adjusted (Qdrant's ``modifier``)."""
+
+    NONE = "none"
+    IDF = "idf"  # each query index weighted by its inverse document frequency
+
+
+@dataclass(frozen=True, slots=True)
+class DenseSpec:
+    """A named dense vector other than the primary one: searched exactly."""
+
+    dim: int
+    metric: Metric
+
+
+MAX_VECTOR_NAMES = 16  # named dense + sparse vectors per collection
+_VECTOR_NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,64}$")
+
+
+def validate_vector_name(name: Any) -> str:
+    if not isinstance(name, str) or not _VECTOR_NAME_RE.fullmatch(name):
+        raise InvalidInputError(f"invalid vector name {name!r}: 1-64 characters, no '/' "
+                                "or control characters")
+    return name
+
+
 @dataclass(frozen=True)
 class CollectionConfig:
+    """A collection's shape. Its primary dense vector (``dim``, ``metric``, named
+    ``vector_name``, "" when unnamed) is the one the HNSW index serves; ``named``
+    dense vectors and ``sparse`` vectors ride in each row's record and are
+    searched by their own exact indexes (``segment/side.py``). ``dense`` False:
+    the collection has sparse vectors only (``dim`` is then a placeholder 1)."""
+
     name: str
     dim: int
     metric: Metric
@@ -118,9 +161,45 @@ class CollectionConfig:
     # (Qdrant's on_disk, optimizer and WAL parameters, ...), kept per protocol so
     # that the client reads back what it set. Opaque to the engine.
     declared: dict[str, Any] = field(default_factory=dict)
+    vector_name: str = ""
+    dense: bool = True
+    named: dict[str, DenseSpec] = field(default_factory=dict)
+    sparse: dict[str, SparseModifier] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        names = [self.vector_name, *self.named, *self.sparse] if self.dense else [
+            *self.named, *self.sparse]
+        if len(set(names)) != len(names):
+            raise InvalidInputError("vector names must be unique across dense and sparse")
+        if len(names) > MAX_VECTOR_NAMES:
+            raise InvalidInputError(f"a collection has at most {MAX_VECTOR_NAMES} vectors")
+        if not self.dense and not self.sparse and not self.named:
+            raise InvalidInputError("a collection needs at least one vector")
+        for name in [*self.named, *self.sparse]:
+            validate_vector_name(name)
+        for spec in self.named.values():
+            if not 1 <= spec.dim <= MAX_DIM:
+                raise InvalidInputError(f"vector size must be in [1, {MAX_DIM}]")
+
+    @property
+    def has_side_vectors(self) -> bool:
+        """Whether rows carry vectors besides the primary (named reads differ)."""
+        return bool(self.named or self.sparse) or self.vector_name != "" or not self.dense
+
+    def vector_kind(self, name: str) -> str:
+        """"primary", "named" or "sparse"; an unknown name is a clear error."""
+        if self.dense and name == self.vector_name:
+            return "primary"
+        if name in self.named:
+            return "named"
+        if name in self.sparse:
+            return "sparse"
+        known = ([self.vector_name] if self.dense else []) + [*self.named, *self.sparse]
+        raise InvalidInputError(f"collection {self.name!r} has no vector named {name!r} "
+                                f"(it has {known})")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "name": self.name,
             "dim": self.dim,
             "metric": self.metric.value,
@@ -129,6 +208,15 @@ class CollectionConfig:
         }
         if self.declared:
             out["declared"] = self.declared
+        if self.vector_name:
+            out["vector_name"] = self.vector_name
+        if not self.dense:
+            out["dense"] = False
+        if self.named:
+            out["named"] = {n: {"dim": s.dim, "metric": s.metric.value}
+                            for n, s in self.named.items()}
+        if self.sparse:
+            out["sparse"] = {n: m.value for n, m in self.sparse.items()}
         return out
 
     @classmethod
@@ -154,6 +242,12 @@ class CollectionConfig:
                 index=IndexConfig.from_dict(data.get("index")),
                 payload_indexes=dict(indexes),
                 declared=declared,
+                vector_name=str(data.get("vector_name", "")),
+                dense=bool(data.get("dense", True)),
+                named={str(n): DenseSpec(int(s["dim"]), Metric(s["metric"]))
+                       for n, s in dict(data.get("named", {})).items()},
+                sparse={str(n): SparseModifier(m)
+                        for n, m in dict(data.get("sparse", {})).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -250,7 +344,9 @@ class Hit:
     id: PointId
     score: float
     payload: dict[str, Any] | None = None
-    vector: list[float] | None = None
+    # The primary vector as a list; in a collection with named or sparse vectors,
+    # {name: list | {"indices": [...], "values": [...]}}.
+    vector: list[float] | dict[str, Any] | None = None
     order_value: int | float | None = None  # an order_by query's field value
 
 
@@ -260,5 +356,5 @@ class Record:
 
     id: PointId
     payload: dict[str, Any] | None = None
-    vector: list[float] | None = None
+    vector: list[float] | dict[str, Any] | None = None  # as in ``Hit``
     order_value: int | float | None = None  # the field value it was ordered by

@@ -69,18 +69,21 @@ def both(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] |
 
 
 def fuse(method: str, sources: Sequence[list[Hit]], limit: int,
-         higher_is_better: bool = True) -> list[Hit]:
-    """Fused scores, best first. With distances (``higher_is_better`` False) dbsf
-    normalises the negated distances, so that the nearest still score highest."""
+         higher_is_better: bool | Sequence[bool] = True) -> list[Hit]:
+    """Fused scores, best first. With distances (``higher_is_better`` False, for
+    all sources or per source) dbsf normalises the negated distances, so that the
+    nearest still score highest."""
     scores: dict[PointId, float] = {}
-    for hits in sources:
+    directions = [higher_is_better] * len(sources) if isinstance(higher_is_better, bool) \
+        else list(higher_is_better)
+    for hits, higher in zip(sources, directions, strict=True):
         if not hits:
             continue
         if method == "rrf":
             part = 1.0 / (RRF_K + np.arange(len(hits), dtype=np.float64))
         elif method == "dbsf":
             raw = np.array([h.score for h in hits], dtype=np.float64)
-            if not higher_is_better:
+            if not higher:
                 raw = -raw
             spread = float(raw.std(ddof=1)) if raw.size > 1 else 0.0
             if spread == 0.0:
@@ -102,7 +105,8 @@ class Stages:
 
     base: Base  # one stage without prefetches
     sample: Callable[[list[PointId], int], list[PointId]]
-    higher_is_better: bool  # the collection's scores (False: distances)
+    # Whether a stage's scores are similarities (False: distances), by its ``using``.
+    higher_is_better: Callable[[str | None], bool]
 
 
 def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
@@ -111,26 +115,34 @@ def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
     ``options.offset`` applied)."""
     sources = [_run(p, options.filter, stages) for p in prefetch]
     hits = _merge(query, sources, options.limit + options.offset, options.filter,
-                  options.score_threshold, stages, options.lookup)
+                  options.score_threshold, stages, options.lookup, options.using)
     return hits[options.offset:]
 
 
-def _run(node: Prefetch, above: dict[str, Any] | None, stages: Stages) -> list[Hit]:
+Source = tuple[list[Hit], bool]  # a stage's hits, and whether higher scores are better
+
+
+def _run(node: Prefetch, above: dict[str, Any] | None, stages: Stages) -> Source:
     flt = both(above, node.filter)
     if node.prefetch:
         sources = [_run(child, flt, stages) for child in node.prefetch]
-        return _merge(node.query, sources, node.limit, flt, node.score_threshold, stages,
-                      node.lookup)
-    return stages.base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
-                                               exact=node.exact,
-                                               score_threshold=node.score_threshold,
-                                               lookup=node.lookup))
+        hits = _merge(node.query, sources, node.limit, flt, node.score_threshold, stages,
+                      node.lookup, node.using)
+    else:
+        hits = stages.base(node.query, ReadOptions(limit=node.limit, filter=flt, ef=node.ef,
+                                                   exact=node.exact,
+                                                   score_threshold=node.score_threshold,
+                                                   lookup=node.lookup, using=node.using))
+    fused = isinstance(node.query, Fusion | SampleRandom)
+    return hits, True if fused else stages.higher_is_better(node.using)
 
 
-def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, Any] | None,
-           threshold: float | None, stages: Stages, lookup: str | None) -> list[Hit]:
+def _merge(query: Query, given: list[Source], limit: int, flt: dict[str, Any] | None,
+           threshold: float | None, stages: Stages, lookup: str | None,
+           using: str | None) -> list[Hit]:
+    sources = [hits for hits, _ in given]
     if isinstance(query, Fusion):
-        fused = fuse(query.method, sources, limit, stages.higher_is_better)
+        fused = fuse(query.method, sources, limit, [higher for _, higher in given])
         return fused if threshold is None else [h for h in fused if h.score >= threshold]
     found = list(dict.fromkeys(h.id for hits in sources for h in hits))
     if not found:
@@ -139,4 +151,4 @@ def _merge(query: Query, sources: list[list[Hit]], limit: int, flt: dict[str, An
         return [Hit(pid, 0.0) for pid in stages.sample(found, limit)]
     among = both(flt, {"must": [{"has_id": found}]})
     return stages.base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
-                                      score_threshold=threshold, lookup=lookup))
+                                      score_threshold=threshold, lookup=lookup, using=using))

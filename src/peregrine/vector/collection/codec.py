@@ -21,11 +21,17 @@ from peregrine.core.errors import InvalidInputError, StorageError
 from peregrine.vector.errors import DimensionMismatchError, InvalidPayloadError, InvalidVectorError
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, check_unique, encode_ids
 from peregrine.vector.segment.kernels import F32, normalize_rows
-from peregrine.vector.types import Metric
+from peregrine.vector.segment.rows import SideVector, pack_row, payload_part, side_vectors
+from peregrine.vector.types import CollectionConfig, Metric, SparseVector
 
 _UPSERT_HEAD = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 NULL_BLOB = b"null"
+MAX_SPARSE_ENTRIES = 65_536  # non-zero entries of one sparse vector
+_U32 = 1 << 32
+
+# The side vectors of each point of a write (named dense, sparse), by name.
+SideRows = list[dict[str, SideVector]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +89,13 @@ class UpsertBatch:
 
 
 def check_blobs(blobs: Sequence[bytes]) -> None:
-    """Each payload blob is a JSON object or null (for records from outside)."""
+    """Each row record is a JSON object or null and well-formed side vectors (for
+    records from outside)."""
     for blob in blobs:
         try:
-            value = orjson.loads(blob)
-        except orjson.JSONDecodeError:
+            side_vectors(blob)
+            value = orjson.loads(payload_part(blob))
+        except (orjson.JSONDecodeError, StorageError):
             value = ""
         if value is not None and not isinstance(value, dict):
             raise StorageError("malformed upsert record: a payload is not a JSON object")
@@ -148,8 +156,70 @@ def as_vectors(vectors: Any, dim: int, metric: Metric, what: str = "vectors") ->
     return out
 
 
+def as_sparse(value: Any, what: str = "sparse vector") -> SparseVector:
+    """A sparse vector from ``SparseVector`` or ``{"indices": [...], "values": [...]}``:
+    indices unique integers in [0, 2^32), values finite, at most
+    ``MAX_SPARSE_ENTRIES``; returned sorted by index."""
+    if isinstance(value, SparseVector):
+        indices, values = value.indices, value.values
+    elif isinstance(value, dict) and set(value) == {"indices", "values"}:
+        indices, values = value["indices"], value["values"]
+    else:
+        raise InvalidVectorError(f'{what}: expected {{"indices": [...], "values": [...]}}')
+    try:
+        idx = np.asarray(indices)
+        val = np.asarray(values)
+    except (TypeError, ValueError):
+        raise InvalidVectorError(f"{what}: indices and values must be flat arrays") from None
+    if idx.ndim != 1 or val.ndim != 1 or idx.size != val.size:
+        raise InvalidVectorError(f"{what}: indices and values must be flat arrays of one length")
+    if idx.size > MAX_SPARSE_ENTRIES:
+        raise InvalidVectorError(f"{what}: at most {MAX_SPARSE_ENTRIES} entries")
+    if idx.size and (idx.dtype.kind not in "iu" or int(idx.min()) < 0 or int(idx.max()) >= _U32):
+        raise InvalidVectorError(f"{what}: indices must be integers in [0, 2^32)")
+    if val.size and val.dtype.kind not in "iuf":
+        raise InvalidVectorError(f"{what}: values must be numbers")
+    with np.errstate(over="ignore"):
+        val32 = val.astype(np.float32)
+    if not np.isfinite(val32).all():
+        raise InvalidVectorError(f"{what}: values contain NaN or infinite values")
+    idx32 = idx.astype(np.uint32)
+    order = np.argsort(idx32, kind="stable")
+    idx32, val32 = idx32[order], val32[order]
+    if idx32.size > 1 and (idx32[1:] == idx32[:-1]).any():
+        raise InvalidVectorError(f"{what}: indices must be unique")
+    return SparseVector(idx32, val32)
+
+
+def as_side_rows(config: CollectionConfig, side: Sequence[Any] | None, n: int) -> SideRows | None:
+    """Each point's named dense and sparse vectors, checked against the collection's
+    (a dense one is normalised for cosine, as the primary is)."""
+    if side is None:
+        return None
+    if isinstance(side, dict) or not isinstance(side, Sequence) or len(side) != n:
+        raise InvalidInputError(f"named vectors must be a list of {n} objects (or None)")
+    out: SideRows = []
+    for i, vectors in enumerate(side):
+        row: dict[str, SideVector] = {}
+        if vectors is not None and not isinstance(vectors, dict):
+            raise InvalidInputError(f"point #{i}: named vectors must be an object")
+        for name, value in (vectors or {}).items():
+            kind = config.vector_kind(name)
+            where = f"point #{i}: vector {name!r}"
+            if kind == "primary":
+                raise InvalidInputError(f"{where} is the primary vector; pass it as vectors")
+            if kind == "sparse":
+                row[name] = as_sparse(value, where)
+            else:
+                spec = config.named[name]
+                row[name] = as_vectors(value, spec.dim, spec.metric, where)[0]
+        out.append(row)
+    return out
+
+
 def prepare_upsert(
-    ids: Any, vectors: Any, payloads: Sequence[Any] | None, dim: int, metric: Metric
+    ids: Any, vectors: Any, payloads: Sequence[Any] | None, dim: int, metric: Metric,
+    side: SideRows | None = None,
 ) -> UpsertBatch:
     keys = encode_ids(ids)
     check_unique(keys)
@@ -159,11 +229,16 @@ def prepare_upsert(
             f"got {keys.shape[0]} ids but {vecs.shape[0]} vectors; they must match"
         )
     n = keys.shape[0]
+    if side is not None and len(side) != n:
+        raise InvalidInputError(f"got {n} ids but {len(side)} sets of named vectors")
     if payloads is None:
-        return UpsertBatch(keys, vecs, [NULL_BLOB] * n)
-    if isinstance(payloads, dict) or not isinstance(payloads, Sequence) or len(payloads) != n:
+        blobs = [NULL_BLOB] * n
+    elif isinstance(payloads, dict) or not isinstance(payloads, Sequence) or len(payloads) != n:
         raise InvalidPayloadError(f"payloads must be a list of {n} JSON objects (or None)")
-    blobs = [encode_payload(p, i) for i, p in enumerate(payloads)]
+    else:
+        blobs = [encode_payload(p, i) for i, p in enumerate(payloads)]
+    if side is not None:
+        blobs = [pack_row(b, s) for b, s in zip(blobs, side, strict=True)]
     return UpsertBatch(keys, vecs, blobs)
 
 

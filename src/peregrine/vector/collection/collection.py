@@ -31,7 +31,7 @@ from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
 from peregrine.core.fsio import exchange_dirs
 from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector import paths
-from peregrine.vector.collection import codec, snapshot
+from peregrine.vector.collection import codec, named, snapshot
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
 from peregrine.vector.collection.ordering import ordered_records
@@ -44,7 +44,16 @@ from peregrine.vector.collection.results import (
 from peregrine.vector.collection.scan import Scorer, scan
 from peregrine.vector.collection.wal import Op
 from peregrine.vector.errors import DimensionMismatchError, InvalidPayloadError
-from peregrine.vector.ids import KeyArray, PointId, decode_key, decode_keys, encode_id, encode_ids
+from peregrine.vector.ids import (
+    KeyArray,
+    PointId,
+    check_unique,
+    decode_key,
+    decode_keys,
+    encode_id,
+    encode_ids,
+)
+from peregrine.vector.segment import rows as records
 from peregrine.vector.segment.filters import (
     DEFAULT_FILTER_LIMITS,
     CompiledFilter,
@@ -160,27 +169,47 @@ class Collection:
 
     # -- writes ---------------------------------------------------------------
     def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None,
-               version_key: str | None = None) -> int:
+               version_key: str | None = None, side: Sequence[Any] | None = None) -> int:
         """Insert or replace points; atomic per call. Returns the WAL sequence number.
 
         With ``version_key``, every payload carries an integer version under that key
         and a point is written only if it is new or its stored version is lower: a
         redelivered or replayed event never duplicates a write nor puts an older
         version over a newer one (the check and the write happen under one lock).
+
+        ``side``: per point, its named dense and sparse vectors ({name: vector},
+        a sparse one as ``SparseVector`` or {"indices", "values"}); a point may
+        lack any of them. A collection without a dense vector takes
+        ``vectors=None``.
         """
         self._check_open()
         config = self.config
         versions = codec.payload_versions(payloads, version_key) if version_key else None
-        batch = codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric)
+        batch = self._prepare(config, ids, vectors, payloads, side)
         with self._writing() as holder:
             if holder.config is not config:  # restored meanwhile: maybe another dim
-                batch = codec.prepare_upsert(ids, vectors, payloads, holder.config.dim,
-                                             holder.config.metric)
+                batch = self._prepare(holder.config, ids, vectors, payloads, side)
             if versions is not None and version_key is not None and batch.keys.size:
                 batch = batch.subset(self._newer(holder, batch.keys, versions, version_key))
             if batch.keys.size == 0:
                 return holder.wal.last_seq
             return holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
+
+    @staticmethod
+    def _prepare(config: CollectionConfig, ids: Any, vectors: Any,
+                 payloads: Sequence[Any] | None, side: Sequence[Any] | None
+                 ) -> codec.UpsertBatch:
+        n = len(encode_ids(ids))
+        if not config.dense:
+            if vectors is not None:
+                raise InvalidInputError(f"collection {config.name!r} has no dense vector "
+                                        f"{config.vector_name!r}; send only named vectors")
+            vectors = np.zeros((n, 1), np.float32)
+        elif vectors is None:
+            raise InvalidInputError(f"every point needs the vector {config.vector_name!r}")
+        side_rows = codec.as_side_rows(config, side, n)
+        return codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric,
+                                    side_rows)
 
     @staticmethod
     def _newer(holder: SegmentHolder, keys: KeyArray, versions: npt.NDArray[np.int64],
@@ -240,21 +269,76 @@ class Collection:
         """Payload edits are copy-on-write: the point is re-upserted with its vector."""
         self._check_open()
         keys = np.unique(encode_ids(ids))
+        self._rewrite_rows(keys, lambda key, vector, blob, payload: (vector, records.with_payload(
+            blob, codec.encode_payload(change(payload)))))
+
+    def _rewrite_rows(self, keys: KeyArray, change: Any) -> None:
+        """Rows are copy-on-write: each point found is re-upserted with what
+        ``change(key, vector, blob, payload)`` returns as its (vector, blob), in one WAL
+        record."""
         with self._writing() as holder:
             with holder.reading():
-                found: list[tuple[bytes, F32, dict[str, Any] | None]] = []
+                found: list[tuple[bytes, F32, bytes]] = []
                 for seg in holder.segments:
-                    pos, rows = seg.lookup(keys)
+                    pos, found_rows = seg.lookup(keys)
                     vecs = seg.vectors_view()
-                    for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
-                        found.append((keys[p], np.asarray(vecs[r]), seg.payload(r)))
+                    for p, r in zip(pos.tolist(), found_rows.tolist(), strict=True):
+                        vector, blob = change(keys[p], np.asarray(vecs[r]),
+                                              seg.payload_bytes(r), seg.payload(r))
+                        found.append((keys[p], vector, blob))
             if not found:
                 return
             new_keys = np.asarray([f[0] for f in found], dtype=keys.dtype)
             vectors = np.stack([f[1] for f in found])
-            blobs = [codec.encode_payload(change(f[2])) for f in found]
-            batch = codec.UpsertBatch(new_keys, vectors, blobs)
+            batch = codec.UpsertBatch(new_keys, vectors, [f[2] for f in found])
             holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
+
+    def update_vectors(self, ids: Any, vectors: Sequence[dict[str, Any]]) -> None:
+        """Replace some vectors of existing points ({name: vector} per id; the
+        primary one by its name), keeping their other vectors and payload;
+        missing ids are ignored."""
+        self._check_open()
+        keys = encode_ids(ids)
+        check_unique(keys)
+        config = self.config
+        if isinstance(vectors, dict) or len(vectors) != keys.size:
+            raise InvalidInputError(f"got {keys.size} ids but {len(vectors)} vector sets")
+        primary: dict[bytes, F32] = {}
+        side_in: list[dict[str, Any]] = []
+        for key, given in zip(keys.tolist(), vectors, strict=True):
+            if not isinstance(given, dict) or not given:
+                raise InvalidInputError("each point's vectors are a non-empty {name: vector}")
+            rest = dict(given)
+            if config.dense and config.vector_name in rest:
+                primary[key] = codec.as_vectors(rest.pop(config.vector_name), config.dim,
+                                                config.metric)[0]
+            side_in.append(rest)
+        side_rows = codec.as_side_rows(config, side_in, keys.size) or []
+        new_side = dict(zip(keys.tolist(), side_rows, strict=True))
+
+        def change(key: bytes, vector: F32, blob: bytes, payload: Any) -> tuple[F32, bytes]:
+            merged = {**records.side_vectors(blob), **new_side[key]}
+            return primary.get(key, vector), records.pack_row(
+                bytes(records.payload_part(blob)), merged)
+
+        self._rewrite_rows(keys, change)
+
+    def delete_vectors(self, ids: Any, names: Sequence[str]) -> None:
+        """Remove named or sparse vectors from existing points (the primary vector
+        cannot be removed)."""
+        self._check_open()
+        config = self.config
+        if isinstance(names, str) or not names:
+            raise InvalidInputError("vector names must be a non-empty list")
+        for name in names:
+            if config.vector_kind(name) == "primary":
+                raise InvalidInputError(f"the vector {name!r} is every point's primary "
+                                        "vector and cannot be deleted")
+        drop = set(names)
+        keys = np.unique(encode_ids(ids))
+        self._rewrite_rows(keys, lambda key, vector, blob, payload: (vector, records.pack_row(
+            bytes(records.payload_part(blob)),
+            {n: v for n, v in records.side_vectors(blob).items() if n not in drop})))
 
     # -- reads ----------------------------------------------------------------
     @staticmethod
@@ -283,7 +367,7 @@ class Collection:
         ef: int | None = None,
         exact: bool = False,
         with_payload: WithPayload = True,
-        with_vectors: bool = False,
+        with_vectors: bool | Sequence[str] = False,
         score_threshold: float | None = None,
         offset: int = 0,
         filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
@@ -303,7 +387,7 @@ class Collection:
         ef: int | None = None,
         exact: bool = False,
         with_payload: WithPayload = True,
-        with_vectors: bool = False,
+        with_vectors: bool | Sequence[str] = False,
         score_threshold: float | None = None,
     ) -> list[list[Hit]]:
         queries = codec.as_vectors(vectors, self.config.dim, self.config.metric, "query vectors")
@@ -318,7 +402,7 @@ class Collection:
         ef: int | None,
         exact: bool,
         with_payload: WithPayload,
-        with_vectors: bool,
+        with_vectors: bool | Sequence[str],
         score_threshold: float | None,
         offset: int,
         filter_limits: FilterLimits,
@@ -343,6 +427,10 @@ class Collection:
         while not holder.acquire_read():
             holder = self._replaced(holder)
         try:
+            if not holder.config.dense:
+                raise InvalidInputError(f"collection {self.name!r} has no dense vector "
+                                        "to search; name one of its vectors (using)")
+            reader = named.vector_reader(holder.config, with_vectors)
             if queries.shape[1] != holder.config.dim:  # restored meanwhile to another dim
                 raise DimensionMismatchError(
                     f"query vectors: expected dimension {holder.config.dim}, got "
@@ -370,8 +458,42 @@ class Collection:
                 scores, rows = seg.search(queries, fetch, allowed, ef_eff, exact)
                 found.append((seg, scores, rows))
             metric = holder.config.metric
-            return [merge_hits(found, qi, fetch, offset, metric, with_payload, with_vectors,
+            return [merge_hits(found, qi, fetch, offset, metric, with_payload, reader,
                                score_threshold) for qi in range(queries.shape[0])]
+        finally:
+            holder.release_read()
+
+    def search_named(self, using: str, vector: Any, k: int = 10,
+                     filter: dict[str, Any] | None = None,
+                     with_payload: WithPayload = True,
+                     with_vectors: bool | Sequence[str] = False,
+                     score_threshold: float | None = None, offset: int = 0,
+                     filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Hit]:
+        """Nearest neighbours by vector ``using``: the primary one (``search``), a
+        named dense one, or a sparse one (``vector`` a ``SparseVector`` or
+        {"indices", "values"}); side vectors are searched exactly (``named.py``)."""
+        self._check_open()
+        if self.config.vector_kind(using) == "primary":
+            return self.search(vector, k, filter, None, False, with_payload, with_vectors,
+                               score_threshold, offset, filter_limits)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidInputError("k (limit) must be a positive integer")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError("offset must be a non-negative integer")
+        check_with_payload(with_payload)
+        compiled = compile_filter(filter, filter_limits)
+        fetch = k + offset
+        holder = self._holder
+        while not holder.acquire_read():
+            holder = self._replaced(holder)
+        try:
+            config = holder.config
+            query = named.as_query(config, using, vector)
+            found = named.search(holder.segments, config, using, query, fetch,
+                                 lambda seg: self._allowed(seg, compiled))
+            return merge_hits(found, 0, fetch, offset, named.metric_of(config, using),
+                              with_payload, named.vector_reader(config, with_vectors),
+                              score_threshold)
         finally:
             holder.release_read()
 
@@ -384,7 +506,7 @@ class Collection:
             return decode_keys(self._matching_keys(holder, compiled))
 
     def retrieve(
-        self, ids: Any, with_payload: WithPayload = True, with_vectors: bool = False
+        self, ids: Any, with_payload: WithPayload = True, with_vectors: bool | Sequence[str] = False
     ) -> list[Record]:
         """Points by id, in the order asked; unknown ids are skipped (as Qdrant does)."""
         self._check_open()
@@ -396,7 +518,8 @@ class Collection:
                 pos, rows = seg.lookup(keys)
                 for p, r in zip(pos.tolist(), rows.tolist(), strict=True):
                     out[p] = (seg, r)
-            return [record(keys[p], *out[p], with_payload, with_vectors) for p in sorted(out)]
+            reader = named.vector_reader(holder.config, with_vectors)
+            return [record(keys[p], *out[p], with_payload, reader) for p in sorted(out)]
 
     def count(self, filter: dict[str, Any] | None = None,
               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
@@ -440,7 +563,8 @@ class Collection:
         return hits[:limit]
 
     def scan(self, score: Scorer, k: int = 10, filter: dict[str, Any] | None = None,
-             offset: int = 0, with_payload: WithPayload = True, with_vectors: bool = False,
+             offset: int = 0, with_payload: WithPayload = True,
+             with_vectors: bool | Sequence[str] = False,
              score_threshold: float | None = None,
              filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Hit]:
         """The ``k`` live points the filter admits that ``score`` (stored vectors ->
@@ -452,12 +576,13 @@ class Collection:
         compiled = compile_filter(filter, filter_limits)
         with self._reading() as holder:
             return scan(list(holder.segments), lambda seg: self._allowed(seg, compiled),
-                        score, k, offset, with_payload, with_vectors, score_threshold)
+                        score, k, offset, with_payload,
+                        named.vector_reader(holder.config, with_vectors), score_threshold)
 
     def scroll_ordered(self, key: str, descending: bool = False,
                        start_from: float | None = None, filter: dict[str, Any] | None = None,
                        limit: int = 10, with_payload: WithPayload = True,
-                       with_vectors: bool = False,
+                       with_vectors: bool | Sequence[str] = False,
                        filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Record]:
         """The first ``limit`` live points the filter selects in the order of the
         numeric payload field ``key`` (which needs an integer or float index), from
@@ -474,7 +599,8 @@ class Collection:
                                         f"on {key!r}; create one first")
             return ordered_records(list(holder.segments),
                                    lambda seg: self._allowed(seg, compiled), key,
-                                   descending, start_from, limit, with_payload, with_vectors,
+                                   descending, start_from, limit, with_payload,
+                                   named.vector_reader(holder.config, with_vectors),
                                    integers=kind == "integer")
 
     def scroll(
@@ -483,7 +609,7 @@ class Collection:
         limit: int = 10,
         offset: Any = None,
         with_payload: WithPayload = True,
-        with_vectors: bool = False,
+        with_vectors: bool | Sequence[str] = False,
         filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
     ) -> tuple[list[Record], Any]:
         """Points in id order from ``offset`` (an id, inclusive); returns (page, next id)."""
@@ -516,10 +642,11 @@ class Collection:
                      else np.arange(all_keys.size))
             order = order[np.argsort(all_keys[order], kind="stable")]
             all_rows, all_segs = np.concatenate(row_parts), np.concatenate(seg_parts)
-            records = [record(all_keys[i], segments[int(all_segs[i])], int(all_rows[i]),
-                               with_payload, with_vectors) for i in order[:limit].tolist()]
+            reader = named.vector_reader(holder.config, with_vectors)
+            page = [record(all_keys[i], segments[int(all_segs[i])], int(all_rows[i]),
+                           with_payload, reader) for i in order[:limit].tolist()]
             next_id = decode_key(all_keys[order[limit]]) if take > limit else None
-            return records, next_id
+            return page, next_id
 
     # -- settings ---------------------------------------------------------------------
     def update_settings(self, index: dict[str, Any] | None = None,

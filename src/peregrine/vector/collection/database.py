@@ -29,9 +29,12 @@ from peregrine.vector.errors import CollectionNotFoundError
 from peregrine.vector.types import (
     AliasAction,
     CollectionConfig,
+    DenseSpec,
     IndexConfig,
     Metric,
+    SparseModifier,
     validate_collection_name,
+    validate_vector_name,
 )
 
 FORMAT_VERSION = 1
@@ -117,12 +120,24 @@ class Database:
         dim: int,
         metric: str | Metric = "cosine",
         index: dict[str, Any] | IndexConfig | None = None,
+        *,
+        vector_name: str = "",
+        dense: bool = True,
+        named: dict[str, DenseSpec] | None = None,
+        sparse: dict[str, SparseModifier] | None = None,
     ) -> Collection:
+        """``vector_name`` names the primary dense vector (HNSW-indexed); ``named``
+        dense and ``sparse`` vectors are searched exactly (``CollectionConfig``);
+        ``dense=False``: sparse or named vectors only."""
         self._check_open()
         validate_collection_name(name)
         if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= 65_536:
             raise InvalidInputError("dim must be an integer between 1 and 65536")
-        config = CollectionConfig(name, dim, Metric.parse(metric), IndexConfig.from_dict(index))
+        if vector_name:
+            validate_vector_name(vector_name)
+        config = CollectionConfig(name, dim, Metric.parse(metric), IndexConfig.from_dict(index),
+                                  vector_name=vector_name, dense=dense, named=dict(named or {}),
+                                  sparse={k: SparseModifier(v) for k, v in (sparse or {}).items()})
         with self._mutex:
             if name in self._collections:
                 raise AlreadyExistsError(f"collection {name!r} already exists")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from peregrine.core.deadline import check_deadline
-from peregrine.vector.collection.results import WithPayload, record
+from peregrine.vector.collection.results import WithPayload, WithVectors, record
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.types import Record
@@ -27,7 +27,7 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 def ordered_records(segments: Sequence[Segment], allowed: Callable[[Segment], Mask | None],
                     key: str, descending: bool, start_from: float | None, limit: int,
-                    with_payload: WithPayload, with_vectors: bool,
+                    with_payload: WithPayload, with_vectors: WithVectors,
                     integers: bool = False) -> list[Record]:
     """``integers`` (an integer index): only 64-bit integer values, compared and
     sorted exactly; otherwise every number, as float64."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,19 @@ from peregrine.vector.types import Hit, Metric, Record
 # True/False, a list of payload paths to include, or Qdrant's {"include": [...]}
 # / {"exclude": [...]} selector.
 WithPayload = bool | Sequence[str] | dict[str, list[str]]
+# A collection with named or sparse vectors reads a point's vectors as a
+# {name: vector} object: such a reader builds them for rows of one segment.
+VectorReader = Callable[[Segment, I64], list[Any]]
+# False (no vectors), True (the primary vector as a list) or a reader.
+WithVectors = bool | VectorReader
+
+
+def read_vectors(seg: Segment, rows: I64, with_vectors: WithVectors) -> list[Any]:
+    if callable(with_vectors):
+        return with_vectors(seg, rows)
+    if with_vectors:
+        return shortest_floats(seg.vectors_view()[rows])
+    return [None] * rows.size
 
 
 def merge_hits(
@@ -27,7 +40,7 @@ def merge_hits(
     offset: int,
     metric: Metric,
     with_payload: WithPayload,
-    with_vectors: bool,
+    with_vectors: WithVectors,
     score_threshold: float | None,
 ) -> list[Hit]:
     """The hits of query ``qi`` from each segment's top ``fetch``, merged, best first."""
@@ -104,16 +117,16 @@ def select_payload(payload: dict[str, Any] | None,
 
 
 def record(key: bytes, seg: Segment, row: int, with_payload: WithPayload,
-            with_vectors: bool) -> Record:
+            with_vectors: WithVectors) -> Record:
     return Record(
         id=decode_key(key),
         payload=select_payload(seg.payload(row), with_payload),
-        vector=shortest_floats(seg.vectors_view()[row]) if with_vectors else None,
+        vector=read_vectors(seg, np.array([row]), with_vectors)[0] if with_vectors else None,
     )
 
 
 def segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float32],
-                  with_payload: WithPayload, with_vectors: bool) -> list[Hit]:
+                  with_payload: WithPayload, with_vectors: WithVectors) -> list[Hit]:
     """Hits that all come from one segment (the usual case): no regrouping."""
     ids = seg.point_ids(rows)
     none: list[Any] = [None] * len(ids)
@@ -124,6 +137,6 @@ def segment_hits(seg: Segment, rows: I64, scores: npt.NDArray[np.float32],
         payloads = [select_payload(p, with_payload) for p in seg.payloads(rows)]
     else:
         payloads = none
-    vectors = shortest_floats(seg.vectors_view()[rows]) if with_vectors else none
+    vectors = read_vectors(seg, rows, with_vectors) if with_vectors else none
     return [Hit(i, sc, p, v) for i, sc, p, v in
             zip(ids, shortest_floats(scores), payloads, vectors, strict=True)]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from peregrine.core.deadline import check_deadline
-from peregrine.vector.collection.results import WithPayload, segment_hits
+from peregrine.vector.collection.results import WithPayload, WithVectors, segment_hits
 from peregrine.vector.segment.kernels import F32, top_k
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
@@ -22,7 +22,7 @@ _BLOCK = 65_536
 
 
 def scan(segments: Sequence[Segment], allowed: Callable[[Segment], Mask | None],
-         score: Scorer, k: int, offset: int, with_payload: WithPayload, with_vectors: bool,
+         score: Scorer, k: int, offset: int, with_payload: WithPayload, with_vectors: WithVectors,
          score_threshold: float | None) -> list[Hit]:
     fetch = k + offset
     parts_s, parts_r, parts_seg = [], [], []

@@ -29,6 +29,8 @@ from peregrine.vector.segment.kernels import (
     top_k,
 )
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
+from peregrine.vector.segment.rows import payload_part
+from peregrine.vector.segment.side import SideStore
 from peregrine.vector.types import Metric
 
 _EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix
@@ -59,9 +61,15 @@ class Segment(Protocol):
 
     def field_index(self, path: str) -> FieldIndex: ...
 
+    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+        """The indexes of the rows' side vectors (named dense, sparse), caught up."""
+        ...
+
     def payload(self, row: int) -> dict[str, Any] | None: ...
 
-    def payload_bytes(self, row: int) -> bytes: ...
+    def payload_bytes(self, row: int) -> bytes:
+        """The row's stored record: its payload JSON and side vectors (``rows.py``)."""
+        ...
 
     def payloads(self, rows: I64) -> list[dict[str, Any] | None]: ...
 
@@ -152,6 +160,7 @@ class MutableSegment:
         self._n = 0
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
+        self._side: SideStore | None = None
         # Shared by the collection's segments (trained once); see coarse.py.
         self._coarse = CoarsePartition(capacity, centroids or Centroids(dim))
 
@@ -209,14 +218,15 @@ class MutableSegment:
         return arr[:, 0], arr[:, 1]
 
     def payload(self, row: int) -> dict[str, Any] | None:
-        return orjson.loads(self._payload_blobs[row])  # type: ignore[no-any-return]
+        blob = self._payload_blobs[row]
+        return orjson.loads(payload_part(blob))  # type: ignore[no-any-return]
 
     def payload_bytes(self, row: int) -> bytes:
         return self._payload_blobs[row]
 
     def payloads(self, rows: I64) -> list[dict[str, Any] | None]:
         blobs = self._payload_blobs
-        return [orjson.loads(blobs[r]) for r in rows.tolist()]
+        return [orjson.loads(payload_part(blobs[r])) for r in rows.tolist()]
 
     def point_ids(self, rows: I64) -> list[PointId]:
         return decode_keys(self._keys[rows])
@@ -228,6 +238,14 @@ class MutableSegment:
                 index = self._fields.setdefault(path, FieldIndex(path))
         index.catch_up(self.payload, self._n)
         return index
+
+    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+        if self._side is None:
+            with self._fields_lock:
+                if self._side is None:
+                    self._side = SideStore(dense, sparse)
+        self._side.catch_up(self.payload_bytes, self._n)
+        return self._side
 
     def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
         return subset_top_k(self._vectors[: self._n], queries, rows, k, self.metric)

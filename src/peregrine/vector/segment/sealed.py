@@ -7,7 +7,7 @@ so a crash never leaves a half-built segment that looks valid)::
     vectors.npy          float32 rows (memory-mapped: exact scans, rescoring, retrieve)
     keys.npy             17-byte point keys per row
     key_order.npy        argsort of keys (id lookups by binary search)
-    payload.bin          concatenated JSON payloads
+    payload.bin          concatenated row records (payload JSON + side vectors)
     payload_offsets.npy  uint64 offsets into payload.bin (n + 1)
     index.faiss          HNSW graph over float16, float32 or int8 copies of the rows
     deleted.npy          tombstones; the only file rewritten after sealing
@@ -48,6 +48,8 @@ from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode
 from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
+from peregrine.vector.segment.rows import payload_part, side_vectors
+from peregrine.vector.segment.side import SideStore
 from peregrine.vector.types import IndexConfig, Metric, Quantization
 
 # FAISS ships partial stubs that miss much of the SWIG surface (search
@@ -95,6 +97,7 @@ class SealedSegment:
         self._params: dict[int, Any] = {}
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
+        self._side: SideStore | None = None
         fields_dir = directory / "fields"
         self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
 
@@ -210,10 +213,21 @@ class SealedSegment:
         data = self._payload_map
         starts = self._offsets[rows].tolist()
         stops = self._offsets[rows + 1].tolist()
-        return [orjson.loads(data[a:b]) for a, b in zip(starts, stops, strict=True)]
+        return [orjson.loads(payload_part(data[a:b]))
+                for a, b in zip(starts, stops, strict=True)]
 
     def payload(self, row: int) -> dict[str, Any] | None:
-        return orjson.loads(self.payload_bytes(row))  # type: ignore[no-any-return]
+        return orjson.loads(payload_part(self.payload_bytes(row)))  # type: ignore[no-any-return]
+
+    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+        """Built in memory from the rows' records on first use (not saved)."""
+        if self._side is None:
+            with self._fields_lock:
+                if self._side is None:
+                    store = SideStore(dense, sparse)
+                    store.catch_up(self.payload_bytes, self._n)
+                    self._side = store
+        return self._side
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)
@@ -251,8 +265,10 @@ class SealedSegment:
         """Every payload parses to a JSON object or null (for a segment from outside)."""
         for row in range(self._n):
             try:
-                value = orjson.loads(self.payload_bytes(row))
-            except orjson.JSONDecodeError:
+                blob = self.payload_bytes(row)
+                side_vectors(blob)
+                value = orjson.loads(payload_part(blob))
+            except (orjson.JSONDecodeError, StorageError):
                 value = ""
             if value is not None and not isinstance(value, dict):
                 raise StorageError(f"segment {self.directory.name}: payload of row {row} is "

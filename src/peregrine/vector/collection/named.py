@@ -1,0 +1,130 @@
+"""Reads of a collection's side vectors: named dense vectors and sparse ones.
+
+The primary dense vector is searched by the segments' HNSW machinery
+(``Collection.search``); every other vector is searched here, exactly, from
+each segment's ``SideStore``. Scores come back in the engine's convention
+(higher is better; l2 negated) so that ``merge_hits`` merges them like any
+other segment's top-k.
+
+IDF (a sparse vector with ``modifier: idf``) is Qdrant's BM25 form,
+``ln((N - df + 0.5) / (df + 0.5) + 1)``, with ``N`` the live points of the
+collection and ``df`` the live points holding the index, over all segments
+at the time of the query: it follows deletes and writes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from peregrine.core.deadline import check_deadline
+from peregrine.vector.collection import codec
+from peregrine.vector.collection.results import WithVectors
+from peregrine.vector.segment.kernels import F32, I64, shortest_floats
+from peregrine.vector.segment.mutable import Segment
+from peregrine.vector.segment.payload_index import Mask
+from peregrine.vector.segment.side import SideStore
+from peregrine.vector.types import CollectionConfig, Metric, SparseModifier, SparseVector
+
+Found = list[tuple[Segment, F32, I64]]
+
+
+def side_store(seg: Segment, config: CollectionConfig) -> SideStore:
+    return seg.side_store({n: s.dim for n, s in config.named.items()}, list(config.sparse))
+
+
+def metric_of(config: CollectionConfig, name: str) -> Metric:
+    """The scoring of vector ``name``: sparse vectors score by dot product."""
+    kind = config.vector_kind(name)
+    if kind == "primary":
+        return config.metric
+    if kind == "named":
+        return config.named[name].metric
+    return Metric.DOT
+
+
+def as_query(config: CollectionConfig, name: str, query: Any) -> F32 | SparseVector:
+    """``query`` checked for vector ``name`` (a side vector)."""
+    if config.vector_kind(name) == "sparse":
+        return codec.as_sparse(query, "query sparse vector")
+    spec = config.named[name]
+    return codec.as_vectors(query, spec.dim, spec.metric, "query vector")
+
+
+def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
+           query: F32 | SparseVector, fetch: int,
+           allowed: Callable[[Segment], Mask | None]) -> Found:
+    """Each segment's top ``fetch`` rows for ``query`` on side vector ``name``."""
+    found: Found = []
+    live = [seg for seg in segments if seg.n_rows]
+    if isinstance(query, SparseVector):
+        weights = _idf(live, config, name, query) if config.sparse[name] is SparseModifier.IDF \
+            else np.ones(query.indices.size, np.float32)
+        for seg in live:
+            check_deadline()
+            scores, rows = side_store(seg, config).sparse[name].search(
+                query, weights, fetch, allowed(seg), seg.n_rows)
+            found.append((seg, scores, rows))
+        return found
+    metric = config.named[name].metric
+    for seg in live:
+        check_deadline()
+        mask = allowed(seg)
+        if mask is None and seg.n_deleted:
+            mask = ~seg.deleted[: seg.n_rows]
+        scores, rows = side_store(seg, config).dense[name].search(query, fetch, mask,
+                                                                  seg.n_rows, metric)
+        found.append((seg, scores, rows))
+    return found
+
+
+def _idf(segments: Sequence[Segment], config: CollectionConfig, name: str,
+         query: SparseVector) -> npt.NDArray[np.float32]:
+    total = 0
+    df = np.zeros(query.indices.size, np.int64)
+    for seg in segments:
+        n = seg.n_rows
+        live = ~seg.deleted[:n] if seg.n_deleted else None
+        total += n - seg.n_deleted
+        df += side_store(seg, config).sparse[name].doc_freq(query.indices, live, n)
+    return np.log((total - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
+
+
+def vector_reader(config: CollectionConfig, with_vectors: bool | Sequence[str]) -> WithVectors:
+    """What ``with_vectors`` reads in this collection: the primary vector as a list
+    (one unnamed vector), or {name: vector} objects (named or sparse vectors;
+    a list of names selects some)."""
+    if not with_vectors:
+        return False
+    names = None if with_vectors is True else set(with_vectors)  # type: ignore[arg-type]
+    if names is not None:
+        for name in names:
+            config.vector_kind(name)
+    elif not config.has_side_vectors:
+        return True
+    primary = config.dense and (names is None or config.vector_name in names)
+    side = bool(config.named or config.sparse)
+
+    def read(seg: Segment, rows: I64) -> list[Any]:
+        out: list[dict[str, Any]] = [{} for _ in range(rows.size)]
+        if primary:
+            for row, vector in zip(out, shortest_floats(seg.vectors_view()[rows]), strict=True):
+                row[config.vector_name] = vector
+        if side:
+            store = side_store(seg, config)
+            for row, r in zip(out, rows.tolist(), strict=True):
+                for name, value in store.vectors(r).items():
+                    if names is None or name in names:
+                        row[name] = public_vector(value)
+        return out
+
+    return read
+
+
+def public_vector(value: F32 | SparseVector) -> Any:
+    if isinstance(value, SparseVector):
+        return {"indices": value.indices.tolist(), "values": shortest_floats(value.values)}
+    return shortest_floats(value)

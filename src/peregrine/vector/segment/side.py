@@ -1,0 +1,237 @@
+"""Per-segment indexes of the vectors a row carries besides its primary one.
+
+``SideStore`` reads each row's side vectors from its record (``rows.py``) once,
+as rows arrive (``catch_up``, the way payload field indexes follow a segment),
+and keeps per name:
+
+- ``DenseSide``: a float32 matrix and a presence mask, searched exactly with
+  the same FAISS kernel as the primary vector's exact path;
+- ``SparseSide``: inverted lists (CSC: rows and values grouped by index),
+  scored with one ``np.bincount`` per query over the lists the query names.
+  Rows that arrived since the lists were last sorted sit in an unsorted tail
+  that is matched with ``np.isin``; the lists are re-sorted when the tail
+  grows past a quarter of them, so a write is searchable at once and sorting
+  costs O(log n) per row over time.
+
+Only rows sharing at least one index with a sparse query are hits (Qdrant's
+rule: a zero overlap is no match, not a score of 0).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+from peregrine.vector.segment.kernels import F32, I64, subset_top_k, top_k
+from peregrine.vector.segment.payload_index import Mask
+from peregrine.vector.segment.rows import SideVector, side_vectors
+from peregrine.vector.types import Metric, SparseVector
+
+_MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
+
+
+class _Growing:
+    """An append-only numpy buffer with amortised doubling."""
+
+    def __init__(self, dtype: npt.DTypeLike, width: int = 0) -> None:
+        self._width = width
+        shape = (64, width) if width else (64,)
+        self._data = np.empty(shape, dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        need = self.size + values.shape[0]
+        if need > self._data.shape[0]:
+            cap = max(need, 2 * self._data.shape[0])
+            shape = (cap, self._width) if self._width else (cap,)
+            grown = np.empty(shape, dtype=self._data.dtype)
+            grown[: self.size] = self._data[: self.size]
+            self._data = grown
+        self._data[self.size:need] = values
+        self.size = need
+
+    @property
+    def view(self) -> np.ndarray:
+        return self._data[: self.size]
+
+
+class DenseSide:
+    """One named dense vector of a segment's rows."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._rows = _Growing(np.float32, dim)  # one row per segment row (zeros if absent)
+        self._present = _Growing(np.bool_)
+
+    def add(self, rows: list[SideVector | None]) -> None:
+        block = np.zeros((len(rows), self.dim), np.float32)
+        present = np.zeros(len(rows), np.bool_)
+        for j, value in enumerate(rows):
+            if isinstance(value, np.ndarray) and value.size == self.dim:
+                block[j] = value
+                present[j] = True
+        self._rows.extend(block)
+        self._present.extend(present)
+
+    def present(self, n: int) -> Mask:
+        return self._present.view[:n]
+
+    def vector(self, row: int) -> F32 | None:
+        return self._rows.view[row] if self._present.view[row] else None
+
+    def search(self, queries: F32, k: int, allowed: Mask | None, n: int,
+               metric: Metric) -> tuple[F32, I64]:
+        mask = self._present.view[:n]
+        if allowed is not None:
+            mask = mask & allowed[:n]
+        return subset_top_k(self._rows.view[:n], queries, np.flatnonzero(mask), k, metric)
+
+
+class SparseSide:
+    """One sparse vector of a segment's rows, as inverted lists."""
+
+    def __init__(self) -> None:
+        self._rows = _Growing(np.int64)  # entries in arrival order
+        self._dims = _Growing(np.uint32)
+        self._vals = _Growing(np.float32)
+        self._offsets = _Growing(np.int64)  # row -> first entry (n + 1 once caught up)
+        self._offsets.extend(np.zeros(1, np.int64))
+        # The sorted part: entries [0, _sorted) grouped by index.
+        self._sorted = 0
+        self._keys = np.empty(0, np.uint32)  # distinct indices, ascending
+        self._starts = np.zeros(1, np.int64)  # their runs in the arrays below
+        self._csc_rows = np.empty(0, np.int64)
+        self._csc_vals = np.empty(0, np.float32)
+
+    def add(self, rows: list[SideVector | None], first_row: int) -> None:
+        sparse = [v if isinstance(v, SparseVector) else None for v in rows]
+        counts = np.fromiter((0 if v is None else v.indices.size for v in sparse), np.int64,
+                             len(rows))
+        present = [v for v in sparse if v is not None and v.indices.size]
+        if present:
+            self._dims.extend(np.concatenate([v.indices for v in present]))
+            self._vals.extend(np.concatenate([v.values for v in present]))
+            self._rows.extend(np.repeat(np.arange(first_row, first_row + len(rows)), counts))
+        self._offsets.extend(self._offsets.view[-1] + np.cumsum(counts))
+
+    def resort(self) -> None:
+        total = self._dims.size
+        if total - self._sorted <= max(_MIN_TAIL, self._sorted // 4):
+            return
+        dims = self._dims.view
+        order = np.argsort(dims, kind="stable")
+        sorted_dims = dims[order]
+        keys, starts = np.unique(sorted_dims, return_index=True)
+        self._keys = keys
+        self._starts = np.append(starts, total).astype(np.int64)
+        self._csc_rows = self._rows.view[order]
+        self._csc_vals = self._vals.view[order]
+        self._sorted = total
+
+    def vector(self, row: int) -> SparseVector | None:
+        a, b = self._offsets.view[row], self._offsets.view[row + 1]
+        if a == b:
+            return None
+        return SparseVector(self._dims.view[a:b].copy(), self._vals.view[a:b].copy())
+
+    def present(self, n: int) -> Mask:
+        offsets = self._offsets.view
+        return offsets[1:n + 1] > offsets[:n]
+
+    def _postings(self, dims: npt.NDArray[np.uint32]
+                  ) -> tuple[I64, npt.NDArray[np.float32], I64]:
+        """(rows, values, position of the query index) of every entry whose index
+        is one of ``dims`` (ascending, unique)."""
+        parts_r, parts_v, parts_q = [], [], []
+        pos = np.searchsorted(self._keys, dims)
+        inside = pos < self._keys.size
+        hit = np.zeros(dims.size, np.bool_)
+        hit[inside] = self._keys[pos[inside]] == dims[inside]
+        for q in np.flatnonzero(hit).tolist():
+            a, b = self._starts[pos[q]], self._starts[pos[q] + 1]
+            parts_r.append(self._csc_rows[a:b])
+            parts_v.append(self._csc_vals[a:b])
+            parts_q.append(np.full(b - a, q, np.int64))
+        tail = self._dims.view[self._sorted:]
+        if tail.size:
+            where = np.flatnonzero(np.isin(tail, dims))
+            if where.size:
+                parts_r.append(self._rows.view[self._sorted:][where])
+                parts_v.append(self._vals.view[self._sorted:][where])
+                parts_q.append(np.searchsorted(dims, tail[where]).astype(np.int64))
+        if not parts_r:
+            empty = np.empty(0, np.int64)
+            return empty, np.empty(0, np.float32), empty
+        return np.concatenate(parts_r), np.concatenate(parts_v), np.concatenate(parts_q)
+
+    def doc_freq(self, dims: npt.NDArray[np.uint32], live: Mask | None, n: int
+                 ) -> npt.NDArray[np.int64]:
+        """How many rows (live ones, when ``live`` is given) hold each of ``dims``."""
+        rows, _, qpos = self._postings(dims)
+        rows, qpos = _within(rows, n, live, qpos)
+        return np.bincount(qpos, minlength=dims.size).astype(np.int64)
+
+    def search(self, query: SparseVector, weights: npt.NDArray[np.float32], k: int,
+               allowed: Mask | None, n: int) -> tuple[F32, I64]:
+        """Top-k rows by the dot product with ``query`` (its values times
+        ``weights``, e.g. IDF), among the rows that share an index with it."""
+        rows, values, qpos = self._postings(query.indices)
+        rows, values, qpos = _within(rows, n, allowed, values, qpos)
+        if rows.size == 0:
+            return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
+        q = (query.values.astype(np.float64) * weights)[qpos]
+        touched, inverse = np.unique(rows, return_inverse=True)
+        scores = np.bincount(inverse, weights=values.astype(np.float64) * q,
+                             minlength=touched.size).astype(np.float32)
+        best, pos = top_k(scores[None, :], k)
+        return best, touched[pos[0]][None, :]
+
+
+class SideStore:
+    """Every side vector of one segment, caught up with its rows."""
+
+    def __init__(self, dense: dict[str, int], sparse: list[str]) -> None:
+        self.dense = {name: DenseSide(dim) for name, dim in dense.items()}
+        self.sparse = {name: SparseSide() for name in sparse}
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    def catch_up(self, blob_of: Callable[[int], bytes], n_rows: int) -> None:
+        if n_rows <= self.rows:
+            return
+        with self._lock:
+            start = self.rows
+            for first in range(start, n_rows, 8192):
+                stop = min(n_rows, first + 8192)
+                decoded = [side_vectors(blob_of(row)) for row in range(first, stop)]
+                for name, dense in self.dense.items():
+                    dense.add([d.get(name) for d in decoded])
+                for name, sparse in self.sparse.items():
+                    sparse.add([d.get(name) for d in decoded], first)
+                self.rows = stop
+            for sparse in self.sparse.values():
+                sparse.resort()
+
+    def vectors(self, row: int) -> dict[str, F32 | SparseVector]:
+        out: dict[str, F32 | SparseVector] = {}
+        for name, dense in self.dense.items():
+            if (v := dense.vector(row)) is not None:
+                out[name] = v
+        for name, sparse in self.sparse.items():
+            if (s := sparse.vector(row)) is not None:
+                out[name] = s
+        return out
+
+
+def _within(rows: I64, n: int, allowed: Mask | None, *more: np.ndarray) -> list[np.ndarray]:
+    """``rows`` (and the arrays beside them) kept where the row is below ``n`` and,
+    with ``allowed``, allowed."""
+    keep = rows < n
+    if allowed is not None:
+        keep[keep] = allowed[rows[keep]]
+    if keep.all():
+        return [rows, *more]
+    return [rows[keep], *(m[keep] for m in more)]
