@@ -19,6 +19,7 @@ import numpy as np
 from peregrine.core.errors import InvalidInputError
 from peregrine.vector import scoring
 from peregrine.vector.collection.collection import Collection
+from peregrine.vector.documents import Document, DocumentEncoder
 from peregrine.vector.errors import PointNotFoundError
 from peregrine.vector.ids import PointId
 from peregrine.vector.mmr import maximal_marginal_relevance
@@ -45,11 +46,12 @@ from peregrine.vector.universal import Stages, resolve
 class QueryExecutor:
     """Runs typed reads against a collection, within the service's settings."""
 
-    def __init__(self, settings: VectorSettings, collection: Callable[[str], Collection]
-                 ) -> None:
+    def __init__(self, settings: VectorSettings, collection: Callable[[str], Collection],
+                 documents: DocumentEncoder) -> None:
         self.settings = settings
         self._filter_limits = settings.filter_limits
         self._collection = collection  # by name or alias (``lookup_from``)
+        self._documents = documents
 
     def check_count(self, n: int, what: str) -> None:
         if n > self.settings.max_batch:
@@ -108,9 +110,9 @@ class QueryExecutor:
             return self.nearest(c, target, excluding(options, exclude))
         example = query.example
         exclude = []
-        if isinstance(example, SparseVector):
-            raise InvalidInputError("a sparse vector query needs `using`: the name of a "
-                                    "sparse vector of the collection")
+        if isinstance(example, (SparseVector, Document)):
+            raise InvalidInputError("a sparse vector or document query needs `using`: the "
+                                    "name of a sparse vector of the collection")
         if not isinstance(example, np.ndarray):  # a stored point: its vector, minus itself
             point = example
             example = self.vectors_of(src, [point])[0]
@@ -131,7 +133,9 @@ class QueryExecutor:
                                     f"use the primary vector {c.config.vector_name!r}")
         example: Any = query.example
         exclude: list[PointId] = []
-        if not isinstance(example, (np.ndarray, SparseVector)):
+        if isinstance(example, Document):
+            example = self._documents.query(example, c.config, using)
+        elif not isinstance(example, (np.ndarray, SparseVector)):
             point = example
             example = self.vectors_of(src, [point], using)[0]
             exclude = [point] if src is c else []
@@ -276,10 +280,10 @@ class QueryExecutor:
 def point_ids(examples: Sequence[Example]) -> list[PointId]:
     """The point ids among dense examples (a sparse example is an error here: the
     primary vector is dense)."""
-    if any(isinstance(e, SparseVector) for e in examples):
-        raise InvalidInputError("sparse vectors are examples only for a sparse vector "
-                                "named by `using`")
-    return [e for e in examples if not isinstance(e, (np.ndarray, SparseVector))]
+    if any(isinstance(e, (SparseVector, Document)) for e in examples):
+        raise InvalidInputError("sparse vectors and documents are examples only for a "
+                                "sparse vector named by `using`")
+    return [e for e in examples if not isinstance(e, (np.ndarray, SparseVector, Document))]
 
 
 def metric_of(c: Collection, using: str | None) -> Metric:

@@ -11,7 +11,7 @@ in the order of their best hit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ class GroupLookup:
 
     collection: str
     with_payload: WithPayload = True
-    with_vector: bool = False
+    with_vector: bool | Sequence[str] = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from peregrine.vector.collection.results import WithPayload
+from peregrine.vector.documents import Document
 from peregrine.vector.ids import PointId
 from peregrine.vector.types import SparseVector
 
-# A query by example: a stored point's id, a dense vector, or a sparse one (for a
-# sparse vector, named by ``using``).
-Example = PointId | np.ndarray | SparseVector
+# A query by example: a stored point's id, a dense vector, or a sparse one or a
+# text to infer one from (for a sparse vector, named by ``using``).
+Example = PointId | np.ndarray | SparseVector | Document
 
 
 @dataclass(slots=True)

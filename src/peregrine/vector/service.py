@@ -32,6 +32,7 @@ from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.results import WithPayload, check_with_payload
 from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotStore
+from peregrine.vector.documents import Document, DocumentEncoder, split_points
 from peregrine.vector.errors import InvalidPointIdError
 from peregrine.vector.execution import QueryExecutor
 from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
@@ -85,6 +86,7 @@ __all__ = [
     "DenseSpec",
     "DiscoverQuery",
     "DistanceMatrix",
+    "Document",
     "Example",
     "Fusion",
     "Group",
@@ -122,7 +124,8 @@ class VectorService:
         self._versions: dict[str, int] = {}
         self._lock = threading.Lock()
         self._metrics: VectorMetrics | None = None
-        self._exec = QueryExecutor(settings, self._collection)
+        self._documents = DocumentEncoder()
+        self._exec = QueryExecutor(settings, self._collection, self._documents)
 
     @classmethod
     def open(cls, data: str | Path, settings: VectorSettings | None = None) -> VectorService:
@@ -296,12 +299,34 @@ class VectorService:
         self._check_count(len(ids), "points")
         return self._write(name, lambda c: c.upsert(ids, vectors, payloads, version_key, side))
 
-    def update_vectors(self, name: str, ids: Sequence[PointId],
-                       vectors: Sequence[dict[str, Any]]) -> None:
-        """Replace the named vectors given ({name: vector} per point), keeping the
-        points' other vectors and payloads."""
+    def upsert_points(self, name: str, ids: Sequence[PointId], vectors: Sequence[Any],
+                      payloads: Sequence[dict[str, Any] | None] | None = None,
+                      version_key: str | None = None) -> int:
+        """``upsert`` with each point's vectors as given by a client: one array (the
+        unnamed vector, "") or {name: vector}, a sparse one as {"indices",
+        "values"} or a ``Document`` the store encodes (``documents.py``)."""
         self._check_count(len(ids), "points")
-        self._write(name, lambda c: c.update_vectors(ids, vectors))
+
+        def write(c: Collection) -> int:
+            primary, side = split_points(c.config, vectors, self._documents)
+            return c.upsert(ids, primary, payloads, version_key, side)
+
+        return self._write(name, write)
+
+    def update_vectors(self, name: str, ids: Sequence[PointId],
+                       vectors: Sequence[Any]) -> None:
+        """Replace the vectors given (per point: {name: vector}, or one array for
+        the unnamed vector), keeping the points' other vectors and payloads."""
+        self._check_count(len(ids), "points")
+
+        def write(c: Collection) -> None:
+            given = [v if isinstance(v, dict) else {"": v} for v in vectors]
+            resolved = [{n: self._documents.document(v, c.config, n)
+                         if isinstance(v, Document) else v for n, v in g.items()}
+                        for g in given]
+            c.update_vectors(ids, resolved)
+
+        self._write(name, write)
 
     def delete_vectors(self, name: str, selector: PointSelector, names: Sequence[str]) -> None:
         """Remove named or sparse vectors from the selected points."""
@@ -370,13 +395,13 @@ class VectorService:
         return self._cache.stats()
 
     def retrieve(self, name: str, ids: Sequence[PointId], with_payload: WithPayload = True,
-                 with_vector: bool = False) -> list[Record]:
+                 with_vector: bool | Sequence[str] = False) -> list[Record]:
         self._check_count(len(ids), "point ids")
         return self._collection(name).retrieve(list(ids), with_payload, with_vector)
 
     def scroll(self, name: str, filter: dict[str, Any] | None = None, limit: int = 10,
                offset: PointId | None = None, with_payload: WithPayload = True,
-               with_vector: bool = False) -> tuple[list[Record], PointId | None]:
+               with_vector: bool | Sequence[str] = False) -> tuple[list[Record], PointId | None]:
         self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
         return self._collection(name).scroll(filter, limit, offset, with_payload,
                                              with_vector, self._filter_limits)
@@ -384,7 +409,7 @@ class VectorService:
     def scroll_ordered(self, name: str, key: str, descending: bool = False,
                        start_from: float | None = None, filter: dict[str, Any] | None = None,
                        limit: int = 10, with_payload: WithPayload = True,
-                       with_vector: bool = False) -> list[Record]:
+                       with_vector: bool | Sequence[str] = False) -> list[Record]:
         """Points in the order of a numeric payload field (no page token: the next
         page starts from the last ``order_value``)."""
         self._check_read(ReadOptions(limit=limit, with_payload=with_payload))
@@ -404,13 +429,17 @@ class VectorService:
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        return self._timed(name, "search", lambda c: self._exec.nearest(c, vector, options))
+        return self._timed(name, "search", lambda c: self._exec.nearest(c, vector, options)
+                           if options.using is None else
+                           self._exec.query(c, NearestQuery(vector), options))
 
     def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
                      ) -> list[list[Hit]]:
         self._check_batch([options for _, options in searches])
         return self._timed(name, "search_batch", lambda c: [
-            self._exec.nearest(c, vector, options) for vector, options in searches])
+            self._exec.nearest(c, vector, options) if options.using is None else
+            self._exec.query(c, NearestQuery(vector), options)
+            for vector, options in searches])
 
     def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
@@ -447,9 +476,10 @@ class VectorService:
                              lambda c, o: self._exec.staged(c, query, o, prefetch))
 
     def distance_matrix(self, name: str, sample: int = 10, limit: int = 3,
-                        filter: dict[str, Any] | None = None) -> DistanceMatrix:
+                        filter: dict[str, Any] | None = None,
+                        using: str | None = None) -> DistanceMatrix:
         """``sample`` random points the filter selects, each with its ``limit``
-        nearest among them (``matrix.py``)."""
+        nearest among them (``matrix.py``), by the primary vector."""
         if sample < 2 or limit < 1:
             raise InvalidInputError("sample must be at least 2 and limit positive")
         if sample > MAX_SAMPLE:
@@ -457,6 +487,9 @@ class VectorService:
         self._check_read(ReadOptions(limit=limit))
 
         def read(c: Collection) -> DistanceMatrix:
+            if using is not None and c.config.vector_kind(using) != "primary":
+                raise InvalidInputError(f"the distance matrix is computed on the primary "
+                                        f"vector {c.config.vector_name!r}, not {using!r}")
             ids = c.ids_matching(filter, self._filter_limits)
             if len(ids) > sample:
                 picked = np.random.default_rng().choice(len(ids), sample, replace=False)

@@ -8,6 +8,7 @@ import numpy as np
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.edge.qdrant import schemas
+from peregrine.edge.qdrant.layout import declared_vectors, info_vectors, layout
 from peregrine.vector.service import (
     AliasAction,
     AliasInfo,
@@ -16,13 +17,14 @@ from peregrine.vector.service import (
     CreateAlias,
     DeleteAlias,
     DiscoverQuery,
+    Document,
+    Example,
     Fusion,
     Group,
     GroupLookup,
     GroupSpec,
     Hit,
     IndexConfig,
-    Metric,
     Mmr,
     NearestQuery,
     OrderByQuery,
@@ -33,10 +35,9 @@ from peregrine.vector.service import (
     Record,
     RenameAlias,
     SampleRandom,
+    SparseVector,
 )
 
-DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
-METRIC_TO_DISTANCE = {v: k for k, v in DISTANCE_TO_METRIC.items()}
 PROTOCOL = "qdrant"  # the key of Qdrant's declared settings in a collection's config
 
 
@@ -50,12 +51,15 @@ def with_payload(value: schemas.WithPayload | None, default: bool) -> Any:
     return value
 
 
-def with_vector(value: schemas.WithVector | None) -> bool:
+def with_vector(value: schemas.WithVector | None) -> bool | list[str]:
+    """True/False, or the names of the vectors to return."""
+    if isinstance(value, list):
+        return value or False
     return bool(value)
 
 
 def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int,
-                 default_payload: bool = False) -> ReadOptions:
+                 default_payload: bool = False, using: str | None = None) -> ReadOptions:
     params = body.params
     return ReadOptions(limit=limit, offset=body.offset or 0, filter=body.filter,
                        ef=params.hnsw_ef if params else None,
@@ -63,7 +67,29 @@ def read_options(body: schemas.NearestOptions | schemas.QueryRequest, limit: int
                        with_payload=with_payload(body.with_payload, default_payload),
                        with_vector=with_vector(body.with_vector),
                        score_threshold=body.score_threshold,
-                       lookup=_lookup(getattr(body, "lookup_from", None)))
+                       lookup=_lookup(getattr(body, "lookup_from", None)),
+                       using=getattr(body, "using", None) if using is None else using)
+
+
+def search_vector(body: schemas.SearchRequest) -> tuple[Any, str | None]:
+    """A search's query vector and the vector it names (Qdrant's NamedVector and
+    NamedSparseVector forms)."""
+    given = body.vector
+    if isinstance(given, schemas.NamedVector):
+        return given.vector, given.name
+    if isinstance(given, schemas.NamedSparseVector):
+        return example(given.vector), given.name
+    return given, None
+
+
+def example(value: Any) -> Example:
+    """A query example: a point id, a dense vector, a sparse vector or a document."""
+    if isinstance(value, schemas.SparseQuery):
+        return SparseVector(np.asarray(value.indices, np.int64),  # type: ignore[arg-type]
+                            np.asarray(value.values, np.float64))  # type: ignore[arg-type]
+    if isinstance(value, schemas.DocumentQuery):
+        return Document(value.text, value.model)
+    return value  # type: ignore[no-any-return]
 
 
 def _lookup(where: schemas.LookupLocation | None) -> str | None:
@@ -86,24 +112,24 @@ def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
                                     "supported yet; give a number")
         return OrderByQuery(order.key, order.direction == "desc", order.start_from)
     if isinstance(q, schemas.RecommendQuery):
-        return RecommendQuery(tuple(q.recommend.positive or ()),
-                              tuple(q.recommend.negative or ()),
+        return RecommendQuery(tuple(map(example, q.recommend.positive or ())),
+                              tuple(map(example, q.recommend.negative or ())),
                               q.recommend.strategy or "average_vector")
     if isinstance(q, schemas.DiscoverQuery):
-        return DiscoverQuery(q.discover.target, _pairs(q.discover.context))
+        return DiscoverQuery(example(q.discover.target), _pairs(q.discover.context))
     if isinstance(q, schemas.ContextQuery):
         return ContextQuery(_pairs(q.context))
     if isinstance(q, schemas.NearestQuery):
         mmr = None if q.mmr is None else Mmr(
             0.5 if q.mmr.diversity is None else q.mmr.diversity, q.mmr.candidates_limit)
-        return NearestQuery(q.nearest, mmr)
-    return NearestQuery(q)
+        return NearestQuery(example(q.nearest), mmr)
+    return NearestQuery(example(q))
 
 
 def _pairs(given: list[schemas.ContextPair] | schemas.ContextPair | None
            ) -> tuple[tuple[Any, Any], ...]:
     items = given if isinstance(given, list) else [given] if given is not None else []
-    return tuple((p.positive, p.negative) for p in items)
+    return tuple((example(p.positive), example(p.negative)) for p in items)
 
 
 def prefetch(body: schemas.QueryRequest | schemas.Prefetch) -> tuple[Prefetch, ...]:
@@ -116,7 +142,7 @@ def prefetch(body: schemas.QueryRequest | schemas.Prefetch) -> tuple[Prefetch, .
         out.append(Prefetch(query(p), prefetch(p), p.filter, p.limit or 10,
                             params.hnsw_ef if params else None,
                             bool(params.exact) if params else False, p.score_threshold,
-                            _lookup(p.lookup_from)))
+                            _lookup(p.lookup_from), p.using))
     return tuple(out)
 
 
@@ -171,16 +197,27 @@ def batch_vectors(vectors: list[np.ndarray] | np.ndarray, n: int) -> Any:
     return vectors
 
 
+def named_batch(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
+    """A batch's {name: [vector per point]} as each point's {name: vector}."""
+    for name, column in columns.items():
+        if len(column) != n:
+            raise InvalidInputError(f"batch has {n} ids but {len(column)} vectors {name!r}")
+    return [{name: column[i] for name, column in columns.items() if column[i] is not None}
+            for i in range(n)]
+
+
 def kb_to_points(kb: int, dim: int) -> int:
     return kb * 1024 // (4 * dim)
 
 
 def index_config(body: schemas.CreateCollection) -> IndexConfig:
-    """Qdrant's collection parameters to the engine's; vector-level ones win."""
-    params = body.vector_params
+    """Qdrant's collection parameters to the engine's; the primary vector's own
+    settings win."""
+    params = layout(body).primary
     return IndexConfig.from_dict(_index_values(
-        (body.hnsw_config, params.hnsw_config),
-        (body.quantization_config, params.quantization_config), params.size))
+        (body.hnsw_config, params.hnsw_config if params else None),
+        (body.quantization_config, params.quantization_config if params else None),
+        params.size if params else 1))
 
 
 def _index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
@@ -204,11 +241,12 @@ def _index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
     return values
 
 
-def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str, Any]
-                      ) -> tuple[dict[str, Any], dict[str, Any]]:
+def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str, Any],
+                      primary: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
     """(index changes, the protocol's declared settings after the update). Diffs
-    merge into what was declared; metadata keys set to null are removed."""
-    vector = (body.vectors or {}).get("")
+    merge into what was declared; metadata keys set to null are removed. Only the
+    primary vector's HNSW and quantization settings change the index."""
+    vector = (body.vectors or {}).get(primary)
     index = _index_values(
         (body.hnsw_config, vector.hnsw_config if vector else None),
         (body.quantization_config, vector.quantization_config if vector else None), dim)
@@ -221,16 +259,21 @@ def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str,
             out[key] = value
     if body.quantization_config == "Disabled":
         out.pop("quantization_config", None)
-    if vector is not None:
-        vectors = dict(out.get("vectors", {}))
-        for key, value in vector.model_dump(mode="json", exclude_none=True).items():
+    named = "named_vectors" in out
+    for name, diff_of in (body.vectors or {}).items():
+        vectors = dict(out["named_vectors"].get(name, {}) if named
+                       else out.get("vectors", {}))
+        for key, value in diff_of.model_dump(mode="json", exclude_none=True).items():
             if key == "quantization_config" and value == "Disabled":
                 vectors.pop(key, None)
             elif isinstance(value, dict) and isinstance(vectors.get(key), dict):
                 vectors[key] = {**vectors[key], **value}
             else:
                 vectors[key] = value
-        out["vectors"] = vectors
+        if named:
+            out["named_vectors"] = {**out["named_vectors"], name: vectors}
+        else:
+            out["vectors"] = vectors
     if body.metadata is not None:
         merged = {**out.get("metadata", {}), **body.metadata}
         out["metadata"] = {k: v for k, v in merged.items() if v is not None}
@@ -239,8 +282,9 @@ def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str,
 
 def declared(body: schemas.CreateCollection) -> dict[str, Any]:
     """Everything the client set, as given, so that it reads back what it sent."""
-    out = body.model_dump(mode="json", exclude_none=True, exclude={"vectors"})
-    out["vectors"] = body.vector_params.model_dump(mode="json", exclude_none=True)
+    out = body.model_dump(mode="json", exclude_none=True,
+                          exclude={"vectors", "sparse_vectors"})
+    out.update(declared_vectors(body))
     return out
 
 
@@ -255,11 +299,8 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
     index = config.index
     dim = config.dim
     given: dict[str, Any] = config.declared.get(PROTOCOL, {})
-    given_vectors: dict[str, Any] = given.get("vectors", {})
     quantization = ({"scalar": {"type": "int8", "always_ram": True}}
                     if index.quantization.value == "int8" else None)
-    vectors: dict[str, Any] = {"size": dim, "distance": METRIC_TO_DISTANCE[config.metric]}
-    vectors.update({k: v for k, v in given_vectors.items() if k not in ("size", "distance")})
     hnsw = {
         "m": index.m,
         "ef_construct": index.ef_construction,
@@ -273,7 +314,7 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
                  "indexing_threshold": index.segment_rows * 4 * dim // 1024,
                  **given.get("optimizers_config", {})}
     params: dict[str, Any] = {
-        "vectors": vectors,
+        **info_vectors(info, given),
         "shard_number": given.get("shard_number", 1),
         "replication_factor": given.get("replication_factor", 1),
         "write_consistency_factor": given.get("write_consistency_factor", 1),

@@ -6,7 +6,7 @@ validate unchanged. As in Qdrant, unknown fields of a request are ignored
 payload selectors, which refuse them. Fields Qdrant has but Peregrine does not
 act on (sharding, replication, consistency) are accepted where they cannot
 change a result, and rejected with a clear message where ignoring them would
-(e.g. named, sparse or multi vectors). No float may be NaN or infinite.
+(e.g. multivectors). No float may be NaN or infinite.
 
 Filters are validated by the engine's compiler (one source of truth for the
 filter language); ``filter_schema`` only documents them.
@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from peregrine.edge.http.protocol import QueryModel
-from peregrine.edge.qdrant.vectors import Vector, Vectors
+from peregrine.edge.qdrant.vectors import BatchVectors, PointVector, Vector
 
 
 class Model(BaseModel):
@@ -87,6 +87,19 @@ class VectorParams(Model):
     quantization_config: ScalarQuantization | None = None
     on_disk: bool | None = None
     datatype: Literal["float32"] | None = None
+    multivector_config: dict[str, Any] | None = None
+
+    @field_validator("multivector_config")
+    @classmethod
+    def _no_multivectors(cls, value: dict[str, Any] | None) -> None:
+        if value is not None:
+            raise ValueError("multivectors (multivector_config) are not supported yet")
+
+
+class SparseVectorParams(Model):
+    index: dict[str, Any] | None = Field(None, description="accepted and kept (one exact "
+                                         "inverted index per segment)")
+    modifier: Literal["idf", "none"] | None = None
 
 
 class WalConfigDiff(Model):
@@ -127,24 +140,21 @@ class CreateCollection(Model):
     wal_config: WalConfigDiff | None = None
     optimizers_config: OptimizersConfigDiff | None = None
     quantization_config: ScalarQuantization | None = None
-    sparse_vectors: Annotated[dict[str, Any], Field(max_length=0)] | None = Field(
-        None, description="sparse vectors are not supported: only {} is accepted")
+    sparse_vectors: Annotated[dict[str, SparseVectorParams], Field(max_length=16)] | None = None
     metadata: dict[str, Any] | None = Field(None, description="kept and reported back")
 
     @field_validator("vectors")
     @classmethod
-    def _one_unnamed_vector(cls, value: VectorParams | dict[str, VectorParams]) -> VectorParams:
-        if isinstance(value, VectorParams):
-            return value
-        if list(value) == [""]:
-            return value[""]
-        raise ValueError("named vectors are not supported: a collection has one unnamed "
-                         'vector (give "vectors": {"size": ..., "distance": ...})')
+    def _few_vectors(cls, value: VectorParams | dict[str, VectorParams]
+                     ) -> VectorParams | dict[str, VectorParams]:
+        if isinstance(value, dict) and len(value) > 16:
+            raise ValueError("a collection has at most 16 vectors")
+        return value
 
     @property
-    def vector_params(self) -> VectorParams:
-        assert isinstance(self.vectors, VectorParams)
-        return self.vectors
+    def named_vectors(self) -> dict[str, VectorParams]:
+        """The dense vectors by name ("" for the unnamed one)."""
+        return {"": self.vectors} if isinstance(self.vectors, VectorParams) else self.vectors
 
 
 class VectorParamsDiff(Model):
@@ -156,14 +166,14 @@ class VectorParamsDiff(Model):
 class UpdateCollection(Model):
     """``PATCH /collections/{c}``: what may change after creation."""
 
-    vectors: dict[Literal[""], VectorParamsDiff] | None = Field(
-        None, description='the one unnamed vector: {"": {...}}')
+    vectors: dict[str, VectorParamsDiff] | None = Field(
+        None, description="by vector name; the primary one's HNSW and quantization apply")
     optimizers_config: OptimizersConfigDiff | None = None
     params: dict[str, Any] | None = None
     hnsw_config: HnswConfigDiff | None = None
     quantization_config: ScalarQuantization | Literal["Disabled"] | None = None
-    sparse_vectors: Annotated[dict[str, Any], Field(max_length=0)] | None = Field(
-        None, description="sparse vectors are not supported: only {} is accepted")
+    sparse_vectors: dict[str, SparseVectorParams] | None = Field(
+        None, description="accepted and kept; a modifier cannot change after creation")
     strict_mode_config: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
 
@@ -234,7 +244,7 @@ class ChangeAliases(Model):
 # -- points -------------------------------------------------------------------------
 class PointStruct(Model):
     id: PointId
-    vector: Vector
+    vector: PointVector
     payload: Payload | None = None
 
 
@@ -245,7 +255,7 @@ class PointsList(Model):
 
 class Batch(Model):
     ids: list[PointId]
-    vectors: Vectors
+    vectors: BatchVectors
     payloads: list[Payload | None] | None = None
 
 
@@ -270,6 +280,20 @@ class PointsSelector(Model):
     points: list[PointId] | None = None
     filter: FilterSpec | None = None
     shard_key: ShardKey = None
+
+
+class PointVectors(Model):
+    id: PointId
+    vector: PointVector
+
+
+class UpdateVectors(Model):
+    points: list[PointVectors]
+    shard_key: ShardKey = None
+
+
+class DeleteVectors(PointsSelector):
+    vector: list[str] = Field(min_length=1)
 
 
 class PointRequest(Model):
@@ -328,7 +352,7 @@ class SearchMatrixRequest(Model):
     filter: FilterSpec | None = None
     sample: int | None = Field(None, ge=2)
     limit: int | None = Field(None, ge=1)
-    using: Literal[""] | None = None
+    using: str | None = None
     shard_key: ShardKey = None
 
 
@@ -352,13 +376,36 @@ class NearestOptions(Model):
     shard_key: ShardKey = None
 
 
-class SearchRequest(NearestOptions):
+class SparseQuery(Closed):
+    indices: list[Annotated[int, Field(ge=0, lt=2**32)]]
+    values: list[float]
+
+
+class DocumentQuery(Model):
+    """Text for server-side inference (Qdrant's ``Document``): BM25 here."""
+
+    text: str = Field(max_length=1_000_000)
+    model: str = Field(min_length=1)
+    options: dict[str, Any] | None = None
+
+
+class NamedVector(Model):
+    name: str
     vector: Vector
+
+
+class NamedSparseVector(Model):
+    name: str
+    vector: SparseQuery
+
+
+class SearchRequest(NearestOptions):
+    vector: Vector | NamedVector | NamedSparseVector
 
 
 class LookupLocation(Model):
     collection: str = Field(min_length=1)
-    vector: Literal[""] | None = None
+    vector: str | None = None
     shard_key: ShardKey = None
 
 
@@ -384,7 +431,7 @@ class SearchRequestBatch(Model):
     searches: list[SearchRequest]
 
 
-Example = PointId | Vector
+Example = PointId | SparseQuery | DocumentQuery | Vector
 
 
 Strategy = Literal["average_vector", "best_score", "sum_scores"]
@@ -395,7 +442,7 @@ class RecommendRequest(NearestOptions):
     negative: list[Example] | None = None
     strategy: Strategy | None = None
     lookup_from: LookupLocation | None = None
-    using: Literal[""] | None = None
+    using: str | None = None
 
 
 class Mmr(Model):
@@ -457,7 +504,7 @@ class Prefetch(Model):
 
     prefetch: list[Prefetch] | Prefetch | None = None
     query: Query | None = None
-    using: Literal[""] | None = None
+    using: str | None = None
     filter: FilterSpec | None = None
     params: SearchParams | None = None
     score_threshold: float | None = None

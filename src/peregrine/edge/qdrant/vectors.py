@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import PlainValidator, WithJsonSchema
 
+from peregrine.vector.service import Document
+
 _LE_F32 = np.dtype("<f4")
 
 
@@ -33,12 +35,67 @@ def parse_vector(value: Any) -> np.ndarray:
                              "a multiple of 4 bytes")
         return np.frombuffer(value, dtype=_LE_F32).astype(np.float32, copy=False)
     if isinstance(value, dict):
-        raise ValueError("named vectors are not supported: send the vector as an array "
-                         '(or as {"": [...]}, the unnamed vector)')
+        raise ValueError("expected an array of numbers")
     if not isinstance(value, list) or not value:
         raise ValueError("a vector is a non-empty array of numbers")
     return _numeric(value, 1, "a vector is a flat array of numbers",
                     "a vector is a non-empty array of numbers")
+
+
+MAX_NAMES = 16  # vectors per point, as per collection
+
+
+def _named_value(value: Any, name: str) -> Any:
+    """One named vector of a point: dense (float32 array), sparse (left as
+    {"indices", "values"} for the engine to check) or a ``Document``."""
+    if not isinstance(name, str):
+        raise ValueError("vector names are strings")
+    if isinstance(value, dict):
+        if "text" in value:
+            text, model = value.get("text"), value.get("model")
+            if not isinstance(text, str) or not isinstance(model, str) or not model:
+                raise ValueError(f"vector {name!r}: a document is {{\"text\": str, "
+                                 "\"model\": str}")
+            if len(text) > 1_000_000:
+                raise ValueError(f"vector {name!r}: a document is at most 1,000,000 "
+                                 "characters")
+            return Document(text, model)
+        if set(value) == {"indices", "values"}:
+            return value
+        raise ValueError(f"vector {name!r}: expected an array of numbers, "
+                         '{"indices": [...], "values": [...]} or {"text", "model"}')
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        raise ValueError(f"vector {name!r}: multivectors are not supported yet")
+    try:
+        return parse_vector(value)
+    except ValueError as exc:
+        raise ValueError(f"vector {name!r}: {exc}") from None
+
+
+def parse_point_vector(value: Any) -> Any:
+    """A point's vector: one array (the unnamed vector), or {name: vector}."""
+    value = _unnamed(value)
+    if isinstance(value, dict):
+        if len(value) > MAX_NAMES:
+            raise ValueError(f"a point has at most {MAX_NAMES} vectors")
+        return {name: _named_value(v, name) for name, v in value.items()}
+    return parse_vector(value)
+
+
+def parse_batch_vectors(value: Any) -> Any:
+    """A batch's vectors: a matrix (or binary blob) of the unnamed vector, or
+    {name: [vector per point]}."""
+    value = _unnamed(value)
+    if isinstance(value, dict):
+        if len(value) > MAX_NAMES:
+            raise ValueError(f"a point has at most {MAX_NAMES} vectors")
+        out: dict[str, list[Any]] = {}
+        for name, column in value.items():
+            if not isinstance(column, list):
+                raise ValueError(f"vectors {name!r}: one vector per id, as an array")
+            out[name] = [None if v is None else _named_value(v, name) for v in column]
+        return out
+    return parse_vectors(value)
 
 
 def parse_vectors(value: Any) -> np.ndarray:
@@ -49,7 +106,7 @@ def parse_vectors(value: Any) -> np.ndarray:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return parse_vector(value)
     if isinstance(value, dict):
-        raise ValueError("named vectors are not supported: send vectors as arrays")
+        raise ValueError("expected an array of arrays of numbers")
     if not isinstance(value, list):
         raise ValueError("vectors is an array of arrays of numbers")
     if not value:
@@ -119,3 +176,14 @@ Vectors = Annotated[
     np.ndarray, PlainValidator(parse_vectors),
     WithJsonSchema({"type": "array", "items": _VECTOR_SCHEMA}),
 ]
+_NAMED_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"oneOf": [
+    _VECTOR_SCHEMA,
+    {"type": "object", "properties": {"indices": {"type": "array"}, "values": {"type": "array"}},
+     "required": ["indices", "values"]},
+    {"type": "object", "properties": {"text": {"type": "string"}, "model": {"type": "string"}},
+     "required": ["text", "model"]}]}}
+PointVector = Annotated[Any, PlainValidator(parse_point_vector),
+                        WithJsonSchema({"oneOf": [_VECTOR_SCHEMA, _NAMED_SCHEMA]})]
+BatchVectors = Annotated[Any, PlainValidator(parse_batch_vectors), WithJsonSchema(
+    {"oneOf": [{"type": "array", "items": _VECTOR_SCHEMA},
+               {"type": "object", "additionalProperties": {"type": "array"}}]})]

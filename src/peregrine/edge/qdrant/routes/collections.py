@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from peregrine.core.errors import InvalidInputError
 from peregrine.edge.http.protocol import Access, Call, Operation
 from peregrine.edge.qdrant import convert, schemas
+from peregrine.edge.qdrant.layout import layout
 from peregrine.edge.qdrant.routes.common import collection_name
 
 if TYPE_CHECKING:
@@ -27,10 +29,11 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
 
     async def create_collection(call: Call) -> Any:
         body: schemas.CreateCollection = call.body
-        params = body.vector_params
-        await call.run(vector.create_collection, collection_name(call), params.size,
-                       convert.DISTANCE_TO_METRIC[params.distance], convert.index_config(body),
-                       {convert.PROTOCOL: convert.declared(body)})
+        shape = layout(body)
+        await call.run(lambda: vector.create_collection(
+            collection_name(call), shape.dim, shape.metric, convert.index_config(body),
+            {convert.PROTOCOL: convert.declared(body)}, vector_name=shape.vector_name,
+            dense=shape.dense, named=shape.named, sparse=shape.sparse))
         return True
 
     async def update_collection(call: Call) -> Any:
@@ -39,8 +42,20 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
 
         def update() -> None:
             config = vector.collection_info(name).config
+            for vector_name in body.vectors or {}:
+                if config.vector_kind(vector_name) == "sparse":
+                    raise InvalidInputError(f"{vector_name!r} is a sparse vector: change it "
+                                            "under sparse_vectors")
+            for vector_name, params in (body.sparse_vectors or {}).items():
+                if config.vector_kind(vector_name) != "sparse":
+                    raise InvalidInputError(f"{vector_name!r} is not a sparse vector")
+                if params.modifier is not None and \
+                        params.modifier != config.sparse[vector_name].value:
+                    raise InvalidInputError(f"the modifier of {vector_name!r} is fixed at "
+                                            "creation")
             index, given = convert.collection_update(
-                body, config.dim, config.declared.get(convert.PROTOCOL, {}))
+                body, config.dim, config.declared.get(convert.PROTOCOL, {}),
+                config.vector_name)
             vector.update_collection(name, index, {convert.PROTOCOL: given})
 
         await call.run(update)

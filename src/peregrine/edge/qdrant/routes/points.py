@@ -33,17 +33,36 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             ids: list[Any] = [p.id for p in body.points]
             rows: Any = [p.vector for p in body.points]
             payloads: list[Any] | None = [p.payload for p in body.points]
+            named = any(isinstance(r, dict) for r in rows)
         else:
             ids, payloads = body.batch.ids, body.batch.payloads
             if payloads is not None and len(payloads) != len(ids):
                 raise InvalidInputError(f"batch has {len(ids)} ids but {len(payloads)} payloads")
-            rows = convert.batch_vectors(body.batch.vectors, len(ids))
-        seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads,
-                             call.params.version_key)
+            named = isinstance(body.batch.vectors, dict)
+            rows = convert.named_batch(body.batch.vectors, len(ids)) if named else \
+                convert.batch_vectors(body.batch.vectors, len(ids))
+        if named:  # per-point {name: vector}: the face splits them by the collection's
+            seq = await call.run(vector.upsert_points, collection_name(call), ids, rows,
+                                 payloads, call.params.version_key)
+        else:
+            seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads,
+                                 call.params.version_key)
         return convert.update_result(call.params.wait, seq)
 
+    async def update_vectors(call: Call) -> Any:
+        body: schemas.UpdateVectors = call.body
+        await call.run(vector.update_vectors, collection_name(call),
+                       [p.id for p in body.points], [p.vector for p in body.points])
+        return convert.update_result(call.params.wait)
+
+    async def delete_vectors(call: Call) -> Any:
+        body: schemas.DeleteVectors = call.body
+        await call.run(vector.delete_vectors, collection_name(call), selector(body),
+                       body.vector)
+        return convert.update_result(call.params.wait)
+
     def selector(body: schemas.PointsSelector | schemas.SetPayload | schemas.DeletePayload
-                 ) -> PointSelector:
+                 | schemas.DeleteVectors) -> PointSelector:
         return PointSelector(body.points, body.filter)
 
     async def delete_points(call: Call) -> Any:
@@ -145,6 +164,12 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
                   upsert_points, W, schemas.UpsertBody,
                   schemas.UpsertParams, bulk=True, body_slices=UpsertSlices()),
+        Operation("PUT", P + "/vectors", "update_vectors", "points",
+                  "Replace named or sparse vectors of points", update_vectors, W,
+                  schemas.UpdateVectors, schemas.WriteParams, bulk=True),
+        Operation("POST", P + "/vectors/delete", "delete_vectors", "points",
+                  "Remove named or sparse vectors from points", delete_vectors, W,
+                  schemas.DeleteVectors, schemas.WriteParams),
         Operation("POST", P + "/delete", "delete_points", "points",
                   "Delete points by ids or filter", delete_points, W, schemas.PointsSelector,
                   schemas.WriteParams),

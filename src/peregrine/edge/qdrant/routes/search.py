@@ -38,21 +38,26 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     async def search_points(call: Call) -> Any:
         body: schemas.SearchRequest = call.body
         name = collection_name(call)
-        options = convert.read_options(body, body.limit)
+        query, using = convert.search_vector(body)
+        options = convert.read_options(body, body.limit, using=using)
         return await cached_read(call, vector,
-                                 lambda: _points(vector.search(name, body.vector, options)))
+                                 lambda: _points(vector.search(name, query, options)))
 
     async def search_batch(call: Call) -> Any:
         body: schemas.SearchRequestBatch = call.body
         name = collection_name(call)
-        searches = [(s.vector, convert.read_options(s, s.limit)) for s in body.searches]
+        searches = []
+        for s in body.searches:
+            query, using = convert.search_vector(s)
+            searches.append((query, convert.read_options(s, s.limit, using=using)))
         return await cached_read(call, vector, lambda: [
             _points(hits) for hits in vector.search_batch(name, searches)])
 
     async def recommend_points(call: Call) -> Any:
         body: schemas.RecommendRequest = call.body
         name = collection_name(call)
-        query = RecommendQuery(tuple(body.positive or ()), tuple(body.negative or ()),
+        query = RecommendQuery(tuple(map(convert.example, body.positive or ())),
+                               tuple(map(convert.example, body.negative or ())),
                                body.strategy or "average_vector")
         options = convert.read_options(body, body.limit)
         return await cached_read(call, vector,
@@ -81,10 +86,11 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     async def search_groups(call: Call) -> Any:
         body: schemas.SearchGroupsRequest = call.body
         name = collection_name(call)
-        options = convert.read_options(body, body.limit)
+        query, using = convert.search_vector(body)
+        options = convert.read_options(body, body.limit, using=using)
         spec = convert.group_spec(body, body.limit)
         return await cached_read(call, vector, lambda: convert.groups(
-            vector.search_groups(name, body.vector, options, spec)),
+            vector.search_groups(name, query, options, spec)),
             cache=spec.lookup is None)
 
     async def query_groups(call: Call) -> Any:
@@ -99,7 +105,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     def matrix(call: Call) -> DistanceMatrix:
         body: schemas.SearchMatrixRequest = call.body or schemas.SearchMatrixRequest()
         return vector.distance_matrix(collection_name(call), body.sample or 10,
-                                      body.limit or 3, body.filter)
+                                      body.limit or 3, body.filter, body.using)
 
     async def matrix_pairs(call: Call) -> Any:
         def build() -> dict[str, Any]:

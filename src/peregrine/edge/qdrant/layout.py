@@ -1,0 +1,95 @@
+"""A Qdrant collection's vectors <-> the engine's layout of them.
+
+Qdrant declares ``vectors`` as one unnamed vector's parameters or a map of
+named ones, and ``sparse_vectors`` beside them. The engine serves one dense
+vector through HNSW (the *primary*: the unnamed one, else the first named) and
+searches the other named dense vectors and the sparse ones exactly; this
+module maps one shape to the other and back, so that a client reads back the
+collection it declared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from peregrine.core.errors import InvalidInputError
+from peregrine.edge.qdrant import schemas
+from peregrine.vector.service import CollectionInfo, DenseSpec, Metric, SparseModifier
+
+DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
+METRIC_TO_DISTANCE = {v: k for k, v in DISTANCE_TO_METRIC.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What ``create_collection`` needs besides the index settings."""
+
+    dim: int
+    metric: Metric
+    vector_name: str = ""
+    dense: bool = True
+    named: dict[str, DenseSpec] = field(default_factory=dict)
+    sparse: dict[str, SparseModifier] = field(default_factory=dict)
+    primary: schemas.VectorParams | None = None  # its HNSW/quantization settings apply
+
+
+def layout(body: schemas.CreateCollection) -> Layout:
+    dense = body.named_vectors
+    sparse = {name: SparseModifier(params.modifier or "none")
+              for name, params in (body.sparse_vectors or {}).items()}
+    if not dense:
+        if not sparse:
+            raise InvalidInputError("a collection needs at least one dense or sparse vector")
+        return Layout(1, Metric.DOT, dense=False, sparse=sparse)
+    name = "" if "" in dense else next(iter(dense))
+    primary = dense[name]
+    named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance])
+             for n, p in dense.items() if n != name}
+    return Layout(primary.size, DISTANCE_TO_METRIC[primary.distance], name, True, named,
+                  sparse, primary)
+
+
+def declared_vectors(body: schemas.CreateCollection) -> dict[str, Any]:
+    """The vector settings as the client gave them (kept, and read back)."""
+    out: dict[str, Any] = {}
+    if isinstance(body.vectors, schemas.VectorParams):
+        out["vectors"] = body.vectors.model_dump(mode="json", exclude_none=True)
+    else:
+        out["named_vectors"] = {n: p.model_dump(mode="json", exclude_none=True)
+                                for n, p in body.vectors.items()}
+    if body.sparse_vectors:
+        out["sparse_vectors"] = {n: p.model_dump(mode="json", exclude_none=True)
+                                 for n, p in body.sparse_vectors.items()}
+    return out
+
+
+def info_vectors(info: CollectionInfo, given: dict[str, Any]) -> dict[str, Any]:
+    """``params.vectors`` and ``params.sparse_vectors`` of the collection info."""
+    config = info.config
+    out: dict[str, Any] = {}
+    if "named_vectors" in given or config.named or config.vector_name or not config.dense:
+        declared: dict[str, Any] = given.get("named_vectors", {})
+        vectors: dict[str, Any] = {}
+        if config.dense:
+            vectors[config.vector_name] = {
+                "size": config.dim, "distance": METRIC_TO_DISTANCE[config.metric],
+                **_extras(declared.get(config.vector_name, {}))}
+        for name, spec in config.named.items():
+            vectors[name] = {"size": spec.dim, "distance": METRIC_TO_DISTANCE[spec.metric],
+                             **_extras(declared.get(name, {}))}
+        out["vectors"] = vectors
+    else:
+        out["vectors"] = {"size": config.dim, "distance": METRIC_TO_DISTANCE[config.metric],
+                          **_extras(given.get("vectors", {}))}
+    if config.sparse:
+        declared_sparse: dict[str, Any] = given.get("sparse_vectors", {})
+        out["sparse_vectors"] = {
+            name: {**declared_sparse.get(name, {}),
+                   **({"modifier": "idf"} if modifier is SparseModifier.IDF else {})}
+            for name, modifier in config.sparse.items()}
+    return out
+
+
+def _extras(declared: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in declared.items() if k not in ("size", "distance")}

@@ -1,0 +1,234 @@
+"""Named dense and sparse vectors through the official qdrant-client: collection
+shapes, upserts in every form, sparse and hybrid queries (prefetch + RRF) against
+plain-Python oracles, server-side BM25 documents, vector edits, bad input."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+N, DIM, VOCAB = 120, 6, 40
+
+
+def _rows(seed: int = 1) -> tuple[np.ndarray, list[dict[int, float]]]:
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(N, DIM)).astype(np.float32)
+    sparse = []
+    for _ in range(N):
+        k = int(rng.integers(1, 6))
+        idx = rng.choice(VOCAB, k, replace=False)
+        sparse.append({int(i): float(np.float32(v)) for i, v in zip(idx, rng.random(k),
+                                                                   strict=True)})
+    return dense, sparse
+
+
+@pytest.fixture(scope="module")
+def hybrid(client: QdrantClient) -> Iterator[tuple[str, np.ndarray, list[dict[int, float]]]]:
+    name = f"hybrid-{uuid.uuid4().hex[:8]}"
+    client.create_collection(
+        name,
+        vectors_config={"text-dense": models.VectorParams(size=DIM,
+                                                          distance=models.Distance.COSINE)},
+        sparse_vectors_config={"text-sparse": models.SparseVectorParams(
+            modifier=models.Modifier.IDF)})
+    dense, sparse = _rows()
+    client.upsert(name, [models.PointStruct(
+        id=i, payload={"i": i, "even": i % 2 == 0},
+        vector={"text-dense": dense[i].tolist(),
+                "text-sparse": models.SparseVector(indices=list(sparse[i]),
+                                                   values=list(sparse[i].values()))})
+        for i in range(N)])
+    yield name, dense, sparse
+    client.delete_collection(name)
+
+
+def _idf_scores(sparse: list[dict[int, float]], query: dict[int, float]) -> dict[int, float]:
+    n = len(sparse)
+    out: dict[int, float] = {}
+    for d, qv in query.items():
+        df = sum(1 for row in sparse if d in row)
+        idf = math.log((n - df + 0.5) / (df + 0.5) + 1)
+        for pid, row in enumerate(sparse):
+            if d in row:
+                out[pid] = out.get(pid, 0.0) + row[d] * qv * idf
+    return out
+
+
+def _cosine(dense: np.ndarray, q: np.ndarray) -> np.ndarray:
+    d = dense.astype(np.float64)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return d @ (q / np.linalg.norm(q))
+
+
+def test_collection_reads_back_as_declared(client: QdrantClient, hybrid: Any) -> None:
+    name, _, _ = hybrid
+    info = client.get_collection(name)
+    vectors = info.config.params.vectors
+    assert isinstance(vectors, dict)
+    assert vectors["text-dense"].size == DIM
+    assert vectors["text-dense"].distance == models.Distance.COSINE
+    sparse = info.config.params.sparse_vectors
+    assert sparse is not None and sparse["text-sparse"].modifier == models.Modifier.IDF
+    assert info.points_count == N
+
+
+def test_sparse_query_matches_the_idf_oracle(client: QdrantClient, hybrid: Any) -> None:
+    name, _, sparse = hybrid
+    query = {3: 1.0, 7: 0.5, 11: 2.0}
+    got = client.query_points(name, query=models.SparseVector(
+        indices=list(query), values=list(query.values())), using="text-sparse", limit=10,
+        with_payload=False).points
+    expect = sorted(_idf_scores(sparse, query).items(), key=lambda kv: -kv[1])[:10]
+    assert len(got) == len(expect)
+    oracle = dict(expect)
+    for point, (_, score) in zip(got, expect, strict=True):
+        assert point.score == pytest.approx(score, rel=1e-4)
+        assert oracle.get(int(point.id), _idf_scores(sparse, query)[int(point.id)]) == \
+            pytest.approx(point.score, rel=1e-4)
+
+
+def test_hybrid_prefetch_rrf_matches_the_oracle(client: QdrantClient, hybrid: Any) -> None:
+    name, dense, sparse = hybrid
+    q_dense = np.random.default_rng(9).normal(size=DIM).astype(np.float32)
+    q_sparse = {1: 1.0, 2: 1.0, 5: 1.0, 8: 1.0}
+    flt = models.Filter(must=[models.FieldCondition(key="even",
+                                                    match=models.MatchValue(value=True))])
+    got = client.query_points(name, prefetch=[
+        models.Prefetch(query=q_dense.tolist(), using="text-dense", limit=20),
+        models.Prefetch(query=models.SparseVector(indices=list(q_sparse),
+                                                  values=list(q_sparse.values())),
+                        using="text-sparse", limit=20),
+    ], query=models.FusionQuery(fusion=models.Fusion.RRF), query_filter=flt, limit=10).points
+    even = [i for i in range(N) if i % 2 == 0]
+    cos = _cosine(dense, q_dense.astype(np.float64))
+    dense_rank = sorted(even, key=lambda i: -cos[i])[:20]
+    sp = _idf_scores(sparse, q_sparse)
+    sparse_rank = sorted((i for i in sp if i % 2 == 0), key=lambda i: -sp[i])[:20]
+    fused: dict[int, float] = {}
+    for ranking in (dense_rank, sparse_rank):
+        for pos, pid in enumerate(ranking):
+            fused[pid] = fused.get(pid, 0.0) + 1.0 / (2 + pos)
+    expect = sorted(fused.items(), key=lambda kv: -kv[1])[:10]
+    assert [p.score for p in got] == pytest.approx([s for _, s in expect])
+    for point in got:
+        assert fused[int(point.id)] == pytest.approx(point.score)
+        assert point.payload is not None and point.payload["even"] is True
+
+
+def test_dense_by_name_and_vectors_read_back(client: QdrantClient, hybrid: Any) -> None:
+    name, dense, sparse = hybrid
+    q = dense[5]
+    got = client.query_points(name, query=q.tolist(), using="text-dense", limit=3,
+                              with_vectors=True).points
+    assert int(got[0].id) == 5
+    vec = got[0].vector
+    assert isinstance(vec, dict)
+    assert vec["text-dense"] == pytest.approx((q / np.linalg.norm(q)).tolist(), rel=1e-5)
+    sp = vec["text-sparse"]
+    assert isinstance(sp, models.SparseVector)
+    assert dict(zip(sp.indices, sp.values, strict=True)) == pytest.approx(sparse[5])
+    (rec,) = client.retrieve(name, [5], with_vectors=["text-sparse"])
+    assert isinstance(rec.vector, dict) and set(rec.vector) == {"text-sparse"}
+    # By point id, on the sparse vector: its own sparse vector is the query.
+    by_id = client.query_points(name, query=5, using="text-sparse", limit=5).points
+    assert 5 not in [int(p.id) for p in by_id]
+
+
+def test_named_batch_upsert_vector_edits_and_sparse_only(client: QdrantClient) -> None:
+    name = f"named-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={
+        "a": models.VectorParams(size=3, distance=models.Distance.DOT),
+        "b": models.VectorParams(size=2, distance=models.Distance.EUCLID)},
+        sparse_vectors_config={"s": models.SparseVectorParams()})
+    try:
+        client.upsert(name, models.Batch(ids=[1, 2], vectors={
+            "a": [[1, 0, 0], [0, 1, 0]], "b": [[0, 0], [3, 4]]}))
+        hits = client.query_points(name, query=[0.0, 0.0], using="b", limit=2).points
+        assert [(int(h.id), h.score) for h in hits] == [(1, 0.0), (2, 5.0)]
+        client.update_vectors(name, [models.PointVectors(id=1, vector={
+            "s": models.SparseVector(indices=[4], values=[2.0]), "b": [6.0, 8.0]})])
+        hits = client.query_points(name, query=[0.0, 0.0], using="b", limit=2).points
+        assert [(int(h.id), h.score) for h in hits] == [(2, 5.0), (1, 10.0)]
+        s = client.query_points(name, query=models.SparseVector(indices=[4], values=[1.5]),
+                                using="s").points
+        assert [(int(h.id), h.score) for h in s] == [(1, 3.0)]
+        client.delete_vectors(name, ["s"], models.PointIdsList(points=[1]))
+        assert client.query_points(name, query=models.SparseVector(indices=[4], values=[1.0]),
+                                   using="s").points == []
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.upsert(name, [models.PointStruct(id=3, vector={"b": [1.0, 2.0]})])
+        assert bad.value.status_code == 400 and b"lacks the vector 'a'" in bad.value.content
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.upsert(name, [models.PointStruct(id=3, vector={
+                "a": [1.0, 2.0, 3.0], "zzz": [1.0]})])
+        assert bad.value.status_code == 400 and b"no vector named 'zzz'" in bad.value.content
+        assert client.count(name).count == 2
+    finally:
+        client.delete_collection(name)
+    only = f"sparse-{uuid.uuid4().hex[:8]}"
+    client.create_collection(only, vectors_config={}, sparse_vectors_config={
+        "bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)})
+    try:
+        info = client.get_collection(only)
+        assert info.config.params.vectors == {}
+        client.upsert(only, [models.PointStruct(id=1, vector={
+            "bm25": models.SparseVector(indices=[1, 2], values=[1.0, 1.0])})])
+        assert len(client.query_points(only, query=models.SparseVector(
+            indices=[2], values=[1.0]), using="bm25").points) == 1
+    finally:
+        client.delete_collection(only)
+
+
+def test_bm25_documents_are_inferred_by_the_server(server: Any) -> None:
+    client = QdrantClient(url=server.url, prefer_grpc=False, timeout=30, cloud_inference=True)
+    name = f"docs-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={}, sparse_vectors_config={
+        "bm25": models.SparseVectorParams(modifier=models.Modifier.IDF)})
+    texts = ["the quick brown fox jumps", "a lazy dog sleeps all day",
+             "brown bears and brown foxes", "stock prices fall on rate fears"]
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector={"bm25": models.Document(
+            text=t, model="Qdrant/bm25")}) for i, t in enumerate(texts)])
+        got = client.query_points(name, query=models.Document(text="brown fox",
+                                                              model="Qdrant/bm25"),
+                                  using="bm25", limit=4).points
+        assert [int(p.id) for p in got][:2] == [0, 2]
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.query_points(name, query=models.Document(text="x", model="some/model"),
+                                using="bm25")
+        assert bad.value.status_code == 400 and b"not available" in bad.value.content
+    finally:
+        client.delete_collection(name)
+        client.close()
+
+
+@pytest.mark.parametrize("vector", [
+    {"s": {"indices": [1, 1], "values": [1.0, 1.0]}},
+    {"s": {"indices": [1], "values": [1e39]}},  # past float32
+    {"s": {"indices": [-1], "values": [1.0]}},
+    {"s": {"indices": [1], "values": [1.0], "extra": 1}},
+    {"d": [[1.0, 2.0], [3.0, 4.0]]},
+])
+def test_bad_named_vectors_are_a_400_and_write_nothing(client: QdrantClient, server: Any,
+                                                       vector: dict[str, Any]) -> None:
+    import httpx
+
+    name = f"bad-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={"d": models.VectorParams(
+        size=2, distance=models.Distance.DOT)}, sparse_vectors_config={
+        "s": models.SparseVectorParams()})
+    try:
+        body = {"points": [{"id": 1, "vector": {"d": [1.0, 1.0]}},
+                           {"id": 2, "vector": {"d": [1.0, 1.0], **vector}}]}
+        r = httpx.put(f"{server.url}/collections/{name}/points", json=body)
+        assert r.status_code in (400, 422), r.text
+        assert client.count(name).count == 0
+    finally:
+        client.delete_collection(name)
