@@ -28,6 +28,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from peregrine.core.errors import InvalidInputError, PeregrineError
+from peregrine.vector.bm25 import Bm25Encoder
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.collection.database import Database, open_database
 from peregrine.vector.collection.results import WithPayload, check_with_payload
@@ -78,6 +79,7 @@ T = TypeVar("T")
 __all__ = [
     "AliasAction",
     "AliasInfo",
+    "Bm25Encoder",
     "CacheStats",
     "CollectionInfo",
     "ContextQuery",
