@@ -1,6 +1,6 @@
 """Writer process for test_crash.py; the parent SIGKILLs it at random moments.
 
-usage: python crash_writer.py DB_PATH SEED FIRST_BATCH LIVE_JSON [--no-deletes]
+usage: python crash_writer.py DB_PATH SEED FIRST_BATCH LIVE_JSON [--no-deletes] [--side]
 
 LIVE_JSON maps batch number -> version of the batches that exist. Batch ``b``
 owns ids [b*BATCH, (b+1)*BATCH); version ``v`` of a point has payload
@@ -8,6 +8,9 @@ owns ids [b*BATCH, (b+1)*BATCH); version ``v`` of a point has payload
 writer prints ``BEGIN <op> <batch> <version>`` and after it returns
 ``ACK <op> <batch> <version>`` (flushed), so every ACK the parent reads is an
 acknowledged, fsync'ed (fsync="always") write.
+
+With ``--side`` the collection also has a named dense vector ``img`` and a
+sparse vector ``s`` (IDF), and every upsert writes them (``side_of``).
 
 ops: U = upsert a new batch, O = overwrite a live batch with version+1,
 D = delete a batch by filter, X = delete a batch by ids, P = optimize().
@@ -22,6 +25,7 @@ import sys
 import numpy as np
 
 import peregrine
+from peregrine.vector.types import DenseSpec, Metric, SparseModifier
 
 BATCH = 50
 DIM = 8
@@ -34,6 +38,15 @@ def vector_of(ids: np.ndarray, version: int) -> np.ndarray:
     return np.cos(x * 0.9 + ids * 0.031 + version * 2.1).astype(np.float32)
 
 
+def side_of(ids: list[int], version: int) -> list[dict[str, object]]:
+    """The named dense and sparse vectors of version ``version`` of points ``ids``."""
+    img = vector_of(np.asarray(ids), version + 7)[:, :3]
+    return [{"img": img[j].tolist(),
+             "s": {"indices": [pid % 17, 100 + version % 5], "values": [version + 1.0,
+                                                                      pid * 0.5]}}
+            for j, pid in enumerate(ids)]
+
+
 def batch_ids(b: int) -> list[int]:
     return list(range(b * BATCH, (b + 1) * BATCH))
 
@@ -42,10 +55,13 @@ def main(argv: list[str]) -> None:
     path, seed, first = argv[1], int(argv[2]), int(argv[3])
     live = {int(b): v for b, v in json.loads(argv[4]).items()}
     deletes = "--no-deletes" not in argv
+    side = "--side" in argv
     r = random.Random(seed)
     db = peregrine.open(path, fsync="always", background=True)
+    layout = {"named": {"img": DenseSpec(3, Metric.L2)},
+              "sparse": {"s": SparseModifier.IDF}} if side else {}
     c = (db.collection("crash") if db.has_collection("crash")
-         else db.create_collection("crash", DIM, "dot", index=INDEX))
+         else db.create_collection("crash", DIM, "dot", index=INDEX, **layout))
     out = sys.stdout
 
     def say(line: str) -> None:
@@ -72,7 +88,8 @@ def main(argv: list[str]) -> None:
         if op in "UO":
             ids = batch_ids(target)
             c.upsert(ids, vector_of(np.asarray(ids), version),
-                     [{"batch": target, "v": version}] * BATCH)
+                     [{"batch": target, "v": version}] * BATCH,
+                     side=side_of(ids, version) if side else None)
             live[target] = version
         elif op == "D":
             c.delete(filter={"must": [{"key": "batch", "match": {"value": target}}]})

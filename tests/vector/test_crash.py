@@ -24,10 +24,11 @@ import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from crash_writer import BATCH, vector_of
+from crash_writer import BATCH, side_of, vector_of
 from vutil import dump
 
 import peregrine
@@ -77,12 +78,36 @@ class Round:
         return self.seen
 
 
-def _observe(path: Path) -> dict[int, int]:
+def _side_points(c: peregrine.Collection) -> dict[Any, tuple[Any, tuple[float, ...]]]:
+    """``dump`` for a collection with side vectors: each point's named dense and
+    sparse vectors are checked against the version its payload names."""
+    out: dict[Any, tuple[Any, tuple[float, ...]]] = {}
+    offset = None
+    while True:
+        page, offset = c.scroll(limit=997, offset=offset, with_vectors=True)
+        for r in page:
+            assert r.id not in out and isinstance(r.vector, dict)
+            (want,) = side_of([r.id], r.payload["v"])
+            assert r.vector["img"] == pytest.approx(want["img"], abs=1e-6)
+            sparse = r.vector["s"]
+            assert dict(zip(sparse["indices"], sparse["values"], strict=True)) == dict(zip(
+                want["s"]["indices"], want["s"]["values"], strict=True))  # type: ignore[index]
+            out[r.id] = (r.payload, tuple(r.vector[""]))
+        if offset is None:
+            break
+    if out:  # the sparse index holds exactly the live points, once each
+        every = {"indices": [100, 101, 102, 103, 104], "values": [1.0] * 5}
+        hits = c.search_named("s", every, k=len(out), with_payload=False)
+        assert sorted(h.id for h in hits) == sorted(out)
+    return out
+
+
+def _observe(path: Path, side: bool = False) -> dict[int, int]:
     """Reopen and read every batch's version, asserting integrity on the way."""
     db = peregrine.open(path, background=False)
     try:
         c = db.collection("crash")
-        points = dump(c)  # asserts no id is returned twice
+        points = _side_points(c) if side else dump(c)  # no id is returned twice
         assert c.count() == len(points)
         by_batch: dict[int, dict[int, int]] = defaultdict(dict)
         for pid, (payload, vec) in points.items():
@@ -145,7 +170,7 @@ def _run_crash_loop(path: Path, rounds: int, seed: int, extra: list[str]) -> dic
             elif op in "DX":
                 del expected[b]
 
-        observed = _observe(path)
+        observed = _observe(path, "--side" in extra)
         assert set(observed) <= begun, f"batches never written: {set(observed) - begun}"
         for b in begun | set(observed):
             allowed = {expected.get(b)}
@@ -168,6 +193,15 @@ def test_sigkill_loop_keeps_acknowledged_writes(tmp_path: Path) -> None:
     """7 kills, each followed by a checking reopen and a writer that continues."""
     stats = _run_crash_loop(tmp_path / "db", rounds=7, seed=20240611, extra=[])
     assert stats["rounds"] == 7 and stats["acks"] >= 7, stats
+
+
+@pytest.mark.slow
+def test_sigkill_loop_keeps_named_and_sparse_vectors(tmp_path: Path) -> None:
+    """The same loop with a named dense and a sparse vector on every point: each
+    acknowledged version comes back with its own side vectors, and the sparse
+    index holds exactly the live points."""
+    stats = _run_crash_loop(tmp_path / "db", rounds=5, seed=20261201, extra=["--side"])
+    assert stats["rounds"] == 5 and stats["acks"] >= 5, stats
 
 
 def test_sigkill_across_segment_boundaries_then_reopen(tmp_path: Path) -> None:

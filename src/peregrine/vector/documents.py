@@ -59,10 +59,17 @@ class DocumentEncoder:
 
 
 def split_points(config: CollectionConfig, vectors: Sequence[Any], encoder: DocumentEncoder
-                 ) -> tuple[np.ndarray | list[Any] | None, list[dict[str, Any]]]:
+                 ) -> tuple[np.ndarray | list[Any] | None, list[dict[str, Any]] | None]:
     """(primary vectors as rows, or None in a collection without a dense vector;
-    each point's other vectors). A point's vectors are one array (the unnamed
-    vector, "") or {name: vector}; every point carries the primary vector."""
+    each point's other vectors, or None when no point has any). A point's
+    vectors are one array (the unnamed vector, "") or {name: vector}; every
+    point carries the primary vector."""
+    name = config.vector_name
+    if config.dense and all((isinstance(v, dict) and len(v) == 1 and name in v)
+                            or (not isinstance(v, dict) and name == "") for v in vectors):
+        # The common shape: every point carries the primary vector alone.
+        only = [v[name] if isinstance(v, dict) else v for v in vectors]
+        return _rows(only, config), None
     primary: list[Any] = []
     side: list[dict[str, Any]] = []
     for i, given in enumerate(vectors):
@@ -78,10 +85,15 @@ def split_points(config: CollectionConfig, vectors: Sequence[Any], encoder: Docu
                      for name, v in named.items()})
     if not config.dense:
         return None, side
+    return _rows(primary, config), side
+
+
+def _rows(primary: list[Any], config: CollectionConfig) -> np.ndarray | list[Any]:
+    """The primary vectors as one matrix when they are alike (the engine checks them)."""
     if any(isinstance(p, (Document, dict)) for p in primary):
         raise InvalidInputError(f"vector {config.vector_name!r} is dense: send an array of "
                                 "numbers (dense models are not run by the store)")
     if primary and all(isinstance(p, np.ndarray) for p in primary) and len(
             {p.shape for p in primary}) == 1:
-        return np.stack(primary), side
-    return primary if primary else np.empty((0, config.dim), np.float32), side
+        return np.stack(primary)
+    return primary if primary else np.empty((0, config.dim), np.float32)

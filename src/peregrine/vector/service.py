@@ -268,6 +268,12 @@ class VectorService:
         protocol's declared settings (``Collection.update_settings``)."""
         self._write(name, lambda c: c.update_settings(index, declared))
 
+    def optimize(self, name: str) -> None:
+        """Seal and index everything pending and merge segments, now, in this
+        thread (benchmarks and maintenance; the background optimizer does the
+        same over time)."""
+        self._collection(name).optimize()
+
     def create_payload_index(self, name: str, field: str, kind: str) -> None:
         self._write(name, lambda c: c.create_payload_index(field, kind))
 

@@ -162,6 +162,12 @@ def as_sparse(value: Any, what: str = "sparse vector") -> SparseVector:
     ``MAX_SPARSE_ENTRIES``; returned sorted by index."""
     if isinstance(value, SparseVector):
         indices, values = value.indices, value.values
+        if (isinstance(indices, np.ndarray) and isinstance(values, np.ndarray)
+                and indices.dtype == np.uint32 and values.dtype == np.float32
+                and indices.ndim == values.ndim == 1 and indices.size == values.size
+                and indices.size <= MAX_SPARSE_ENTRIES and bool(np.isfinite(values).all())
+                and bool((indices[1:] > indices[:-1]).all())):
+            return value  # already in the stored form (an encoder's output)
     elif isinstance(value, dict) and set(value) == {"indices", "values"}:
         indices, values = value["indices"], value["values"]
     else:

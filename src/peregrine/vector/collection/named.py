@@ -26,10 +26,11 @@ from peregrine.vector.collection.results import WithVectors
 from peregrine.vector.segment.kernels import F32, I64, shortest_floats
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
-from peregrine.vector.segment.side import SideStore
+from peregrine.vector.segment.side import Postings, SideStore, SparseSide
 from peregrine.vector.types import CollectionConfig, Metric, SparseModifier, SparseVector
 
 Found = list[tuple[Segment, F32, I64]]
+
 
 
 def side_store(seg: Segment, config: CollectionConfig) -> SideStore:
@@ -61,12 +62,16 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
     found: Found = []
     live = [seg for seg in segments if seg.n_rows]
     if isinstance(query, SparseVector):
-        weights = _idf(live, config, name, query) if config.sparse[name] is SparseModifier.IDF \
-            else np.ones(query.indices.size, np.float32)
-        for seg in live:
+        # Each segment's postings of the query's indices, read once: for the
+        # document frequencies (IDF) and then for the scores.
+        sides = [side_store(seg, config).sparse[name] for seg in live]
+        postings = [side.postings(query.indices) for side in sides]
+        weights = query.values.astype(np.float64)
+        if config.sparse[name] is SparseModifier.IDF:
+            weights = weights * _idf(live, postings, query.indices.size)
+        for seg, side, found_postings in zip(live, sides, postings, strict=True):
             check_deadline()
-            scores, rows = side_store(seg, config).sparse[name].search(
-                query, weights, fetch, allowed(seg), seg.n_rows)
+            scores, rows = side.top(found_postings, weights, fetch, allowed(seg), seg.n_rows)
             found.append((seg, scores, rows))
         return found
     metric = config.named[name].metric
@@ -81,16 +86,16 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
     return found
 
 
-def _idf(segments: Sequence[Segment], config: CollectionConfig, name: str,
-         query: SparseVector) -> npt.NDArray[np.float32]:
+def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int
+         ) -> npt.NDArray[np.float64]:
     total = 0
-    df = np.zeros(query.indices.size, np.int64)
-    for seg in segments:
+    df = np.zeros(size, np.int64)
+    for seg, found in zip(segments, postings, strict=True):
         n = seg.n_rows
         live = ~seg.deleted[:n] if seg.n_deleted else None
         total += n - seg.n_deleted
-        df += side_store(seg, config).sparse[name].doc_freq(query.indices, live, n)
-    return np.log((total - df + 0.5) / (df + 0.5) + 1.0).astype(np.float32)
+        df += SparseSide.doc_freq(found, live, n)
+    return np.log((total - df + 0.5) / (df + 0.5) + 1.0)
 
 
 def vector_reader(config: CollectionConfig, with_vectors: bool | Sequence[str]) -> WithVectors:

@@ -32,6 +32,9 @@ from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
 
+# Per query index: (rows holding it, their values).
+Postings = list[tuple["I64", "npt.NDArray[np.float32]"]]
+
 
 class _Growing:
     """An append-only numpy buffer with amortised doubling."""
@@ -141,52 +144,71 @@ class SparseSide:
         offsets = self._offsets.view
         return offsets[1:n + 1] > offsets[:n]
 
-    def _postings(self, dims: npt.NDArray[np.uint32]
-                  ) -> tuple[I64, npt.NDArray[np.float32], I64]:
-        """(rows, values, position of the query index) of every entry whose index
-        is one of ``dims`` (ascending, unique)."""
-        parts_r, parts_v, parts_q = [], [], []
+    def postings(self, dims: npt.NDArray[np.uint32]) -> Postings:
+        """Per query index (``dims``, ascending and unique): the rows holding it and
+        their values, from the sorted lists and the unsorted tail."""
+        empty_r, empty_v = np.empty(0, np.int64), np.empty(0, np.float32)
+        out: Postings = [(empty_r, empty_v)] * dims.size
         pos = np.searchsorted(self._keys, dims)
         inside = pos < self._keys.size
         hit = np.zeros(dims.size, np.bool_)
         hit[inside] = self._keys[pos[inside]] == dims[inside]
         for q in np.flatnonzero(hit).tolist():
             a, b = self._starts[pos[q]], self._starts[pos[q] + 1]
-            parts_r.append(self._csc_rows[a:b])
-            parts_v.append(self._csc_vals[a:b])
-            parts_q.append(np.full(b - a, q, np.int64))
+            out[q] = (self._csc_rows[a:b], self._csc_vals[a:b])
         tail = self._dims.view[self._sorted:]
         if tail.size:
             where = np.flatnonzero(np.isin(tail, dims))
             if where.size:
-                parts_r.append(self._rows.view[self._sorted:][where])
-                parts_v.append(self._vals.view[self._sorted:][where])
-                parts_q.append(np.searchsorted(dims, tail[where]).astype(np.int64))
-        if not parts_r:
-            empty = np.empty(0, np.int64)
-            return empty, np.empty(0, np.float32), empty
-        return np.concatenate(parts_r), np.concatenate(parts_v), np.concatenate(parts_q)
+                qpos = np.searchsorted(dims, tail[where])
+                rows = self._rows.view[self._sorted:][where]
+                vals = self._vals.view[self._sorted:][where]
+                for q in np.unique(qpos).tolist():
+                    mine = qpos == q
+                    out[q] = (np.concatenate([out[q][0], rows[mine]]),
+                              np.concatenate([out[q][1], vals[mine]]))
+        return out
 
-    def doc_freq(self, dims: npt.NDArray[np.uint32], live: Mask | None, n: int
-                 ) -> npt.NDArray[np.int64]:
-        """How many rows (live ones, when ``live`` is given) hold each of ``dims``."""
-        rows, _, qpos = self._postings(dims)
-        rows, qpos = _within(rows, n, live, qpos)
-        return np.bincount(qpos, minlength=dims.size).astype(np.int64)
-
-    def search(self, query: SparseVector, weights: npt.NDArray[np.float32], k: int,
+    def search(self, query: SparseVector, weights: npt.NDArray[np.floating], k: int,
                allowed: Mask | None, n: int) -> tuple[F32, I64]:
         """Top-k rows by the dot product with ``query`` (its values times
         ``weights``, e.g. IDF), among the rows that share an index with it."""
-        rows, values, qpos = self._postings(query.indices)
-        rows, values, qpos = _within(rows, n, allowed, values, qpos)
-        if rows.size == 0:
+        return self.top(self.postings(query.indices), query.values * weights, k, allowed, n)
+
+    @staticmethod
+    def doc_freq(postings: Postings, live: Mask | None, n: int) -> npt.NDArray[np.int64]:
+        """How many rows (live ones, when ``live`` is given) hold each query index."""
+        return np.fromiter((_within(rows, n, live)[0].size for rows, _ in postings),
+                           np.int64, len(postings))
+
+    @staticmethod
+    def top(postings: Postings, weights: npt.NDArray[np.floating], k: int,
+            allowed: Mask | None, n: int) -> tuple[F32, I64]:
+        """Top-k rows by the dot product of their entries with the per-index
+        ``weights`` (the query's values, times IDF where it applies).
+
+        Each list holds its rows in ascending order (the lists are sorted
+        stably by index), so the concatenation is a few sorted runs: a stable
+        argsort merges them in O(P log runs), and the sums per row are one
+        ``reduceat``. No step costs O(rows in the segment)."""
+        terms: list[tuple[int, I64, npt.NDArray[np.float32]]] = []
+        for q, (rows, vals) in enumerate(postings):
+            kept_rows, kept_vals = _within(rows, n, allowed, vals)
+            if kept_rows.size:
+                terms.append((q, kept_rows, kept_vals))
+        total = sum(rows.size for _, rows, _ in terms)
+        if total == 0:
             return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
-        q = (query.values.astype(np.float64) * weights)[qpos]
-        touched, inverse = np.unique(rows, return_inverse=True)
-        scores = np.bincount(inverse, weights=values.astype(np.float64) * q,
-                             minlength=touched.size).astype(np.float32)
-        best, pos = top_k(scores[None, :], k)
+        w = np.asarray(weights, np.float64)
+        rows = np.concatenate([r for _, r, _ in terms])
+        contrib = np.concatenate([v.astype(np.float64) * w[q] for q, _, v in terms])
+        if len(terms) > 1:
+            order = np.argsort(rows, kind="stable")
+            rows, contrib = rows[order], contrib[order]
+        first = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+        touched = rows[first]
+        scores = np.add.reduceat(contrib, first)
+        best, pos = top_k(scores.astype(np.float32)[None, :], k)
         return best, touched[pos[0]][None, :]
 
 
