@@ -232,3 +232,31 @@ def test_bad_named_vectors_are_a_400_and_write_nothing(client: QdrantClient, ser
         assert client.count(name).count == 0
     finally:
         client.delete_collection(name)
+
+
+def test_update_filter_and_update_mode_over_rest(client: QdrantClient, server: Any) -> None:
+    import httpx
+
+    name = f"cond-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    url = f"{server.url}/collections/{name}/points"
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector=[1.0, 0.0],
+                                                payload={"v": 1, "lock": i == 2})
+                             for i in (1, 2)])
+        r = httpx.put(url, json={"points": [{"id": i, "vector": [0.0, 1.0], "payload": {"v": 2}}
+                                            for i in (1, 2, 3)],
+                                 "update_filter": {"must": [{"key": "lock",
+                                                             "match": {"value": False}}]}})
+        assert r.status_code == 200, r.text
+        got = {int(p.id): p.payload["v"] for p in client.retrieve(name, [1, 2, 3])}
+        assert got == {1: 2, 2: 1, 3: 2}
+        r = httpx.put(url, json={"points": [{"id": 4, "vector": [1.0, 1.0]}],
+                                 "update_mode": "update_only"})
+        assert r.status_code == 200 and client.count(name).count == 3
+        r = httpx.put(url, json={"points": [{"id": 1, "vector": [1.0, 1.0]}],
+                                 "update_mode": "sometimes"})
+        assert r.status_code in (400, 422)
+    finally:
+        client.delete_collection(name)

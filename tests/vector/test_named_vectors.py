@@ -318,3 +318,30 @@ def test_sparse_search_is_exact_on_skewed_lists(tmp_path: Path) -> None:
                 assert expect[h.id] == pytest.approx(h.score, rel=1e-4)
     finally:
         c.close()
+
+
+@pytest.mark.parametrize(("mode", "flt", "expect"), [
+    ("upsert", None, {1: "new", 2: "new", 3: "new"}),
+    ("insert_only", None, {1: "old", 2: "old", 3: "new"}),
+    ("update_only", None, {1: "new", 2: "new"}),
+    ("upsert", {"must": [{"key": "keep", "match": {"value": False}}]},
+     {1: "new", 2: "old", 3: "new"}),
+    ("update_only", {"must": [{"key": "keep", "match": {"value": False}}]},
+     {1: "new", 2: "old"}),
+])
+def test_conditional_upserts(tmp_path: Path, mode: str, flt: dict[str, Any] | None,
+                             expect: dict[int, str]) -> None:
+    """update_mode and update_filter decide per point, against the stored state."""
+    c = Collection(tmp_path / "c", _config(), background=False)
+    try:
+        c.upsert([1, 2], np.ones((2, DIM)), [{"v": "old", "keep": False},
+                                             {"v": "old", "keep": True}])
+        c.optimize()  # point 1 and 2 in a sealed segment
+        c.upsert([1, 2, 3], np.ones((3, DIM)), [{"v": "new", "keep": False}] * 3,
+                 update_filter=flt, update_mode=mode)
+        got = {r.id: r.payload["v"] for r in c.retrieve([1, 2, 3])}  # type: ignore[index]
+        assert got == expect
+        with pytest.raises(InvalidInputError, match="update_mode"):
+            c.upsert([4], np.ones((1, DIM)), update_mode="sometimes")
+    finally:
+        c.close()

@@ -299,17 +299,25 @@ class VectorService:
     def upsert(self, name: str, ids: Sequence[PointId], vectors: Any,
                payloads: Sequence[dict[str, Any] | None] | None = None,
                version_key: str | None = None,
-               side: Sequence[dict[str, Any] | None] | None = None) -> int:
+               side: Sequence[dict[str, Any] | None] | None = None,
+               update_filter: dict[str, Any] | None = None,
+               update_mode: str = "upsert") -> int:
         """Insert or replace points; returns the write's sequence number. With
         ``version_key`` a point is written only over a lower stored version
         (``Collection.upsert``): the idempotent write of at-least-once pipelines.
-        ``side``: each point's named dense and sparse vectors ({name: vector})."""
+        ``side``: each point's named dense and sparse vectors ({name: vector}).
+        ``update_filter`` and ``update_mode``: a conditional write
+        (``Collection.upsert``)."""
         self._check_count(len(ids), "points")
-        return self._write(name, lambda c: c.upsert(ids, vectors, payloads, version_key, side))
+        return self._write(name, lambda c: c.upsert(
+            ids, vectors, payloads, version_key, side, update_filter, update_mode,
+            self._filter_limits))
 
     def upsert_points(self, name: str, ids: Sequence[PointId], vectors: Sequence[Any],
                       payloads: Sequence[dict[str, Any] | None] | None = None,
-                      version_key: str | None = None) -> int:
+                      version_key: str | None = None,
+                      update_filter: dict[str, Any] | None = None,
+                      update_mode: str = "upsert") -> int:
         """``upsert`` with each point's vectors as given by a client: one array (the
         unnamed vector, "") or {name: vector}, a sparse one as {"indices",
         "values"} or a ``Document`` the store encodes (``documents.py``)."""
@@ -317,7 +325,8 @@ class VectorService:
 
         def write(c: Collection) -> int:
             primary, side = split_points(c.config, vectors, self._documents)
-            return c.upsert(ids, primary, payloads, version_key, side)
+            return c.upsert(ids, primary, payloads, version_key, side, update_filter,
+                            update_mode, self._filter_limits)
 
         return self._write(name, write)
 

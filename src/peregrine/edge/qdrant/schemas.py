@@ -248,9 +248,14 @@ class PointStruct(Model):
     payload: Payload | None = None
 
 
+UpdateMode = Literal["upsert", "insert_only", "update_only"]
+
+
 class PointsList(Model):
     points: list[PointStruct]
     shard_key: ShardKey = None
+    update_filter: FilterSpec | None = None
+    update_mode: UpdateMode | None = None
 
 
 class Batch(Model):
@@ -262,6 +267,8 @@ class Batch(Model):
 class PointsBatch(Model):
     batch: Batch
     shard_key: ShardKey = None
+    update_filter: FilterSpec | None = None
+    update_mode: UpdateMode | None = None
 
 
 def _list_or_batch(value: Any) -> str:

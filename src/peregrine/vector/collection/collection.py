@@ -78,6 +78,7 @@ from peregrine.vector.types import (
 log = logging.getLogger(__name__)
 
 MAX_EF = 65_536  # beyond any useful beam; a server sets a tighter cap
+UPDATE_MODES = ("upsert", "insert_only", "update_only")
 
 
 class Collection:
@@ -169,7 +170,9 @@ class Collection:
 
     # -- writes ---------------------------------------------------------------
     def upsert(self, ids: Any, vectors: Any, payloads: Sequence[Any] | None = None,
-               version_key: str | None = None, side: Sequence[Any] | None = None) -> int:
+               version_key: str | None = None, side: Sequence[Any] | None = None,
+               update_filter: dict[str, Any] | None = None, update_mode: str = "upsert",
+               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
         """Insert or replace points; atomic per call. Returns the WAL sequence number.
 
         With ``version_key``, every payload carries an integer version under that key
@@ -181,8 +184,18 @@ class Collection:
         a sparse one as ``SparseVector`` or {"indices", "values"}); a point may
         lack any of them. A collection without a dense vector takes
         ``vectors=None``.
+
+        ``update_mode``: "upsert" (insert new points, replace existing ones),
+        "insert_only" (existing points are left as they are) or "update_only"
+        (points that do not exist are not written). ``update_filter``: an
+        existing point is replaced only if it matches this filter (Qdrant's
+        conditional update); new points are inserted unless "update_only".
         """
         self._check_open()
+        if update_mode not in UPDATE_MODES:
+            raise InvalidInputError(f"update_mode must be one of {list(UPDATE_MODES)}")
+        conditional = update_filter is not None or update_mode != "upsert"
+        compiled = compile_filter(update_filter, filter_limits) if update_filter else None
         config = self.config
         versions = codec.payload_versions(payloads, version_key) if version_key else None
         batch = self._prepare(config, ids, vectors, payloads, side)
@@ -191,6 +204,8 @@ class Collection:
                 batch = self._prepare(holder.config, ids, vectors, payloads, side)
             if versions is not None and version_key is not None and batch.keys.size:
                 batch = batch.subset(self._newer(holder, batch.keys, versions, version_key))
+            if conditional and batch.keys.size:
+                batch = batch.subset(self._admitted(holder, batch.keys, compiled, update_mode))
             if batch.keys.size == 0:
                 return holder.wal.last_seq
             return holder.log_and_apply(Op.UPSERT, batch.encode(), batch)
@@ -210,6 +225,26 @@ class Collection:
         side_rows = codec.as_side_rows(config, side, n)
         return codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric,
                                     side_rows)
+
+    @staticmethod
+    def _admitted(holder: SegmentHolder, keys: KeyArray, compiled: CompiledFilter | None,
+                  mode: str) -> npt.NDArray[np.bool_]:
+        """Which of ``keys`` a conditional upsert writes (``upsert``'s modes)."""
+        exists = np.zeros(keys.size, dtype=np.bool_)
+        matches = np.ones(keys.size, dtype=np.bool_)
+        with holder.reading():
+            for seg in holder.segments:
+                pos, rows = seg.lookup(keys)
+                if not pos.size:
+                    continue
+                exists[pos] = True
+                if compiled is not None:
+                    matches[pos] = compiled(seg)[rows]
+        if mode == "insert_only":
+            return ~exists
+        if mode == "update_only":
+            return exists & matches
+        return ~exists | matches
 
     @staticmethod
     def _newer(holder: SegmentHolder, keys: KeyArray, versions: npt.NDArray[np.int64],

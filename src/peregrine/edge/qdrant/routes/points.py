@@ -41,12 +41,13 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             named = isinstance(body.batch.vectors, dict)
             rows = convert.named_batch(body.batch.vectors, len(ids)) if named else \
                 convert.batch_vectors(body.batch.vectors, len(ids))
+        when = (body.update_filter, body.update_mode or "upsert")
         if named:  # per-point {name: vector}: the face splits them by the collection's
             seq = await call.run(vector.upsert_points, collection_name(call), ids, rows,
-                                 payloads, call.params.version_key)
+                                 payloads, call.params.version_key, *when)
         else:
             seq = await call.run(vector.upsert, collection_name(call), ids, rows, payloads,
-                                 call.params.version_key)
+                                 call.params.version_key, None, *when)
         return convert.update_result(call.params.wait, seq)
 
     async def update_vectors(call: Call) -> Any:
