@@ -260,3 +260,48 @@ def test_update_filter_and_update_mode_over_rest(client: QdrantClient, server: A
         assert r.status_code in (400, 422)
     finally:
         client.delete_collection(name)
+
+
+def test_batch_update_points_applies_all_or_nothing(client: QdrantClient, server: Any) -> None:
+    import httpx
+
+    name = f"batch-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={
+        "d": models.VectorParams(size=2, distance=models.Distance.DOT)},
+        sparse_vectors_config={"s": models.SparseVectorParams()})
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector={"d": [1.0, float(i)]},
+                                                payload={"i": i}) for i in range(5)])
+        client.batch_update_points(name, [
+            models.UpsertOperation(upsert=models.PointsList(points=[models.PointStruct(
+                id=10, vector={"d": [0.0, 1.0], "s": models.SparseVector(indices=[3],
+                                                                       values=[1.0])})])),
+            models.SetPayloadOperation(set_payload=models.SetPayload(
+                payload={"tag": "t"}, points=[10, 1])),
+            models.OverwritePayloadOperation(overwrite_payload=models.SetPayload(
+                payload={"only": True}, points=[2])),
+            models.DeletePayloadOperation(delete_payload=models.DeletePayload(
+                keys=["i"], points=[1])),
+            models.ClearPayloadOperation(clear_payload=models.PointIdsList(points=[3])),
+            models.DeleteOperation(delete=models.FilterSelector(filter=models.Filter(must=[
+                models.FieldCondition(key="i", match=models.MatchValue(value=4))]))),
+            models.UpdateVectorsOperation(update_vectors=models.UpdateVectors(points=[
+                models.PointVectors(id=0, vector={"s": models.SparseVector(indices=[3],
+                                                                           values=[2.0])})])),
+            models.DeleteVectorsOperation(delete_vectors=models.DeleteVectors(
+                points=[10], vector=["s"])),
+        ])
+        got = {int(r.id): r.payload for r in client.retrieve(name, [0, 1, 2, 3, 4, 10])}
+        assert got == {0: {"i": 0}, 1: {"tag": "t"}, 2: {"only": True}, 3: {}, 10: {"tag": "t"}}
+        hits = client.query_points(name, query=models.SparseVector(indices=[3], values=[1.0]),
+                                   using="s").points
+        assert [(int(h.id), h.score) for h in hits] == [(0, 2.0)]
+        # One bad operation: nothing of the batch is written.
+        r = httpx.post(f"{server.url}/collections/{name}/points/batch", json={"operations": [
+            {"delete": {"points": [0, 1]}},
+            {"upsert": {"points": [{"id": 20, "vector": {"d": [1.0, 2.0, 3.0]}}]}}]})
+        assert r.status_code == 400, r.text
+        assert client.count(name).count == 5
+        assert {int(r.id) for r in client.retrieve(name, [0, 1, 20])} == {0, 1}
+    finally:
+        client.delete_collection(name)

@@ -345,3 +345,50 @@ def test_conditional_upserts(tmp_path: Path, mode: str, flt: dict[str, Any] | No
             c.upsert([4], np.ones((1, DIM)), update_mode="sometimes")
     finally:
         c.close()
+
+
+def test_batches_apply_in_order_and_all_or_nothing(tmp_path: Path) -> None:
+    db = open_database(tmp_path / "db")
+    try:
+        c = db.create_collection("c", DIM, "cosine", {"segment_rows": 64}, vector_name="dense",
+                                 sparse={"text": SparseModifier.NONE})
+        c.upsert(list(range(100)), np.ones((100, DIM)), [{"i": i} for i in range(100)])
+        c.optimize()
+        seq = c.batch([
+            lambda c: c.upsert([200, 201], np.ones((2, DIM)), [{"i": 200}, {"i": 201}],
+                               side=[{"text": {"indices": [1], "values": [1.0]}}, {}]),
+            lambda c: c.set_payload([200, 5], {"tag": "x"}),
+            lambda c: c.delete(ids=[201, 6]),
+            lambda c: c.delete(filter={"must": [{"key": "i", "range": {"gte": 90,
+                                                                       "lt": 100}}]}),
+            lambda c: c.update_vectors([200], [{"text": {"indices": [2], "values": [2.0]}}]),
+        ])
+        assert seq > 0
+        expect_ids = sorted([*range(90), 200])
+        expect_ids.remove(6)
+
+        def check(c: Collection) -> None:
+            assert sorted(c.ids_matching(None)) == expect_ids
+            (p200, p5) = c.retrieve([200, 5])
+            assert p200.payload == {"i": 200, "tag": "x"} and p5.payload == {"i": 5, "tag": "x"}
+            hits = c.search_named("text", {"indices": [2], "values": [1.0]})
+            assert [(h.id, h.score) for h in hits] == [(200, 2.0)]
+
+        check(c)
+        # A failing operation leaves nothing of its batch, in memory or on disk.
+        with pytest.raises(InvalidInputError):
+            c.batch([lambda c: c.upsert([300], np.ones((1, DIM))),
+                     lambda c: c.delete(ids=[0, 1, 2]),
+                     lambda c: c.upsert([301], np.ones((1, DIM + 1)))])
+        c = db.collection("c")
+        check(c)
+        c.upsert([400], np.ones((1, DIM)))  # still writable
+        expect_ids.append(400)
+        check(c)
+    finally:
+        db.close()
+    db = open_database(tmp_path / "db")  # the batch record replays from the WAL
+    try:
+        check(db.collection("c"))
+    finally:
+        db.close()

@@ -73,6 +73,16 @@ from peregrine.vector.types import (
     SparseVector,
 )
 from peregrine.vector.universal import check_prefetch
+from peregrine.vector.writes import (
+    ClearPayload,
+    DeletePayload,
+    DeletePoints,
+    DeleteVectors,
+    SetPayload,
+    UpdateVectors,
+    UpsertPoints,
+    WriteOperation,
+)
 
 T = TypeVar("T")
 
@@ -81,10 +91,14 @@ __all__ = [
     "AliasInfo",
     "Bm25Encoder",
     "CacheStats",
+    "ClearPayload",
     "CollectionInfo",
     "ContextQuery",
     "CreateAlias",
     "DeleteAlias",
+    "DeletePayload",
+    "DeletePoints",
+    "DeleteVectors",
     "DenseSpec",
     "DiscoverQuery",
     "DistanceMatrix",
@@ -108,11 +122,15 @@ __all__ = [
     "Record",
     "RenameAlias",
     "SampleRandom",
+    "SetPayload",
     "SnapshotInfo",
     "SparseModifier",
     "SparseVector",
+    "UpdateVectors",
+    "UpsertPoints",
     "VectorService",
     "VectorSettings",
+    "WriteOperation",
 ]
 
 
@@ -321,52 +339,73 @@ class VectorService:
         """``upsert`` with each point's vectors as given by a client: one array (the
         unnamed vector, "") or {name: vector}, a sparse one as {"indices",
         "values"} or a ``Document`` the store encodes (``documents.py``)."""
-        self._check_count(len(ids), "points")
-
-        def write(c: Collection) -> int:
-            primary, side = split_points(c.config, vectors, self._documents)
-            return c.upsert(ids, primary, payloads, version_key, side, update_filter,
-                            update_mode, self._filter_limits)
-
-        return self._write(name, write)
+        op = UpsertPoints(ids, vectors, payloads, update_filter, update_mode)
+        return self._write(name, self._step(op, version_key))  # type: ignore[no-any-return]
 
     def update_vectors(self, name: str, ids: Sequence[PointId],
                        vectors: Sequence[Any]) -> None:
         """Replace the vectors given (per point: {name: vector}, or one array for
         the unnamed vector), keeping the points' other vectors and payloads."""
-        self._check_count(len(ids), "points")
-
-        def write(c: Collection) -> None:
-            given = [v if isinstance(v, dict) else {"": v} for v in vectors]
-            resolved = [{n: self._documents.document(v, c.config, n)
-                         if isinstance(v, Document) else v for n, v in g.items()}
-                        for g in given]
-            c.update_vectors(ids, resolved)
-
-        self._write(name, write)
+        self._write(name, self._step(UpdateVectors(ids, vectors)))
 
     def delete_vectors(self, name: str, selector: PointSelector, names: Sequence[str]) -> None:
         """Remove named or sparse vectors from the selected points."""
+        self._write(name, self._step(DeleteVectors(selector, names)))
+
+    def batch_update(self, name: str, operations: Sequence[WriteOperation]) -> int:
+        """Write operations applied in order, atomically (``Collection.batch``):
+        all of them or, when one fails, none. Returns the batch's sequence number."""
+        self._check_count(len(operations), "operations")
+        steps = [self._step(op) for op in operations]  # caps checked before any write
+        return self._write(name, lambda c: c.batch(steps))
+
+    def _step(self, op: WriteOperation, version_key: str | None = None
+              ) -> Callable[[Collection], Any]:
+        """What one write operation does to a collection."""
+        if isinstance(op, UpsertPoints):
+            self._check_count(len(op.ids), "points")
+
+            def upsert(c: Collection) -> int:
+                primary, side = split_points(c.config, op.vectors, self._documents)
+                return c.upsert(op.ids, primary, op.payloads, version_key, side,
+                                op.update_filter, op.update_mode, self._filter_limits)
+
+            return upsert
+        if isinstance(op, UpdateVectors):
+            self._check_count(len(op.ids), "points")
+
+            def update(c: Collection) -> None:
+                given = [v if isinstance(v, dict) else {"": v} for v in op.vectors]
+                c.update_vectors(op.ids, [{n: self._documents.document(v, c.config, n)
+                                           if isinstance(v, Document) else v
+                                           for n, v in g.items()} for g in given])
+
+            return update
+        selector = op.selector
         self._check_selector(selector)
-        self._write(name, lambda c: c.delete_vectors(self._select(c, selector), names))
+        if isinstance(op, DeletePoints):
+            return lambda c: c.delete(ids=selector.ids, filter=selector.filter,
+                                      filter_limits=self._filter_limits)
+        if isinstance(op, SetPayload):
+            return lambda c: c.set_payload(self._select(c, selector), op.payload, op.overwrite)
+        if isinstance(op, DeletePayload):
+            return lambda c: c.delete_payload(self._select(c, selector), op.keys)
+        if isinstance(op, ClearPayload):
+            return lambda c: c.clear_payload(self._select(c, selector))
+        return lambda c: c.delete_vectors(self._select(c, selector), op.names)
 
     def delete(self, name: str, selector: PointSelector) -> int:
-        self._check_selector(selector)
-        return self._write(name, lambda c: c.delete(ids=selector.ids, filter=selector.filter,
-                                                    filter_limits=self._filter_limits))
+        return self._write(name, self._step(DeletePoints(selector)))  # type: ignore[no-any-return]
 
     def set_payload(self, name: str, selector: PointSelector, payload: dict[str, Any],
                     overwrite: bool = False) -> None:
-        self._check_selector(selector)
-        self._write(name, lambda c: c.set_payload(self._select(c, selector), payload, overwrite))
+        self._write(name, self._step(SetPayload(selector, payload, overwrite)))
 
     def delete_payload(self, name: str, selector: PointSelector, keys: Sequence[str]) -> None:
-        self._check_selector(selector)
-        self._write(name, lambda c: c.delete_payload(self._select(c, selector), keys))
+        self._write(name, self._step(DeletePayload(selector, keys)))
 
     def clear_payload(self, name: str, selector: PointSelector) -> None:
-        self._check_selector(selector)
-        self._write(name, lambda c: c.clear_payload(self._select(c, selector)))
+        self._write(name, self._step(ClearPayload(selector)))
 
     def _check_selector(self, selector: PointSelector) -> None:
         if (selector.ids is None) == (selector.filter is None):

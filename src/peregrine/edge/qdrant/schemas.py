@@ -325,6 +325,67 @@ class DeletePayload(Model):
     shard_key: ShardKey = None
 
 
+# -- points/batch: Qdrant's untagged operations, each an object with one key --------
+class UpsertOperation(Model):
+    upsert: UpsertBody
+
+
+class DeleteOperation(Model):
+    delete: PointsSelector
+
+
+class SetPayloadOperation(Model):
+    set_payload: SetPayload
+
+
+class OverwritePayloadOperation(Model):
+    overwrite_payload: SetPayload
+
+
+class DeletePayloadOperation(Model):
+    delete_payload: DeletePayload
+
+
+class ClearPayloadOperation(Model):
+    clear_payload: PointsSelector
+
+
+class UpdateVectorsOperation(Model):
+    update_vectors: UpdateVectors
+
+
+class DeleteVectorsOperation(Model):
+    delete_vectors: DeleteVectors
+
+
+_UPDATE_OPERATIONS = ("upsert", "delete", "set_payload", "overwrite_payload",
+                      "delete_payload", "clear_payload", "update_vectors", "delete_vectors")
+
+
+def _update_operation(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next((key for key in _UPDATE_OPERATIONS if key in value), None)
+    return next((key for key in _UPDATE_OPERATIONS if hasattr(value, key)), None)
+
+
+UpdateOperation = Annotated[
+    Annotated[UpsertOperation, Tag("upsert")]
+    | Annotated[DeleteOperation, Tag("delete")]
+    | Annotated[SetPayloadOperation, Tag("set_payload")]
+    | Annotated[OverwritePayloadOperation, Tag("overwrite_payload")]
+    | Annotated[DeletePayloadOperation, Tag("delete_payload")]
+    | Annotated[ClearPayloadOperation, Tag("clear_payload")]
+    | Annotated[UpdateVectorsOperation, Tag("update_vectors")]
+    | Annotated[DeleteVectorsOperation, Tag("delete_vectors")],
+    Discriminator(_update_operation)]
+
+
+class UpdateOperations(Model):
+    """Applied in order and atomically: all operations or none."""
+
+    operations: list[UpdateOperation]
+
+
 class OrderBy(Model):
     key: str = Field(min_length=1)
     direction: Literal["asc", "desc"] | None = None

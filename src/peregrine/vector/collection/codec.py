@@ -101,6 +101,34 @@ def check_blobs(blobs: Sequence[bytes]) -> None:
             raise StorageError("malformed upsert record: a payload is not a JSON object")
 
 
+_SUB = struct.Struct("<BI")
+
+
+def encode_batch(records: Sequence[tuple[int, bytes]]) -> bytes:
+    """Several (op, body) records as the body of one: a batch is durable whole or
+    not at all, as one WAL record is."""
+    return b"".join([_COUNT.pack(len(records)),
+                     *(_SUB.pack(op, len(body)) + body for op, body in records)])
+
+
+def decode_batch(body: bytes) -> list[tuple[int, bytes]]:
+    try:
+        (count,) = _COUNT.unpack_from(body, 0)
+        pos, out = _COUNT.size, []
+        for _ in range(count):
+            op, length = _SUB.unpack_from(body, pos)
+            pos += _SUB.size
+            if pos + length > len(body):
+                raise ValueError("a record runs past the batch")
+            out.append((op, body[pos:pos + length]))
+            pos += length
+        if pos != len(body):
+            raise ValueError("trailing bytes")
+    except (struct.error, ValueError) as exc:
+        raise StorageError(f"malformed batch record: {exc}") from None
+    return out
+
+
 def encode_delete(keys: KeyArray) -> bytes:
     return _COUNT.pack(keys.shape[0]) + np.ascontiguousarray(keys).tobytes()
 

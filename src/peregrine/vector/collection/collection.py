@@ -18,8 +18,9 @@ import logging
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,10 @@ class Collection:
         self._background = background
         self._replacing = threading.Lock()  # held while a restore swaps the holder
         self._closed = False
+        # The holder a batch in this context writes to: its operations' own
+        # ``_writing()`` re-enter it rather than wait for themselves.
+        self._batch: ContextVar[SegmentHolder | None] = ContextVar(
+            f"batch-{id(self)}", default=None)
         self._holder, self._optimizer = self._open(config)
 
     def _open(self, config: CollectionConfig) -> tuple[SegmentHolder, Optimizer]:
@@ -117,6 +122,10 @@ class Collection:
 
     @contextmanager
     def _live(self, writes: bool) -> Iterator[SegmentHolder]:
+        batch = self._batch.get()
+        if writes and batch is not None:
+            yield batch
+            return
         holder = self._holder
         while not (holder.acquire_writes() if writes else holder.acquire_read()):
             holder = self._replaced(holder)
@@ -260,6 +269,40 @@ class Collection:
                             and stored >= versions[p]):
                         keep[p] = False
         return keep
+
+    def batch(self, operations: Sequence[Callable[[Collection], Any]]) -> int:
+        """Apply write operations (each calls this collection's write methods) in
+        order, atomically: the batch is one WAL record, durable whole or not at
+        all, and an operation that fails (bad input included) leaves none of the
+        batch behind. Readers may see its first operations before its last.
+        Returns the batch's sequence number."""
+        self._check_open()
+        if self._batch.get() is not None:
+            raise InvalidInputError("a batch cannot contain a batch")
+        records: list[tuple[int, bytes]] = []
+        try:
+            with self._writing() as holder:
+                token = self._batch.set(holder)
+                try:
+                    with holder.recording() as records:
+                        for operation in operations:
+                            operation(self)
+                        return holder.commit_recording()
+                finally:
+                    self._batch.reset(token)
+        except BaseException:
+            if records:  # applied in memory, never logged: back to what the disk holds
+                self._reload(holder)
+            raise
+
+    def _reload(self, stale: SegmentHolder) -> None:
+        """Reopen the collection from disk (WAL replay), dropping what memory holds
+        beyond it."""
+        with self._replacing:
+            if self._closed or self._holder is not stale:
+                return
+            self._retire(stale, self._optimizer)
+            self._holder, self._optimizer = self._open(stale.config)
 
     def delete(self, ids: Any = None, filter: dict[str, Any] | None = None,
                filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:

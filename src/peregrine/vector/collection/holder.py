@@ -69,6 +69,11 @@ class SegmentHolder:
         self.config = config
         self._rw = ReadWriteLock()
         self._write_lock = threading.Lock()
+        # Held while a batch applies its records ahead of its one WAL record: a
+        # build must not publish (persist tombstones, seal rows) meanwhile.
+        self._batch_lock = threading.Lock()
+        self._records: list[tuple[int, bytes]] | None = None  # a batch's, while it runs
+        self._batch_seq = 0
         self._dirty: set[int] = set()  # sealed segment ids with unsaved tombstones
         self.closed = False
         # Called when a full mutable segment is frozen (the optimizer's wake-up).
@@ -100,6 +105,12 @@ class SegmentHolder:
                 if strict and record.op is Op.UPSERT:
                     decoded = codec.UpsertBatch.decode(record.body, config.dim)
                     codec.check_blobs(decoded.blobs)
+                if strict and record.op is Op.BATCH:
+                    for op, body in codec.decode_batch(record.body):
+                        if op == Op.UPSERT:
+                            codec.check_blobs(codec.UpsertBatch.decode(body, config.dim).blobs)
+                        elif op != Op.DELETE:
+                            raise StorageError(f"unknown operation {op} in a batch record")
                 self.apply(record.op, record.body, record.seq, decoded)
                 replayed += 1
         except BaseException:
@@ -190,8 +201,41 @@ class SegmentHolder:
         return [s for s in self.segments if isinstance(s, MutableSegment) and s.frozen]
 
     # -- writes ----------------------------------------------------------------------------
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[int, bytes]]]:
+        """A batch: records are applied at once but logged together by
+        ``commit_recording`` (the caller holds ``writes_paused()``). Until then no
+        build publishes, so nothing of the batch reaches disk before its record;
+        a batch that does not commit leaves memory ahead of the WAL, and the
+        caller must reopen the collection."""
+        with self._batch_lock:
+            records: list[tuple[int, bytes]] = []
+            self._records = records
+            try:
+                yield records
+            finally:
+                self._records = None
+
+    def commit_recording(self) -> int:
+        """Log the batch's records as one WAL record; returns its sequence number."""
+        records, self._records = self._records, None
+        if records is None:
+            raise StorageError("no batch is being recorded")
+        if not records:
+            return self.wal.last_seq
+        seq = self.wal.append(Op.BATCH, codec.encode_batch(records))
+        if seq != self._batch_seq:
+            raise StorageError(f"batch logged as {seq}, applied as {self._batch_seq}")
+        return seq
+
     def log_and_apply(self, op: Op, body: bytes, decoded: Any = None) -> int:
-        """Append one WAL record and apply it; the caller holds ``writes_paused()``."""
+        """Append one WAL record and apply it; the caller holds ``writes_paused()``.
+        Within ``recording()`` the record joins the batch instead."""
+        if self._records is not None:
+            self._batch_seq = seq = self.wal.last_seq + 1  # the batch record's, to come
+            self._records.append((int(op), body))
+            self.apply(op, body, seq, decoded)
+            return seq
         seq = self.wal.append(op, body)
         self.apply(op, body, seq, decoded)
         return seq
@@ -208,6 +252,9 @@ class SegmentHolder:
             keys = decoded if decoded is not None else codec.decode_delete(body)
             with self._rw.write():
                 self._tombstone(keys)
+        elif op is Op.BATCH:
+            for sub, sub_body in codec.decode_batch(body):
+                self.apply(Op(sub), sub_body, seq)
 
     def _tombstone(self, keys: KeyArray) -> None:
         for seg in self.segments:
@@ -254,7 +301,7 @@ class SegmentHolder:
         includes deletes that arrived while the build ran.
         """
         replaced = {id(seg) for seg in sources}
-        with self._rw.write():
+        with self._batch_lock, self._rw.write():
             if self.closed:  # closed or restored meanwhile: this build describes nothing
                 if built is not None:
                     built.close()

@@ -43,6 +43,7 @@ _FILE_RE = re.compile(r"[0-9]{20}\.wal")
 class Op(IntEnum):
     UPSERT = 1
     DELETE = 2
+    BATCH = 3  # several UPSERT/DELETE records applied together (``codec.encode_batch``)
 
 
 _OPS = frozenset(int(op) for op in Op)

@@ -9,7 +9,18 @@ from peregrine.edge.http.protocol import Access, Call, Operation
 from peregrine.edge.qdrant import convert, schemas
 from peregrine.edge.qdrant.routes.common import cached_read, collection_name
 from peregrine.edge.qdrant.vectors import UpsertSlices
-from peregrine.vector.service import PointSelector, Record
+from peregrine.vector.service import (
+    ClearPayload,
+    DeletePayload,
+    DeletePoints,
+    DeleteVectors,
+    PointSelector,
+    Record,
+    SetPayload,
+    UpdateVectors,
+    UpsertPoints,
+    WriteOperation,
+)
 
 if TYPE_CHECKING:
     from peregrine.edge.qdrant.protocol import QdrantProtocol
@@ -24,23 +35,57 @@ def parse_point_id(text: str) -> int | str:
     return int(text) if text.isascii() and text.isdigit() else text
 
 
+def _upsert_parts(body: schemas.PointsList | schemas.PointsBatch
+                  ) -> tuple[list[Any], Any, list[Any] | None, bool]:
+    """(ids, vectors, payloads, whether the vectors are per point {name: vector})."""
+    if isinstance(body, schemas.PointsList):
+        rows: Any = [p.vector for p in body.points]
+        return ([p.id for p in body.points], rows, [p.payload for p in body.points],
+                any(isinstance(r, dict) for r in rows))
+    ids, payloads = body.batch.ids, body.batch.payloads
+    if payloads is not None and len(payloads) != len(ids):
+        raise InvalidInputError(f"batch has {len(ids)} ids but {len(payloads)} payloads")
+    if isinstance(body.batch.vectors, dict):
+        return ids, convert.named_batch(body.batch.vectors, len(ids)), payloads, True
+    return ids, convert.batch_vectors(body.batch.vectors, len(ids)), payloads, False
+
+
+def _selector(body: schemas.PointsSelector | schemas.SetPayload | schemas.DeletePayload
+              | schemas.DeleteVectors) -> PointSelector:
+    return PointSelector(body.points, body.filter)
+
+
+def _operation(op: Any) -> WriteOperation:
+    """One operation of a ``points/batch`` body as the face's typed write."""
+    if isinstance(op, schemas.UpsertOperation):
+        ids, rows, payloads, _ = _upsert_parts(op.upsert)
+        return UpsertPoints(ids, rows, payloads, op.upsert.update_filter,
+                            op.upsert.update_mode or "upsert")
+    if isinstance(op, schemas.DeleteOperation):
+        return DeletePoints(_selector(op.delete))
+    if isinstance(op, (schemas.SetPayloadOperation, schemas.OverwritePayloadOperation)):
+        given = op.set_payload if isinstance(op, schemas.SetPayloadOperation) \
+            else op.overwrite_payload
+        if given.key is not None:
+            raise InvalidInputError("setting a payload at a nested 'key' is not supported")
+        return SetPayload(_selector(given), given.payload,
+                          isinstance(op, schemas.OverwritePayloadOperation))
+    if isinstance(op, schemas.DeletePayloadOperation):
+        return DeletePayload(_selector(op.delete_payload), op.delete_payload.keys)
+    if isinstance(op, schemas.ClearPayloadOperation):
+        return ClearPayload(_selector(op.clear_payload))
+    if isinstance(op, schemas.UpdateVectorsOperation):
+        points = op.update_vectors.points
+        return UpdateVectors([p.id for p in points], [p.vector for p in points])
+    return DeleteVectors(_selector(op.delete_vectors), op.delete_vectors.vector)
+
+
 def operations(protocol: QdrantProtocol) -> list[Operation]:
     vector = protocol.vector
 
     async def upsert_points(call: Call) -> Any:
         body: schemas.PointsList | schemas.PointsBatch = call.body
-        if isinstance(body, schemas.PointsList):
-            ids: list[Any] = [p.id for p in body.points]
-            rows: Any = [p.vector for p in body.points]
-            payloads: list[Any] | None = [p.payload for p in body.points]
-            named = any(isinstance(r, dict) for r in rows)
-        else:
-            ids, payloads = body.batch.ids, body.batch.payloads
-            if payloads is not None and len(payloads) != len(ids):
-                raise InvalidInputError(f"batch has {len(ids)} ids but {len(payloads)} payloads")
-            named = isinstance(body.batch.vectors, dict)
-            rows = convert.named_batch(body.batch.vectors, len(ids)) if named else \
-                convert.batch_vectors(body.batch.vectors, len(ids))
+        ids, rows, payloads, named = _upsert_parts(body)
         when = (body.update_filter, body.update_mode or "upsert")
         if named:  # per-point {name: vector}: the face splits them by the collection's
             seq = await call.run(vector.upsert_points, collection_name(call), ids, rows,
@@ -50,6 +95,13 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                                  call.params.version_key, None, *when)
         return convert.update_result(call.params.wait, seq)
 
+    async def batch_update(call: Call) -> Any:
+        body: schemas.UpdateOperations = call.body
+        seq = await call.run(vector.batch_update, collection_name(call),
+                             [_operation(op) for op in body.operations])
+        # Qdrant answers one result per operation; here they share the batch's record.
+        return [convert.update_result(call.params.wait, seq)] * len(body.operations)
+
     async def update_vectors(call: Call) -> Any:
         body: schemas.UpdateVectors = call.body
         await call.run(vector.update_vectors, collection_name(call),
@@ -58,16 +110,12 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
 
     async def delete_vectors(call: Call) -> Any:
         body: schemas.DeleteVectors = call.body
-        await call.run(vector.delete_vectors, collection_name(call), selector(body),
+        await call.run(vector.delete_vectors, collection_name(call), _selector(body),
                        body.vector)
         return convert.update_result(call.params.wait)
 
-    def selector(body: schemas.PointsSelector | schemas.SetPayload | schemas.DeletePayload
-                 | schemas.DeleteVectors) -> PointSelector:
-        return PointSelector(body.points, body.filter)
-
     async def delete_points(call: Call) -> Any:
-        await call.run(vector.delete, collection_name(call), selector(call.body))
+        await call.run(vector.delete, collection_name(call), _selector(call.body))
         return convert.update_result(call.params.wait)
 
     async def set_payload(call: Call) -> Any:
@@ -80,17 +128,17 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         body: schemas.SetPayload = call.body
         if body.key is not None:
             raise InvalidInputError("setting a payload at a nested 'key' is not supported")
-        await call.run(vector.set_payload, collection_name(call), selector(body), body.payload,
+        await call.run(vector.set_payload, collection_name(call), _selector(body), body.payload,
                        overwrite)
         return convert.update_result(call.params.wait)
 
     async def delete_payload(call: Call) -> Any:
         body: schemas.DeletePayload = call.body
-        await call.run(vector.delete_payload, collection_name(call), selector(body), body.keys)
+        await call.run(vector.delete_payload, collection_name(call), _selector(body), body.keys)
         return convert.update_result(call.params.wait)
 
     async def clear_payload(call: Call) -> Any:
-        await call.run(vector.clear_payload, collection_name(call), selector(call.body))
+        await call.run(vector.clear_payload, collection_name(call), _selector(call.body))
         return convert.update_result(call.params.wait)
 
     async def retrieve_points(call: Call) -> Any:
@@ -165,6 +213,9 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         Operation("PUT", P, "upsert_points", "points", "Insert or replace points",
                   upsert_points, W, schemas.UpsertBody,
                   schemas.UpsertParams, bulk=True, body_slices=UpsertSlices()),
+        Operation("POST", P + "/batch", "batch_update", "points",
+                  "Several write operations, applied in order and atomically", batch_update, W,
+                  schemas.UpdateOperations, schemas.WriteParams, bulk=True),
         Operation("PUT", P + "/vectors", "update_vectors", "points",
                   "Replace named or sparse vectors of points", update_vectors, W,
                   schemas.UpdateVectors, schemas.WriteParams, bulk=True),
