@@ -392,3 +392,24 @@ def test_batches_apply_in_order_and_all_or_nothing(tmp_path: Path) -> None:
         check(db.collection("c"))
     finally:
         db.close()
+
+
+def test_has_vector_names_the_vectors_points_carry(tmp_path: Path) -> None:
+    c = Collection(tmp_path / "c", _config(), background=False)
+    try:
+        rng = np.random.default_rng(5)
+        dense, side = _points(rng, range(150))  # every third point lacks "img"
+        c.upsert(list(range(150)), dense, side=side)
+        c.optimize()
+        c.upsert([500], np.ones((1, DIM)))  # no side vectors at all, in the mutable segment
+        c.delete_vectors([1, 2], ["text"])
+        with_img = {i for i in range(150) if i % 3}
+        assert set(c.ids_matching({"must": [{"has_vector": "img"}]})) == with_img
+        assert set(c.ids_matching({"must_not": [{"has_vector": "text"}]})) == {1, 2, 500}
+        assert len(c.ids_matching({"must": [{"has_vector": "dense"}]})) == 151
+        assert c.count({"must": [{"has_vector": "img"}, {"has_vector": "text"}]}) == len(
+            with_img - {1, 2})
+        with pytest.raises(InvalidInputError, match="no vector named 'nope'"):
+            c.count({"must": [{"has_vector": "nope"}]})
+    finally:
+        c.close()

@@ -254,7 +254,7 @@ class Collection(CollectionWrites):
         ):
             raise InvalidInputError("score_threshold must be a number")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         fetch = int(k) + offset
         holder = self._holder  # what _reading() does, without its context manager
         while not holder.acquire_read():
@@ -314,7 +314,7 @@ class Collection(CollectionWrites):
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         fetch = k + offset
         holder = self._holder
         while not holder.acquire_read():
@@ -334,7 +334,7 @@ class Collection(CollectionWrites):
                      filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[PointId]:
         """Every live point id the filter selects, in id order (one filter pass)."""
         self._check_open()
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         with self._reading() as holder:
             return decode_keys(self._matching_keys(holder, compiled))
 
@@ -357,7 +357,7 @@ class Collection(CollectionWrites):
     def count(self, filter: dict[str, Any] | None = None,
               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
         self._check_open()
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         with self._reading() as holder:
             total = 0
             for seg in holder.segments:
@@ -373,7 +373,7 @@ class Collection(CollectionWrites):
         most frequent first, then by value. Exact: every segment's postings are
         counted against the filter's mask."""
         self._check_open()
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         with self._reading() as holder:
             kind = holder.config.payload_indexes.get(key)
             if kind not in FACET_INDEX_KINDS:
@@ -406,7 +406,7 @@ class Collection(CollectionWrites):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or offset < 0:
             raise InvalidInputError("k (limit) must be positive and offset non-negative")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         with self._reading() as holder:
             return scan(list(holder.segments), lambda seg: self._allowed(seg, compiled),
                         score, k, offset, with_payload,
@@ -424,7 +424,7 @@ class Collection(CollectionWrites):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         with self._reading() as holder:
             kind = holder.config.payload_indexes.get(key)
             if kind not in ("integer", "float"):
@@ -450,7 +450,7 @@ class Collection(CollectionWrites):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits)
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
         start = np.asarray([encode_id(offset)], dtype="S17")[0] if offset is not None else None
         with self._reading() as holder:
             segments = list(holder.segments)

@@ -21,8 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from peregrine.core.deadline import check_deadline
+from peregrine.core.errors import InvalidInputError
 from peregrine.vector.collection import codec
 from peregrine.vector.collection.results import WithVectors
+from peregrine.vector.errors import InvalidFilterError
+from peregrine.vector.segment.filters import CompiledFilter, Filterable, VectorPresence
 from peregrine.vector.segment.kernels import F32, I64, shortest_floats
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
@@ -33,7 +36,7 @@ Found = list[tuple[Segment, F32, I64]]
 
 
 
-def side_store(seg: Segment, config: CollectionConfig) -> SideStore:
+def side_store(seg: Filterable, config: CollectionConfig) -> SideStore:
     return seg.side_store({n: s.dim for n, s in config.named.items()}, list(config.sparse))
 
 
@@ -96,6 +99,24 @@ def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int
         total += n - seg.n_deleted
         df += SparseSide.doc_freq(found, live, n)
     return np.log((total - df + 0.5) / (df + 0.5) + 1.0)
+
+
+def presence(config: CollectionConfig) -> VectorPresence:
+    """``has_vector`` in this collection: every point holds the primary vector;
+    a named dense or sparse one, the rows that carry it."""
+
+    def of(name: str) -> CompiledFilter:
+        try:
+            kind = config.vector_kind(name)
+        except InvalidInputError as exc:
+            raise InvalidFilterError(f"has_vector: {exc}") from None
+        if kind == "primary":
+            return lambda seg: np.ones(seg.n_rows, dtype=np.bool_)
+        if kind == "named":
+            return lambda seg: side_store(seg, config).dense[name].present(seg.n_rows).copy()
+        return lambda seg: side_store(seg, config).sparse[name].present(seg.n_rows).copy()
+
+    return of
 
 
 def vector_reader(config: CollectionConfig, with_vectors: bool | Sequence[str]) -> WithVectors:

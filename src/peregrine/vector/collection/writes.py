@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from peregrine.core.errors import InvalidInputError
-from peregrine.vector.collection import codec
+from peregrine.vector.collection import codec, named
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
 from peregrine.vector.collection.wal import Op
@@ -94,7 +94,8 @@ class CollectionWrites:
         if update_mode not in UPDATE_MODES:
             raise InvalidInputError(f"update_mode must be one of {list(UPDATE_MODES)}")
         conditional = update_filter is not None or update_mode != "upsert"
-        compiled = compile_filter(update_filter, filter_limits) if update_filter else None
+        compiled = compile_filter(update_filter, filter_limits,
+                                  named.presence(self.config)) if update_filter else None
         config = self.config
         versions = codec.payload_versions(payloads, version_key) if version_key else None
         batch = self._prepare(config, ids, vectors, payloads, side)
@@ -200,7 +201,8 @@ class CollectionWrites:
         self._check_open()
         if (ids is None) == (filter is None):
             raise InvalidInputError("delete needs exactly one of ids= or filter=")
-        compiled = compile_filter(filter, filter_limits) if filter is not None else None
+        compiled = compile_filter(filter, filter_limits, named.presence(self.config)) \
+            if filter is not None else None
         keys = np.unique(encode_ids(ids)) if ids is not None else None
         with self._writing() as holder:
             with holder.reading():

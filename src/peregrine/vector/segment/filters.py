@@ -37,6 +37,7 @@ from peregrine.vector.ids import KeyArray, encode_ids
 from peregrine.vector.paths import parse_path
 from peregrine.vector.segment import geo
 from peregrine.vector.segment.payload_index import FieldIndex, Mask, parse_datetime
+from peregrine.vector.segment.side import SideStore
 
 
 class Filterable(Protocol):
@@ -48,6 +49,8 @@ class Filterable(Protocol):
     def field_index(self, path: str) -> FieldIndex: ...
 
     def keys_view(self) -> KeyArray: ...
+
+    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore: ...
 
 
 CompiledFilter = Callable[[Filterable], Mask]
@@ -72,14 +75,20 @@ _FIELD_TESTS = ("match", "range", "values_count", "geo_radius", "geo_bounding_bo
                 "geo_polygon", "is_empty", "is_null")
 
 
-def compile_filter(spec: Any, limits: FilterLimits | None = None) -> CompiledFilter | None:
+# How a collection answers ``has_vector``: a vector's name -> which rows of a
+# segment hold it (an unknown name raises). None: one unnamed vector, "".
+VectorPresence = Callable[[str], CompiledFilter]
+
+
+def compile_filter(spec: Any, limits: FilterLimits | None = None,
+                   vectors: VectorPresence | None = None) -> CompiledFilter | None:
     """None for an empty/absent filter (matches everything)."""
     if spec is None:
         return None
     if not isinstance(spec, dict):
         raise InvalidFilterError("filter must be a JSON object")
     check_size(spec, limits or DEFAULT_FILTER_LIMITS)
-    compiled = _compile_filter_obj(spec, "filter")
+    compiled = _compile_filter_obj(spec, "filter", vectors)
     if all(spec.get(k) in (None, [], {}) for k in _CLAUSES):
         return None  # validated, and it constrains nothing
     return compiled
@@ -152,13 +161,14 @@ def _as_list(value: Any, where: str) -> list[Any]:
     raise InvalidFilterError(f"{where} must be a list of conditions")
 
 
-def _compile_filter_obj(spec: dict[str, Any], where: str) -> CompiledFilter:
+def _compile_filter_obj(spec: dict[str, Any], where: str,
+                        vectors: VectorPresence | None) -> CompiledFilter:
     _check_keys(spec, set(_CLAUSES), where)
-    must = [_compile_condition(c, f"{where}.must[{i}]")
+    must = [_compile_condition(c, f"{where}.must[{i}]", vectors)
             for i, c in enumerate(_as_list(spec.get("must"), f"{where}.must"))]
-    should = [_compile_condition(c, f"{where}.should[{i}]")
+    should = [_compile_condition(c, f"{where}.should[{i}]", vectors)
               for i, c in enumerate(_as_list(spec.get("should"), f"{where}.should"))]
-    must_not = [_compile_condition(c, f"{where}.must_not[{i}]")
+    must_not = [_compile_condition(c, f"{where}.must_not[{i}]", vectors)
                 for i, c in enumerate(_as_list(spec.get("must_not"), f"{where}.must_not"))]
     min_should: tuple[list[CompiledFilter], int] | None = None
     if spec.get("min_should") is not None:
@@ -166,7 +176,7 @@ def _compile_filter_obj(spec: dict[str, Any], where: str) -> CompiledFilter:
         if not isinstance(ms, dict) or not isinstance(ms.get("min_count"), int):
             raise InvalidFilterError(f"{where}.min_should needs 'conditions' and 'min_count'")
         _check_keys(ms, {"conditions", "min_count"}, f"{where}.min_should")
-        conds = [_compile_condition(c, f"{where}.min_should.conditions[{i}]")
+        conds = [_compile_condition(c, f"{where}.min_should.conditions[{i}]", vectors)
                  for i, c in enumerate(_as_list(ms.get("conditions"), f"{where}.min_should"))]
         min_should = (conds, ms["min_count"])
 
@@ -241,12 +251,13 @@ def filter_rows(compiled: CompiledFilter | None, seg: Filterable) -> npt.NDArray
     return None
 
 
-def _compile_condition(cond: Any, where: str) -> CompiledFilter:
+def _compile_condition(cond: Any, where: str, vectors: VectorPresence | None
+                       ) -> CompiledFilter:
     check_deadline()
     if not isinstance(cond, dict):
         raise InvalidFilterError(f"{where} must be a JSON object")
     if any(k in cond for k in _CLAUSES):
-        return _compile_filter_obj(cond, where)
+        return _compile_filter_obj(cond, where, vectors)
     if "key" in cond:
         return _compile_field(cond, where)
     if "has_id" in cond:
@@ -254,9 +265,14 @@ def _compile_condition(cond: Any, where: str) -> CompiledFilter:
         return _compile_has_id(cond["has_id"], where)
     if "has_vector" in cond:
         _check_keys(cond, {"has_vector"}, where)
-        if cond["has_vector"] != "":
-            raise InvalidFilterError(f"{where}.has_vector: no vector named "
-                                     f"{cond['has_vector']!r} (one unnamed vector, \"\")")
+        name = cond["has_vector"]
+        if not isinstance(name, str):
+            raise InvalidFilterError(f"{where}.has_vector: a vector name")
+        if vectors is not None:
+            return vectors(name)
+        if name != "":
+            raise InvalidFilterError(f"{where}.has_vector: no vector named {name!r} (one "
+                                     "unnamed vector, \"\")")
         return lambda seg: np.ones(seg.n_rows, dtype=np.bool_)  # every point has it
     if "is_empty" in cond or "is_null" in cond:
         kind = "is_empty" if "is_empty" in cond else "is_null"
