@@ -120,7 +120,7 @@ BAD_REQUESTS = [
     ("create an existing collection", "PUT", C,
      {"json": {"vectors": {"size": 3, "distance": "Dot"}}}, 409),
     ("index of an unknown type", "PUT", C + "/index",
-     {"json": {"field_name": "i", "field_schema": "text"}}, 400),
+     {"json": {"field_name": "i", "field_schema": "ngram"}}, 400),
     ("snapshot recover outside the snapshot dir", "PUT", C + "/snapshots/recover",
      {"json": {"location": "file:///etc/passwd"}}, 403),
     ("snapshot recover, unsupported scheme", "PUT", C + "/snapshots/recover",

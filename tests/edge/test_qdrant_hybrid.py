@@ -305,3 +305,34 @@ def test_batch_update_points_applies_all_or_nothing(client: QdrantClient, server
         assert {int(r.id) for r in client.retrieve(name, [0, 1, 20])} == {0, 1}
     finally:
         client.delete_collection(name)
+
+
+def test_full_text_index_through_qdrant_client(client: QdrantClient, server: Any) -> None:
+    import httpx
+
+    name = f"text-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    try:
+        texts = ["red apple pie", "green apple", "apple red", "banana bread"]
+        client.upsert(name, [models.PointStruct(id=i, vector=[1.0, 0.0], payload={"t": t})
+                             for i, t in enumerate(texts)])
+        client.create_payload_index(name, "t", models.TextIndexParams(
+            type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD,
+            lowercase=True, phrase_matching=True))
+        info = client.get_collection(name)
+        assert info.payload_schema["t"].data_type == models.PayloadSchemaType.TEXT
+
+        def ids(match: Any) -> set[int]:
+            points, _ = client.scroll(name, scroll_filter=models.Filter(must=[
+                models.FieldCondition(key="t", match=match)]), limit=10)
+            return {int(p.id) for p in points}
+
+        assert ids(models.MatchText(text="apple red")) == {0, 2}
+        assert ids(models.MatchPhrase(phrase="red apple")) == {0}
+        # qdrant-client 1.15 has no MatchTextAny yet: the body it would send.
+        r = httpx.post(f"{server.url}/collections/{name}/points/scroll", json={
+            "filter": {"must": [{"key": "t", "match": {"text_any": "banana green"}}]}})
+        assert {p["id"] for p in r.json()["result"]["points"]} == {1, 3}
+    finally:
+        client.delete_collection(name)

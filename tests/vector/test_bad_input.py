@@ -292,7 +292,7 @@ BAD_CALLS: list[tuple[str, Callable[[peregrine.Collection], Any], type[Exception
     ("delete_payload bad id", lambda c: c.delete_payload(["q"], ["g"]), InvalidPointIdError),
     ("clear_payload bad id", lambda c: c.clear_payload([1.5]), InvalidPointIdError),
     # payload indexes
-    ("index type", lambda c: c.create_payload_index("g", "text"), InvalidInputError),
+    ("index type", lambda c: c.create_payload_index("g", "ngram"), InvalidInputError),
     ("index field empty", lambda c: c.create_payload_index("", "keyword"), InvalidInputError),
     ("index field int", lambda c: c.create_payload_index(3, "keyword"), InvalidInputError),
 ]

@@ -292,8 +292,10 @@ class VectorService:
         same over time)."""
         self._collection(name).optimize()
 
-    def create_payload_index(self, name: str, field: str, kind: str) -> None:
-        self._write(name, lambda c: c.create_payload_index(field, kind))
+    def create_payload_index(self, name: str, field: str, kind: str,
+                             params: dict[str, Any] | None = None) -> None:
+        """``params``: a ``text`` index's tokenizer settings (``TextIndexParams``)."""
+        self._write(name, lambda c: c.create_payload_index(field, kind, params))
 
     def delete_payload_index(self, name: str, field: str) -> None:
         self._write(name, lambda c: c.delete_payload_index(field))

@@ -13,11 +13,13 @@ import numpy.typing as npt
 
 from peregrine.core.errors import InvalidInputError, StorageError
 from peregrine.vector.ids import PointId
+from peregrine.vector.stopwords import ENGLISH_STOPWORDS
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,254}$")
 MAX_DIM = 65_536
 # Kinds of declared payload indexes (the engine indexes every kind alike).
-PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "geo", "uuid")
+PAYLOAD_INDEX_KINDS = ("keyword", "integer", "float", "bool", "datetime", "geo", "uuid",
+                       "text")
 FACET_INDEX_KINDS = ("keyword", "integer", "bool", "uuid")  # the ones a facet can count
 
 
@@ -109,6 +111,101 @@ class IndexConfig:
         return out
 
 
+TOKENIZERS = ("word", "whitespace", "prefix", "multilingual")
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class TextIndexParams:
+    """How a ``text`` payload index turns strings into tokens (``segment/text.py``)."""
+
+    tokenizer: str = "word"
+    lowercase: bool = True
+    min_token_len: int | None = None
+    max_token_len: int | None = None
+    stopwords: tuple[str, ...] = ()  # languages ("english") and single words
+    phrase_matching: bool = False
+    _stop: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise InvalidInputError(f"tokenizer must be one of {list(TOKENIZERS)}")
+        for name in ("min_token_len", "max_token_len"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 1 <= value <= 1000):
+                raise InvalidInputError(f"{name} must be an integer in [1, 1000]")
+        stop: set[str] = set()
+        for word in self.stopwords:
+            if word == "english":
+                stop |= ENGLISH_STOPWORDS
+            elif word in ("arabic", "chinese", "french", "german", "spanish", "russian"):
+                raise InvalidInputError(f"stopwords: only 'english' ships with Peregrine, "
+                                        f"not {word!r} (list the words as custom ones)")
+            else:
+                stop.add(word.lower() if self.lowercase else word)
+        object.__setattr__(self, "_stop", frozenset(stop))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TextIndexParams:
+        """Qdrant's TextIndexParams (``type: text`` and ignored ``on_disk`` aside)."""
+        known = {"type", "tokenizer", "lowercase", "min_token_len", "max_token_len",
+                 "stopwords", "phrase_matching", "on_disk", "ascii_folding", "stemmer"}
+        unknown = set(data) - known
+        if unknown:
+            raise InvalidInputError(f"unknown text index parameter(s): {sorted(unknown)}")
+        if data.get("ascii_folding") or data.get("stemmer"):
+            raise InvalidInputError("ascii_folding and stemmer are not supported")
+        stop = data.get("stopwords")
+        words: list[str] = []
+        if isinstance(stop, str):
+            words = [stop]
+        elif isinstance(stop, dict):
+            langs = stop.get("languages") or []
+            custom = stop.get("custom") or []
+            if not isinstance(langs, list) or not isinstance(custom, list):
+                raise InvalidInputError("stopwords: {languages: [...], custom: [...]}")
+            words = [*map(str, langs), *map(str, custom)]
+        elif stop is not None:
+            raise InvalidInputError("stopwords: a language or {languages, custom}")
+        lowercase = data.get("lowercase")
+        return cls(tokenizer=str(data.get("tokenizer") or "word"),
+                   lowercase=True if lowercase is None else bool(lowercase),
+                   min_token_len=data.get("min_token_len"),
+                   max_token_len=data.get("max_token_len"),
+                   stopwords=tuple(words), phrase_matching=bool(data.get("phrase_matching")))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "text", "tokenizer": self.tokenizer,
+                               "lowercase": self.lowercase,
+                               "phrase_matching": self.phrase_matching}
+        if self.min_token_len is not None:
+            out["min_token_len"] = self.min_token_len
+        if self.max_token_len is not None:
+            out["max_token_len"] = self.max_token_len
+        if self.stopwords:
+            out["stopwords"] = {"custom": list(self.stopwords)}
+        return out
+
+    def tokens(self, text: str) -> list[str]:
+        """The text's tokens, in order (a query's, or a stored string's)."""
+        if self.lowercase:
+            text = text.lower()
+        raw = text.split() if self.tokenizer == "whitespace" else _WORD.findall(text)
+        lo, hi = self.min_token_len or 1, self.max_token_len
+        return [t for t in raw if len(t) >= lo and (hi is None or len(t) <= hi)
+                and t not in self._stop]
+
+    def stored_tokens(self, text: str) -> list[str]:
+        """What a stored string is indexed under: its tokens, and with the prefix
+        tokenizer each token's prefixes too."""
+        tokens = self.tokens(text)
+        if self.tokenizer != "prefix":
+            return tokens
+        lo, hi = self.min_token_len or 1, self.max_token_len or 1000
+        return [t[:k] for t in tokens for k in range(lo, min(len(t), hi) + 1)]
+
+
 @dataclass(frozen=True, slots=True)
 class SparseVector:
     """A sparse vector: unique indices, ascending, and their values."""
@@ -165,6 +262,8 @@ class CollectionConfig:
     dense: bool = True
     named: dict[str, DenseSpec] = field(default_factory=dict)
     sparse: dict[str, SparseModifier] = field(default_factory=dict)
+    # payload field -> its full-text tokenizer (the fields indexed as "text")
+    text_indexes: dict[str, TextIndexParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [self.vector_name, *self.named, *self.sparse] if self.dense else [
@@ -217,6 +316,8 @@ class CollectionConfig:
                             for n, s in self.named.items()}
         if self.sparse:
             out["sparse"] = {n: m.value for n, m in self.sparse.items()}
+        if self.text_indexes:
+            out["text_indexes"] = {f: p.to_dict() for f, p in self.text_indexes.items()}
         return out
 
     @classmethod
@@ -248,6 +349,8 @@ class CollectionConfig:
                        for n, s in dict(data.get("named", {})).items()},
                 sparse={str(n): SparseModifier(m)
                         for n, m in dict(data.get("sparse", {})).items()},
+                text_indexes={str(f): TextIndexParams.from_dict(p)
+                              for f, p in dict(data.get("text_indexes", {})).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)

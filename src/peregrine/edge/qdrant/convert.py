@@ -338,7 +338,9 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
             "quantization_config": given.get("quantization_config", quantization),
         },
         "payload_schema": {
-            field: {"data_type": kind, "points": info.payload_points.get(field, 0)}
+            field: {"data_type": kind, "points": info.payload_points.get(field, 0),
+                    **({"params": config.text_indexes[field].to_dict()}
+                       if field in config.text_indexes else {})}
             for field, kind in config.payload_indexes.items()
         },
     }

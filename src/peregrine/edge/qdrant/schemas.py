@@ -181,10 +181,11 @@ class UpdateCollection(Model):
 class CreateFieldIndex(Model):
     field_name: str = Field(min_length=1)
     field_schema: (
-        Literal["keyword", "integer", "float", "bool", "datetime", "geo", "uuid"]
+        Literal["keyword", "integer", "float", "bool", "datetime", "geo", "uuid", "text"]
         | Annotated[dict[str, Any], WithJsonSchema(
             {"type": "object", "properties": {"type": {
-                "enum": ["keyword", "integer", "float", "bool", "datetime", "geo", "uuid"]}},
+                "enum": ["keyword", "integer", "float", "bool", "datetime", "geo", "uuid",
+                         "text"]}},
              "required": ["type"]})]
         | None
     ) = None

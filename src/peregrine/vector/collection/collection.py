@@ -71,6 +71,7 @@ from peregrine.vector.types import (
     Hit,
     IndexConfig,
     Record,
+    TextIndexParams,
 )
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ class Collection(CollectionWrites):
         ):
             raise InvalidInputError("score_threshold must be a number")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         fetch = int(k) + offset
         holder = self._holder  # what _reading() does, without its context manager
         while not holder.acquire_read():
@@ -314,7 +315,7 @@ class Collection(CollectionWrites):
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         fetch = k + offset
         holder = self._holder
         while not holder.acquire_read():
@@ -334,7 +335,7 @@ class Collection(CollectionWrites):
                      filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[PointId]:
         """Every live point id the filter selects, in id order (one filter pass)."""
         self._check_open()
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
             return decode_keys(self._matching_keys(holder, compiled))
 
@@ -357,7 +358,7 @@ class Collection(CollectionWrites):
     def count(self, filter: dict[str, Any] | None = None,
               filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
         self._check_open()
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
             total = 0
             for seg in holder.segments:
@@ -373,7 +374,7 @@ class Collection(CollectionWrites):
         most frequent first, then by value. Exact: every segment's postings are
         counted against the filter's mask."""
         self._check_open()
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
             kind = holder.config.payload_indexes.get(key)
             if kind not in FACET_INDEX_KINDS:
@@ -406,7 +407,7 @@ class Collection(CollectionWrites):
         if isinstance(k, bool) or not isinstance(k, int) or k < 1 or offset < 0:
             raise InvalidInputError("k (limit) must be positive and offset non-negative")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
             return scan(list(holder.segments), lambda seg: self._allowed(seg, compiled),
                         score, k, offset, with_payload,
@@ -424,7 +425,7 @@ class Collection(CollectionWrites):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
             kind = holder.config.payload_indexes.get(key)
             if kind not in ("integer", "float"):
@@ -450,7 +451,7 @@ class Collection(CollectionWrites):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError("limit must be a positive integer")
         check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config))
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         start = np.asarray([encode_id(offset)], dtype="S17")[0] if offset is not None else None
         with self._reading() as holder:
             segments = list(holder.segments)
@@ -496,7 +497,8 @@ class Collection(CollectionWrites):
                 index=new_index, declared={**config.declared, **(declared or {})}))
 
     # -- payload indexes ------------------------------------------------------------
-    def create_payload_index(self, field: str, schema: str = "keyword") -> None:
+    def create_payload_index(self, field: str, schema: str = "keyword",
+                             params: dict[str, Any] | None = None) -> None:
         """Declare an index; sealed segments persist it from their next build on."""
         self._check_open()
         if not isinstance(field, str) or not field:
@@ -504,10 +506,16 @@ class Collection(CollectionWrites):
         paths.parse_path(field)
         if schema not in PAYLOAD_INDEX_KINDS:
             raise InvalidInputError(f"payload index type must be one of {PAYLOAD_INDEX_KINDS}")
+        text = {**self.config.text_indexes}
+        text.pop(field, None)
+        if schema == "text":
+            text[field] = TextIndexParams.from_dict(params or {})
+        elif params:
+            raise InvalidInputError(f"a {schema!r} index takes no parameters here")
         with self._writing() as holder:
             config = holder.config
             holder.update_config(config.replace(
-                payload_indexes={**config.payload_indexes, field: schema}))
+                payload_indexes={**config.payload_indexes, field: schema}, text_indexes=text))
         with self._reading() as holder:
             for seg in holder.segments:  # build now rather than on the first query
                 seg.field_index(field)
@@ -516,8 +524,9 @@ class Collection(CollectionWrites):
         self._check_open()
         with self._writing() as holder:
             config = holder.config
-            holder.update_config(config.replace(payload_indexes={
-                k: v for k, v in config.payload_indexes.items() if k != field}))
+            holder.update_config(config.replace(
+                payload_indexes={k: v for k, v in config.payload_indexes.items() if k != field},
+                text_indexes={k: v for k, v in config.text_indexes.items() if k != field}))
 
     def set_declared(self, protocol: str, settings: dict[str, Any]) -> None:
         """Remember settings a protocol's client declared (see ``CollectionConfig``)."""

@@ -25,12 +25,18 @@ from peregrine.core.errors import InvalidInputError
 from peregrine.vector.collection import codec
 from peregrine.vector.collection.results import WithVectors
 from peregrine.vector.errors import InvalidFilterError
-from peregrine.vector.segment.filters import CompiledFilter, Filterable, VectorPresence
+from peregrine.vector.segment.filters import CompiledFilter, Filterable
 from peregrine.vector.segment.kernels import F32, I64, shortest_floats
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.side import Postings, SideStore, SparseSide
-from peregrine.vector.types import CollectionConfig, Metric, SparseModifier, SparseVector
+from peregrine.vector.types import (
+    CollectionConfig,
+    Metric,
+    SparseModifier,
+    SparseVector,
+    TextIndexParams,
+)
 
 Found = list[tuple[Segment, F32, I64]]
 
@@ -101,11 +107,16 @@ def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int
     return np.log((total - df + 0.5) / (df + 0.5) + 1.0)
 
 
-def presence(config: CollectionConfig) -> VectorPresence:
-    """``has_vector`` in this collection: every point holds the primary vector;
-    a named dense or sparse one, the rows that carry it."""
+class LayoutFilters:
+    """What filters know of a collection (``FilterContext``): ``has_vector`` holds
+    for every point on the primary vector and for the rows that carry a named
+    dense or sparse one; ``text`` payload indexes give ``match.text`` tokens."""
 
-    def of(name: str) -> CompiledFilter:
+    def __init__(self, config: CollectionConfig) -> None:
+        self.config = config
+
+    def has_vector(self, name: str) -> CompiledFilter:
+        config = self.config
         try:
             kind = config.vector_kind(name)
         except InvalidInputError as exc:
@@ -116,7 +127,8 @@ def presence(config: CollectionConfig) -> VectorPresence:
             return lambda seg: side_store(seg, config).dense[name].present(seg.n_rows).copy()
         return lambda seg: side_store(seg, config).sparse[name].present(seg.n_rows).copy()
 
-    return of
+    def text_index(self, path: str) -> TextIndexParams | None:
+        return self.config.text_indexes.get(path)
 
 
 def vector_reader(config: CollectionConfig, with_vectors: bool | Sequence[str]) -> WithVectors:

@@ -95,7 +95,7 @@ class CollectionWrites:
             raise InvalidInputError(f"update_mode must be one of {list(UPDATE_MODES)}")
         conditional = update_filter is not None or update_mode != "upsert"
         compiled = compile_filter(update_filter, filter_limits,
-                                  named.presence(self.config)) if update_filter else None
+                                  named.LayoutFilters(self.config)) if update_filter else None
         config = self.config
         versions = codec.payload_versions(payloads, version_key) if version_key else None
         batch = self._prepare(config, ids, vectors, payloads, side)
@@ -201,7 +201,7 @@ class CollectionWrites:
         self._check_open()
         if (ids is None) == (filter is None):
             raise InvalidInputError("delete needs exactly one of ids= or filter=")
-        compiled = compile_filter(filter, filter_limits, named.presence(self.config)) \
+        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config)) \
             if filter is not None else None
         keys = np.unique(encode_ids(ids)) if ids is not None else None
         with self._writing() as holder:

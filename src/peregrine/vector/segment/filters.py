@@ -38,6 +38,8 @@ from peregrine.vector.paths import parse_path
 from peregrine.vector.segment import geo
 from peregrine.vector.segment.payload_index import FieldIndex, Mask, parse_datetime
 from peregrine.vector.segment.side import SideStore
+from peregrine.vector.segment.text import MAX_QUERY_CHARS
+from peregrine.vector.types import TextIndexParams
 
 
 class Filterable(Protocol):
@@ -75,20 +77,29 @@ _FIELD_TESTS = ("match", "range", "values_count", "geo_radius", "geo_bounding_bo
                 "geo_polygon", "is_empty", "is_null")
 
 
-# How a collection answers ``has_vector``: a vector's name -> which rows of a
-# segment hold it (an unknown name raises). None: one unnamed vector, "".
-VectorPresence = Callable[[str], CompiledFilter]
+class FilterContext(Protocol):
+    """What a filter needs to know of its collection's layout."""
+
+    def has_vector(self, name: str) -> CompiledFilter:
+        """Which rows of a segment hold vector ``name`` (an unknown name raises)."""
+        ...
+
+    def text_index(self, path: str) -> TextIndexParams | None:
+        """The full-text index declared on ``path``, if any."""
+        ...
 
 
 def compile_filter(spec: Any, limits: FilterLimits | None = None,
-                   vectors: VectorPresence | None = None) -> CompiledFilter | None:
-    """None for an empty/absent filter (matches everything)."""
+                   context: FilterContext | None = None) -> CompiledFilter | None:
+    """``context``: the collection's vectors and text indexes; None: one unnamed
+    vector and no text index."""
+    # None for an empty/absent filter (matches everything).
     if spec is None:
         return None
     if not isinstance(spec, dict):
         raise InvalidFilterError("filter must be a JSON object")
     check_size(spec, limits or DEFAULT_FILTER_LIMITS)
-    compiled = _compile_filter_obj(spec, "filter", vectors)
+    compiled = _compile_filter_obj(spec, "filter", context)
     if all(spec.get(k) in (None, [], {}) for k in _CLAUSES):
         return None  # validated, and it constrains nothing
     return compiled
@@ -162,13 +173,13 @@ def _as_list(value: Any, where: str) -> list[Any]:
 
 
 def _compile_filter_obj(spec: dict[str, Any], where: str,
-                        vectors: VectorPresence | None) -> CompiledFilter:
+                        context: FilterContext | None) -> CompiledFilter:
     _check_keys(spec, set(_CLAUSES), where)
-    must = [_compile_condition(c, f"{where}.must[{i}]", vectors)
+    must = [_compile_condition(c, f"{where}.must[{i}]", context)
             for i, c in enumerate(_as_list(spec.get("must"), f"{where}.must"))]
-    should = [_compile_condition(c, f"{where}.should[{i}]", vectors)
+    should = [_compile_condition(c, f"{where}.should[{i}]", context)
               for i, c in enumerate(_as_list(spec.get("should"), f"{where}.should"))]
-    must_not = [_compile_condition(c, f"{where}.must_not[{i}]", vectors)
+    must_not = [_compile_condition(c, f"{where}.must_not[{i}]", context)
                 for i, c in enumerate(_as_list(spec.get("must_not"), f"{where}.must_not"))]
     min_should: tuple[list[CompiledFilter], int] | None = None
     if spec.get("min_should") is not None:
@@ -176,7 +187,7 @@ def _compile_filter_obj(spec: dict[str, Any], where: str,
         if not isinstance(ms, dict) or not isinstance(ms.get("min_count"), int):
             raise InvalidFilterError(f"{where}.min_should needs 'conditions' and 'min_count'")
         _check_keys(ms, {"conditions", "min_count"}, f"{where}.min_should")
-        conds = [_compile_condition(c, f"{where}.min_should.conditions[{i}]", vectors)
+        conds = [_compile_condition(c, f"{where}.min_should.conditions[{i}]", context)
                  for i, c in enumerate(_as_list(ms.get("conditions"), f"{where}.min_should"))]
         min_should = (conds, ms["min_count"])
 
@@ -251,15 +262,15 @@ def filter_rows(compiled: CompiledFilter | None, seg: Filterable) -> npt.NDArray
     return None
 
 
-def _compile_condition(cond: Any, where: str, vectors: VectorPresence | None
+def _compile_condition(cond: Any, where: str, context: FilterContext | None
                        ) -> CompiledFilter:
     check_deadline()
     if not isinstance(cond, dict):
         raise InvalidFilterError(f"{where} must be a JSON object")
     if any(k in cond for k in _CLAUSES):
-        return _compile_filter_obj(cond, where, vectors)
+        return _compile_filter_obj(cond, where, context)
     if "key" in cond:
-        return _compile_field(cond, where)
+        return _compile_field(cond, where, context)
     if "has_id" in cond:
         _check_keys(cond, {"has_id"}, where)
         return _compile_has_id(cond["has_id"], where)
@@ -268,8 +279,8 @@ def _compile_condition(cond: Any, where: str, vectors: VectorPresence | None
         name = cond["has_vector"]
         if not isinstance(name, str):
             raise InvalidFilterError(f"{where}.has_vector: a vector name")
-        if vectors is not None:
-            return vectors(name)
+        if context is not None:
+            return context.has_vector(name)
         if name != "":
             raise InvalidFilterError(f"{where}.has_vector: no vector named {name!r} (one "
                                      "unnamed vector, \"\")")
@@ -312,10 +323,11 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, (str, int)) and value is not None
 
 
-def _compile_field(cond: dict[str, Any], where: str) -> CompiledFilter:
+def _compile_field(cond: dict[str, Any], where: str, context: FilterContext | None
+                   ) -> CompiledFilter:
     """A key with one or more tests; several tests on one key are OR-ed (Qdrant)."""
     path = _key_of(cond, where)
-    tests = [_compile_test(kind, cond[kind], path, where)
+    tests = [_compile_test(kind, cond[kind], path, where, context)
              for kind in _FIELD_TESTS if cond.get(kind) is not None]
     if not tests:
         raise InvalidFilterError(
@@ -333,9 +345,10 @@ def _compile_field(cond: dict[str, Any], where: str) -> CompiledFilter:
     return either
 
 
-def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
+def _compile_test(kind: str, arg: Any, path: str, where: str,
+                  context: FilterContext | None) -> CompiledFilter:
     if kind == "match":
-        return _compile_match(arg, path, where)
+        return _compile_match(arg, path, where, context)
     if kind == "range":
         return _compile_range(arg, path, where)
     if kind in geo.CONDITIONS:
@@ -354,7 +367,8 @@ def _compile_test(kind: str, arg: Any, path: str, where: str) -> CompiledFilter:
     return lambda seg: ~seg.field_index(path).has_null(seg.n_rows)
 
 
-def _compile_match(match: Any, path: str, where: str) -> CompiledFilter:
+def _compile_match(match: Any, path: str, where: str, context: FilterContext | None
+                   ) -> CompiledFilter:
     if not isinstance(match, dict) or len(match) != 1:
         raise InvalidFilterError(
             f"{where}.match must be one of {{value}}, {{any}}, {{except}}, {{text}}"
@@ -372,10 +386,22 @@ def _compile_match(match: Any, path: str, where: str) -> CompiledFilter:
         if kind == "any":
             return RowsFilter(path, arg)
         return lambda seg: seg.field_index(path).match_except(arg, seg.n_rows)
-    if kind in ("text", "phrase"):
+    if kind in ("text", "phrase", "text_any"):
         if not isinstance(arg, str):
             raise InvalidFilterError(f"{where}.match.{kind} must be a string")
-        return lambda seg: seg.field_index(path).match_text(arg, seg.n_rows)
+        params = context.text_index(path) if context is not None else None
+        if params is None:
+            if kind == "text_any":
+                raise InvalidFilterError(f"{where}.match.text_any needs a text index on "
+                                         f"{path!r}")
+            return lambda seg: seg.field_index(path).match_text(arg, seg.n_rows)
+        if kind == "phrase" and not params.phrase_matching:
+            raise InvalidFilterError(f"{where}.match.phrase needs the text index on {path!r} "
+                                     "to have phrase_matching")
+        if len(arg) > MAX_QUERY_CHARS:
+            raise InvalidFilterError(f"{where}.match.{kind}: at most {MAX_QUERY_CHARS} "
+                                     "characters")
+        return lambda seg: seg.field_index(path).match_tokens(arg, kind, params, seg.n_rows)
     raise InvalidFilterError(f"{where}.match: unknown kind {kind!r}")
 
 

@@ -45,6 +45,8 @@ import numpy.typing as npt
 import orjson
 
 from peregrine.vector.paths import nodes_at, parse_path
+from peregrine.vector.segment.text import TokenIndex
+from peregrine.vector.types import TextIndexParams
 
 Mask = npt.NDArray[np.bool_]
 Rows = npt.NDArray[np.signedinteger[Any]]
@@ -221,6 +223,7 @@ class FieldIndex:
         self._flags: dict[str, Mask | None] = dict.fromkeys(_FLAGS)
         self._snap = _Snapshot(0, _Postings.empty(), _Postings.empty(), _Sorted.empty(),
                                dict(self._flags), False)
+        self._texts: dict[TextIndexParams, TokenIndex] = {}  # full-text, by tokenizer
 
     # -- indexing -------------------------------------------------------------
     def catch_up(self, payload_of: Callable[[int], dict[str, Any] | None], n_rows: int) -> None:
@@ -482,6 +485,19 @@ class FieldIndex:
         mask = np.zeros(n, dtype=np.bool_)
         mask[rows[rows < n]] = True
         return mask
+
+    def match_tokens(self, query: str, mode: str, params: TextIndexParams, n: int) -> Mask:
+        """Rows whose string value matches ``query`` under a text index's
+        tokenizer (``text.py``): all tokens, any of them, or a phrase."""
+        index = self._texts.get(params)
+        if index is None:
+            with self._lock:
+                index = self._texts.setdefault(params, TokenIndex(params))
+        snap = self._snap
+        index.catch_up(self._code_keys[:])
+        # A key coded after this snapshot was taken has no rows in it.
+        parts = [snap.codes.rows_of(code) for code in sorted(index.codes(query, mode))]
+        return self._mask(snap, n, parts)
 
     def match_text(self, text: str, n: int) -> Mask:
         snap = self._snap

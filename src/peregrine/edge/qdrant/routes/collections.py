@@ -69,8 +69,11 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
 
     async def create_field_index(call: Call) -> Any:
         body: schemas.CreateFieldIndex = call.body
+        kind = convert.field_schema(body.field_schema)
+        params = body.field_schema if kind == "text" and isinstance(body.field_schema, dict) \
+            else None
         await call.run(vector.create_payload_index, collection_name(call), body.field_name,
-                       convert.field_schema(body.field_schema))
+                       kind, params)
         return convert.update_result(call.params.wait)
 
     async def delete_field_index(call: Call) -> Any:
