@@ -336,3 +336,23 @@ def test_full_text_index_through_qdrant_client(client: QdrantClient, server: Any
         assert {p["id"] for p in r.json()["result"]["points"]} == {1, 3}
     finally:
         client.delete_collection(name)
+
+
+def test_nested_filter_through_qdrant_client(client: QdrantClient) -> None:
+    name = f"nested-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    try:
+        client.upsert(name, [
+            models.PointStruct(id=1, vector=[1.0, 0.0], payload={"diet": [
+                {"food": "meat", "likes": False}, {"food": "fish", "likes": True}]}),
+            models.PointStruct(id=2, vector=[1.0, 0.0], payload={"diet": [
+                {"food": "meat", "likes": True}]})])
+        flt = models.Filter(must=[models.NestedCondition(nested=models.Nested(
+            key="diet", filter=models.Filter(must=[
+                models.FieldCondition(key="food", match=models.MatchValue(value="meat")),
+                models.FieldCondition(key="likes", match=models.MatchValue(value=True))])))])
+        points, _ = client.scroll(name, scroll_filter=flt)
+        assert [int(p.id) for p in points] == [2]
+    finally:
+        client.delete_collection(name)

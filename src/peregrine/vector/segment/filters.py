@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,9 @@ from peregrine.vector.paths import parse_path
 from peregrine.vector.segment import geo
 from peregrine.vector.segment.payload_index import FieldIndex, Mask, parse_datetime
 from peregrine.vector.segment.side import SideStore
+
+if TYPE_CHECKING:
+    from peregrine.vector.segment.nested import NestedView
 from peregrine.vector.segment.text import MAX_QUERY_CHARS
 from peregrine.vector.types import TextIndexParams
 
@@ -53,6 +56,8 @@ class Filterable(Protocol):
     def keys_view(self) -> KeyArray: ...
 
     def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore: ...
+
+    def nested_view(self, key: str) -> NestedView: ...
 
 
 CompiledFilter = Callable[[Filterable], Mask]
@@ -139,6 +144,13 @@ def check_size(spec: Any, limits: FilterLimits) -> None:
                     stack.append((iter((part,)), depth + 1))
                 elif isinstance(part, list):
                     stack.append((iter(part), depth + 1))
+            continue
+        nested = node.get("nested")
+        if isinstance(nested, dict) and isinstance(nested.get("filter"), dict):
+            if depth + 1 > limits.max_depth:
+                raise InvalidFilterError(
+                    f"filter is nested more than {limits.max_depth} levels deep (the limit)")
+            stack.append((iter((nested["filter"],)), depth + 1))
             continue
         has_id = node.get("has_id")
         if isinstance(has_id, list):
@@ -271,6 +283,9 @@ def _compile_condition(cond: Any, where: str, context: FilterContext | None
         return _compile_filter_obj(cond, where, context)
     if "key" in cond:
         return _compile_field(cond, where, context)
+    if "nested" in cond:
+        _check_keys(cond, {"nested"}, where)
+        return _compile_nested(cond["nested"], f"{where}.nested")
     if "has_id" in cond:
         _check_keys(cond, {"has_id"}, where)
         return _compile_has_id(cond["has_id"], where)
@@ -307,6 +322,24 @@ def _key_of(obj: Any, where: str) -> str:
     except InvalidInputError as exc:
         raise InvalidFilterError(f"{where}: {exc}") from None
     return key
+
+
+def _compile_nested(spec: Any, where: str) -> CompiledFilter:
+    """Some object of the array at ``key`` meets the whole inner filter
+    (``nested.py``); vectors and text indexes are not known inside it."""
+    if not isinstance(spec, dict) or set(spec) != {"key", "filter"}:
+        raise InvalidFilterError(f"{where} must be {{\"key\": ..., \"filter\": {{...}}}}")
+    key = _key_of(spec, where)
+    inner_spec = spec["filter"]
+    if not isinstance(inner_spec, dict):
+        raise InvalidFilterError(f"{where}.filter must be a JSON object")
+    inner = _compile_filter_obj(inner_spec, f"{where}.filter", None)
+
+    def run(seg: Filterable) -> Mask:
+        view = seg.nested_view(key)
+        return view.owners(inner(view), seg.n_rows)
+
+    return run
 
 
 def _compile_has_id(ids: Any, where: str) -> CompiledFilter:

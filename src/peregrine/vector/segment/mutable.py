@@ -28,6 +28,7 @@ from peregrine.vector.segment.kernels import (
     subset_top_k,
     top_k,
 )
+from peregrine.vector.segment.nested import NestedView
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part
 from peregrine.vector.segment.side import SideStore
@@ -64,6 +65,8 @@ class Segment(Protocol):
     def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
         """The indexes of the rows' side vectors (named dense, sparse), caught up."""
         ...
+
+    def nested_view(self, key: str) -> NestedView: ...
 
     def payload(self, row: int) -> dict[str, Any] | None: ...
 
@@ -161,6 +164,7 @@ class MutableSegment:
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
         self._side: SideStore | None = None
+        self._nested: dict[str, NestedView] = {}
         # Shared by the collection's segments (trained once); see coarse.py.
         self._coarse = CoarsePartition(capacity, centroids or Centroids(dim))
 
@@ -238,6 +242,15 @@ class MutableSegment:
                 index = self._fields.setdefault(path, FieldIndex(path))
         index.catch_up(self.payload, self._n)
         return index
+
+    def nested_view(self, key: str) -> NestedView:
+        """The objects of the arrays at ``key``, as rows (``nested.py``)."""
+        view = self._nested.get(key)
+        if view is None:
+            with self._fields_lock:
+                view = self._nested.setdefault(key, NestedView(key))
+        view.catch_up(self.payload, self._n)
+        return view
 
     def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
         if self._side is None:

@@ -47,6 +47,7 @@ from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
+from peregrine.vector.segment.nested import NestedView
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part, side_vectors
 from peregrine.vector.segment.side import SideStore
@@ -98,6 +99,7 @@ class SealedSegment:
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
         self._side: SideStore | None = None
+        self._nested: dict[str, NestedView] = {}
         fields_dir = directory / "fields"
         self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
 
@@ -218,6 +220,16 @@ class SealedSegment:
 
     def payload(self, row: int) -> dict[str, Any] | None:
         return orjson.loads(payload_part(self.payload_bytes(row)))  # type: ignore[no-any-return]
+
+    def nested_view(self, key: str) -> NestedView:
+        """The objects of the arrays at ``key``, as rows (``nested.py``), built in
+        memory on first use."""
+        view = self._nested.get(key)
+        if view is None:
+            with self._fields_lock:
+                view = self._nested.setdefault(key, NestedView(key))
+        view.catch_up(self.payload, self._n)
+        return view
 
     def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
         """Built in memory from the rows' records on first use (not saved)."""
