@@ -356,3 +356,33 @@ def test_nested_filter_through_qdrant_client(client: QdrantClient) -> None:
         assert [int(p.id) for p in points] == [2]
     finally:
         client.delete_collection(name)
+
+
+def test_multivector_rerank_through_qdrant_client(client: QdrantClient) -> None:
+    """ColBERT-style: prefetch by the dense vector, rerank by MaxSim."""
+    rng = np.random.default_rng(4)
+    name = f"colbert-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={
+        "dense": models.VectorParams(size=4, distance=models.Distance.COSINE),
+        "colbert": models.VectorParams(size=3, distance=models.Distance.DOT,
+                                       multivector_config=models.MultiVectorConfig(
+                                           comparator=models.MultiVectorComparator.MAX_SIM))})
+    try:
+        dense = rng.normal(size=(60, 4))
+        mats = [rng.normal(size=(int(rng.integers(1, 5)), 3)) for _ in range(60)]
+        client.upsert(name, [models.PointStruct(id=i, vector={
+            "dense": dense[i].tolist(), "colbert": mats[i].tolist()}) for i in range(60)])
+        info = client.get_collection(name)
+        assert info.config.params.vectors["colbert"].multivector_config is not None
+        qd, qm = rng.normal(size=4), rng.normal(size=(2, 3))
+        got = client.query_points(name, prefetch=models.Prefetch(
+            query=qd.tolist(), using="dense", limit=20), query=qm.tolist(), using="colbert",
+            limit=5).points
+        unit = dense / np.linalg.norm(dense, axis=1, keepdims=True)
+        top20 = np.argsort(-(unit @ (qd / np.linalg.norm(qd))))[:20]
+        sims = {int(i): float((qm @ mats[i].T).max(axis=1).sum()) for i in top20}
+        best = sorted(sims.items(), key=lambda kv: -kv[1])[:5]
+        assert [int(p.id) for p in got] == [i for i, _ in best]
+        assert [p.score for p in got] == pytest.approx([s for _, s in best], rel=1e-4)
+    finally:
+        client.delete_collection(name)

@@ -413,3 +413,37 @@ def test_has_vector_names_the_vectors_points_carry(tmp_path: Path) -> None:
             c.count({"must": [{"has_vector": "nope"}]})
     finally:
         c.close()
+
+
+def test_multivectors_score_by_max_sim(tmp_path: Path) -> None:
+    rng = np.random.default_rng(21)
+    config = CollectionConfig("c", DIM, Metric.COSINE, index=IndexConfig(segment_rows=64),
+                              named={"colbert": DenseSpec(4, Metric.DOT, multi=True)})
+    c = Collection(tmp_path / "c", config, background=False)
+    try:
+        mats = {i: rng.normal(size=(int(rng.integers(1, 6)), 4)).astype(np.float32)
+                for i in range(150)}
+        side = [{"colbert": mats[i].tolist()} if i % 5 else {} for i in range(150)]
+        c.upsert(list(range(150)), rng.normal(size=(150, DIM)), side=side)
+        c.optimize()
+        q = rng.normal(size=(3, 4)).astype(np.float32)
+
+        def max_sim(m: np.ndarray) -> float:
+            return float((q.astype(np.float64) @ m.astype(np.float64).T).max(axis=1).sum())
+
+        expect = {i: max_sim(m) for i, m in mats.items() if i % 5}
+        hits = c.search_named("colbert", q.tolist(), k=7)
+        assert [h.score for h in hits] == pytest.approx(sorted(expect.values())[::-1][:7],
+                                                        rel=1e-4)
+        for h in hits:
+            assert expect[h.id] == pytest.approx(h.score, rel=1e-4)
+        (rec,) = c.retrieve([1], with_vectors=["colbert"])
+        assert isinstance(rec.vector, dict)
+        assert np.allclose(rec.vector["colbert"], mats[1])
+        assert set(c.ids_matching({"must": [{"has_vector": "colbert"}]})) == set(expect)
+        with pytest.raises(InvalidInputError, match="multivector has 1 to"):
+            c.upsert([999], np.ones((1, DIM)), side=[{"colbert": np.ones((2000, 4)).tolist()}])
+    finally:
+        c.close()
+    with pytest.raises(InvalidInputError, match="Cosine or Dot"):
+        CollectionConfig("c", DIM, Metric.COSINE, named={"m": DenseSpec(4, Metric.L2, True)})

@@ -223,10 +223,13 @@ class SparseModifier(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DenseSpec:
-    """A named dense vector other than the primary one: searched exactly."""
+    """A named dense vector other than the primary one: searched exactly. With
+    ``multi``, a point holds several (a matrix) and scores by MaxSim: the sum
+    over the query's vectors of the best similarity among the point's."""
 
     dim: int
     metric: Metric
+    multi: bool = False
 
 
 MAX_VECTOR_NAMES = 16  # named dense + sparse vectors per collection
@@ -279,6 +282,8 @@ class CollectionConfig:
         for spec in self.named.values():
             if not 1 <= spec.dim <= MAX_DIM:
                 raise InvalidInputError(f"vector size must be in [1, {MAX_DIM}]")
+            if spec.multi and spec.metric is Metric.L2:
+                raise InvalidInputError("multivectors compare by Cosine or Dot (max_sim)")
 
     @property
     def has_side_vectors(self) -> bool:
@@ -312,7 +317,8 @@ class CollectionConfig:
         if not self.dense:
             out["dense"] = False
         if self.named:
-            out["named"] = {n: {"dim": s.dim, "metric": s.metric.value}
+            out["named"] = {n: {"dim": s.dim, "metric": s.metric.value,
+                                **({"multi": True} if s.multi else {})}
                             for n, s in self.named.items()}
         if self.sparse:
             out["sparse"] = {n: m.value for n, m in self.sparse.items()}
@@ -345,7 +351,8 @@ class CollectionConfig:
                 declared=declared,
                 vector_name=str(data.get("vector_name", "")),
                 dense=bool(data.get("dense", True)),
-                named={str(n): DenseSpec(int(s["dim"]), Metric(s["metric"]))
+                named={str(n): DenseSpec(int(s["dim"]), Metric(s["metric"]),
+                                         bool(s.get("multi", False)))
                        for n, s in dict(data.get("named", {})).items()},
                 sparse={str(n): SparseModifier(m)
                         for n, m in dict(data.get("sparse", {})).items()},

@@ -42,10 +42,20 @@ def layout(body: schemas.CreateCollection) -> Layout:
         if not sparse:
             raise InvalidInputError("a collection needs at least one dense or sparse vector")
         return Layout(1, Metric.DOT, dense=False, sparse=sparse)
-    name = "" if "" in dense else next(iter(dense))
+    if "" in dense and dense[""].multivector_config is not None:
+        raise InvalidInputError("a multivector must be named (vectors: {\"name\": {...}})")
+    single = [n for n, p in dense.items() if p.multivector_config is None]
+    named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance],
+                          p.multivector_config is not None)
+             for n, p in dense.items()}
+    for n, spec in named.items():
+        if spec.multi and spec.metric is Metric.L2:
+            raise InvalidInputError(f"multivector {n!r}: max_sim compares by Cosine or Dot")
+    if not single:  # multivectors (and sparse vectors) only
+        return Layout(1, Metric.DOT, dense=False, named=named, sparse=sparse)
+    name = "" if "" in single else single[0]
     primary = dense[name]
-    named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance])
-             for n, p in dense.items() if n != name}
+    del named[name]
     return Layout(primary.size, DISTANCE_TO_METRIC[primary.distance], name, True, named,
                   sparse, primary)
 

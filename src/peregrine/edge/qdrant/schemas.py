@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from peregrine.edge.http.protocol import QueryModel
-from peregrine.edge.qdrant.vectors import BatchVectors, PointVector, Vector
+from peregrine.edge.qdrant.vectors import BatchVectors, MultiVector, PointVector, Vector
 
 
 class Model(BaseModel):
@@ -80,6 +80,10 @@ class ScalarQuantization(Model):
     scalar: ScalarQuantizationConfig
 
 
+class MultivectorConfig(Model):
+    comparator: Literal["max_sim"]
+
+
 class VectorParams(Model):
     size: int = Field(ge=1, le=65536)
     distance: Literal["Cosine", "Dot", "Euclid"]
@@ -87,13 +91,7 @@ class VectorParams(Model):
     quantization_config: ScalarQuantization | None = None
     on_disk: bool | None = None
     datatype: Literal["float32"] | None = None
-    multivector_config: dict[str, Any] | None = None
-
-    @field_validator("multivector_config")
-    @classmethod
-    def _no_multivectors(cls, value: dict[str, Any] | None) -> None:
-        if value is not None:
-            raise ValueError("multivectors (multivector_config) are not supported yet")
+    multivector_config: MultivectorConfig | None = None
 
 
 class SparseVectorParams(Model):
@@ -500,7 +498,7 @@ class SearchRequestBatch(Model):
     searches: list[SearchRequest]
 
 
-Example = PointId | SparseQuery | DocumentQuery | Vector
+Example = PointId | SparseQuery | DocumentQuery | Vector | MultiVector
 
 
 Strategy = Literal["average_vector", "best_score", "sum_scores"]

@@ -65,11 +65,22 @@ def _named_value(value: Any, name: str) -> Any:
         raise ValueError(f"vector {name!r}: expected an array of numbers, "
                          '{"indices": [...], "values": [...]} or {"text", "model"}')
     if isinstance(value, list) and value and isinstance(value[0], list):
-        raise ValueError(f"vector {name!r}: multivectors are not supported yet")
+        try:
+            return parse_multivector(value)
+        except ValueError as exc:
+            raise ValueError(f"vector {name!r}: {exc}") from None
     try:
         return parse_vector(value)
     except ValueError as exc:
         raise ValueError(f"vector {name!r}: {exc}") from None
+
+
+def parse_multivector(value: Any) -> np.ndarray:
+    """A multivector: a non-empty array of equally long arrays of numbers."""
+    if not isinstance(value, list) or not value or not isinstance(value[0], list):
+        raise ValueError("a multivector is an array of arrays of numbers")
+    return _numeric(value, 2, "the vectors of a multivector must have one length",
+                    "a multivector is an array of equally long arrays of numbers")
 
 
 def parse_point_vector(value: Any) -> Any:
@@ -182,6 +193,8 @@ _NAMED_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"one
      "required": ["indices", "values"]},
     {"type": "object", "properties": {"text": {"type": "string"}, "model": {"type": "string"}},
      "required": ["text", "model"]}]}}
+MultiVector = Annotated[np.ndarray, PlainValidator(parse_multivector), WithJsonSchema(
+    {"type": "array", "items": _VECTOR_SCHEMA, "description": "a multivector (max_sim)"})]
 PointVector = Annotated[Any, PlainValidator(parse_point_vector),
                         WithJsonSchema({"oneOf": [_VECTOR_SCHEMA, _NAMED_SCHEMA]})]
 BatchVectors = Annotated[Any, PlainValidator(parse_batch_vectors), WithJsonSchema(

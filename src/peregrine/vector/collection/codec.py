@@ -28,6 +28,7 @@ _UPSERT_HEAD = struct.Struct("<II")
 _COUNT = struct.Struct("<I")
 NULL_BLOB = b"null"
 MAX_SPARSE_ENTRIES = 65_536  # non-zero entries of one sparse vector
+MAX_MULTIVECTOR_ROWS = 1024  # vectors of one multivector (ColBERT: one per token)
 _U32 = 1 << 32
 
 # The side vectors of each point of a write (named dense, sparse), by name.
@@ -246,7 +247,14 @@ def as_side_rows(config: CollectionConfig, side: Sequence[Any] | None, n: int) -
                 row[name] = as_sparse(value, where)
             else:
                 spec = config.named[name]
-                row[name] = as_vectors(value, spec.dim, spec.metric, where)[0]
+                if spec.multi:
+                    matrix = as_vectors(value, spec.dim, spec.metric, where)
+                    if not 1 <= matrix.shape[0] <= MAX_MULTIVECTOR_ROWS:
+                        raise InvalidVectorError(f"{where}: a multivector has 1 to "
+                                                 f"{MAX_MULTIVECTOR_ROWS} vectors")
+                    row[name] = matrix
+                else:
+                    row[name] = as_vectors(value, spec.dim, spec.metric, where)[0]
         out.append(row)
     return out
 

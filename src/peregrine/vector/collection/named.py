@@ -43,7 +43,9 @@ Found = list[tuple[Segment, F32, I64]]
 
 
 def side_store(seg: Filterable, config: CollectionConfig) -> SideStore:
-    return seg.side_store({n: s.dim for n, s in config.named.items()}, list(config.sparse))
+    return seg.side_store({n: s.dim for n, s in config.named.items() if not s.multi},
+                          list(config.sparse),
+                          {n: s.dim for n, s in config.named.items() if s.multi})
 
 
 def metric_of(config: CollectionConfig, name: str) -> Metric:
@@ -61,7 +63,10 @@ def as_query(config: CollectionConfig, name: str, query: Any) -> F32 | SparseVec
     if config.vector_kind(name) == "sparse":
         return codec.as_sparse(query, "query sparse vector")
     spec = config.named[name]
-    return codec.as_vectors(query, spec.dim, spec.metric, "query vector")
+    rows = codec.as_vectors(query, spec.dim, spec.metric, "query vector")
+    if not spec.multi and rows.shape[0] != 1:
+        raise InvalidInputError(f"vector {name!r} is a single vector: query with one")
+    return rows
 
 
 def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
@@ -83,14 +88,15 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
             scores, rows = side.top(found_postings, weights, fetch, allowed(seg), seg.n_rows)
             found.append((seg, scores, rows))
         return found
-    metric = config.named[name].metric
+    spec = config.named[name]
     for seg in live:
         check_deadline()
         mask = allowed(seg)
         if mask is None and seg.n_deleted:
             mask = ~seg.deleted[: seg.n_rows]
-        scores, rows = side_store(seg, config).dense[name].search(query, fetch, mask,
-                                                                  seg.n_rows, metric)
+        store = side_store(seg, config)
+        index = store.multi[name] if spec.multi else store.dense[name]
+        scores, rows = index.search(query, fetch, mask, seg.n_rows, spec.metric)
         found.append((seg, scores, rows))
     return found
 
@@ -123,6 +129,8 @@ class LayoutFilters:
             raise InvalidFilterError(f"has_vector: {exc}") from None
         if kind == "primary":
             return lambda seg: np.ones(seg.n_rows, dtype=np.bool_)
+        if kind == "named" and config.named[name].multi:
+            return lambda seg: side_store(seg, config).multi[name].present(seg.n_rows).copy()
         if kind == "named":
             return lambda seg: side_store(seg, config).dense[name].present(seg.n_rows).copy()
         return lambda seg: side_store(seg, config).sparse[name].present(seg.n_rows).copy()

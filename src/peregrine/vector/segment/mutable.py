@@ -62,7 +62,8 @@ class Segment(Protocol):
 
     def field_index(self, path: str) -> FieldIndex: ...
 
-    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+    def side_store(self, dense: dict[str, int], sparse: list[str],
+                   multi: dict[str, int] | None = None) -> SideStore:
         """The indexes of the rows' side vectors (named dense, sparse), caught up."""
         ...
 
@@ -252,11 +253,12 @@ class MutableSegment:
         view.catch_up(self.payload, self._n)
         return view
 
-    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+    def side_store(self, dense: dict[str, int], sparse: list[str],
+                   multi: dict[str, int] | None = None) -> SideStore:
         if self._side is None:
             with self._fields_lock:
                 if self._side is None:
-                    self._side = SideStore(dense, sparse)
+                    self._side = SideStore(dense, sparse, multi)
         self._side.catch_up(self.payload_bytes, self._n)
         return self._side
 

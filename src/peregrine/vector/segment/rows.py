@@ -10,8 +10,9 @@ merging, snapshots, the crash test) carries them too. A blob is either:
   the only form written before named and sparse vectors existed; or
 - ``0x01``, the payload's length (u32), the payload JSON, then the vectors:
   a count (u16), and per vector its name (u8 length + UTF-8), its kind (u8:
-  0 dense, 1 sparse), its length (u32), and its little-endian data (dense:
-  float32 values; sparse: uint32 indices, then float32 values).
+  0 dense, 1 sparse, 2 multivector), its length (u32), and its little-endian
+  data (dense: float32 values; sparse: uint32 indices, then float32 values;
+  multivector: its row width (u32), then float32 values row by row).
 
 Binary rather than JSON: a sparse vector of 200 entries is 1.6 KB here and
 parses with two ``np.frombuffer`` calls.
@@ -31,7 +32,8 @@ EXTENDED = 0x01
 _HEAD = struct.Struct("<BI")
 _COUNT = struct.Struct("<H")
 _ENTRY = struct.Struct("<BI")
-_DENSE, _SPARSE = 0, 1
+_DENSE, _SPARSE, _MULTI = 0, 1, 2
+_DIM = struct.Struct("<I")
 
 # What a side vector is in memory: a float32 row, or a sparse vector.
 SideVector = np.ndarray | SparseVector
@@ -50,6 +52,9 @@ def pack_row(payload: bytes, vectors: Mapping[str, SideVector] | None) -> bytes:
             parts.append(_ENTRY.pack(_SPARSE, value.indices.size))
             parts.append(np.ascontiguousarray(value.indices, dtype="<u4").tobytes())
             parts.append(np.ascontiguousarray(value.values, dtype="<f4").tobytes())
+        elif value.ndim == 2:  # a multivector: its rows' width, then the values
+            parts.append(_ENTRY.pack(_MULTI, value.size) + _DIM.pack(value.shape[1]))
+            parts.append(np.ascontiguousarray(value, dtype="<f4").tobytes())
         else:
             parts.append(_ENTRY.pack(_DENSE, value.size))
             parts.append(np.ascontiguousarray(value, dtype="<f4").tobytes())
@@ -91,6 +96,13 @@ def side_vectors(blob: bytes | memoryview) -> dict[str, SideVector]:
             pos += _ENTRY.size
             if kind == _DENSE:
                 out[name] = np.frombuffer(blob, "<f4", n, pos)
+                pos += 4 * n
+            elif kind == _MULTI:
+                (dim,) = _DIM.unpack_from(blob, pos)
+                pos += _DIM.size
+                if dim < 1 or n % dim:
+                    raise ValueError("a multivector's values do not fill its rows")
+                out[name] = np.frombuffer(blob, "<f4", n, pos).reshape(-1, dim)
                 pos += 4 * n
             elif kind == _SPARSE:
                 indices = np.frombuffer(blob, "<u4", n, pos)

@@ -231,12 +231,13 @@ class SealedSegment:
         view.catch_up(self.payload, self._n)
         return view
 
-    def side_store(self, dense: dict[str, int], sparse: list[str]) -> SideStore:
+    def side_store(self, dense: dict[str, int], sparse: list[str],
+                   multi: dict[str, int] | None = None) -> SideStore:
         """Built in memory from the rows' records on first use (not saved)."""
         if self._side is None:
             with self._fields_lock:
                 if self._side is None:
-                    store = SideStore(dense, sparse)
+                    store = SideStore(dense, sparse, multi)
                     store.catch_up(self.payload_bytes, self._n)
                     self._side = store
         return self._side

@@ -31,6 +31,7 @@ from peregrine.vector.segment.rows import SideVector, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
+_MULTI_BLOCK = 4096  # rows whose multivectors are scored in one matrix product
 
 # Per query index: (rows holding it, their values).
 Postings = list[tuple["I64", "npt.NDArray[np.float32]"]]
@@ -91,6 +92,58 @@ class DenseSide:
         if allowed is not None:
             mask = mask & allowed[:n]
         return subset_top_k(self._rows.view[:n], queries, np.flatnonzero(mask), k, metric)
+
+
+class MultiSide:
+    """One named multivector of a segment's rows: each row holds a matrix."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._vecs = _Growing(np.float32, dim)  # every row's vectors, row after row
+        self._offsets = _Growing(np.int64)  # row -> its first vector (n + 1 of them)
+        self._offsets.extend(np.zeros(1, np.int64))
+
+    def add(self, rows: list[SideVector | None]) -> None:
+        mats = [v if isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[1] == self.dim
+                else None for v in rows]
+        counts = np.fromiter((0 if m is None else m.shape[0] for m in mats), np.int64,
+                             len(rows))
+        present = [m for m in mats if m is not None]
+        if present:
+            self._vecs.extend(np.concatenate(present))
+        self._offsets.extend(self._offsets.view[-1] + np.cumsum(counts))
+
+    def present(self, n: int) -> Mask:
+        offsets = self._offsets.view
+        return offsets[1:n + 1] > offsets[:n]
+
+    def vector(self, row: int) -> F32 | None:
+        a, b = self._offsets.view[row], self._offsets.view[row + 1]
+        return self._vecs.view[a:b] if b > a else None
+
+    def search(self, queries: F32, k: int, allowed: Mask | None, n: int,
+               metric: Metric) -> tuple[F32, I64]:
+        """Top-k rows by MaxSim with the query matrix (``queries``, one vector per
+        row): for each query vector the best dot product among the row's vectors,
+        summed. Rows are scored in blocks, so memory stays bounded."""
+        mask = self.present(n)
+        if allowed is not None:
+            mask = mask & allowed[:n]
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
+        offsets, vecs = self._offsets.view, self._vecs.view
+        scores = np.empty(rows.size, np.float32)
+        for start in range(0, rows.size, _MULTI_BLOCK):
+            block = rows[start:start + _MULTI_BLOCK]
+            first, lens = offsets[block], offsets[block + 1] - offsets[block]
+            runs = np.cumsum(lens) - lens
+            entry = np.arange(int(lens.sum())) - np.repeat(runs, lens) + np.repeat(first, lens)
+            sims = vecs[entry] @ queries.T  # (vectors of the block, query vectors)
+            best = np.maximum.reduceat(sims, runs, axis=0)  # (rows, query vectors)
+            scores[start:start + block.size] = best.sum(axis=1)
+        best_s, pos = top_k(scores[None, :], k)
+        return best_s, rows[pos[0]][None, :]
 
 
 class SparseSide:
@@ -215,9 +268,11 @@ class SparseSide:
 class SideStore:
     """Every side vector of one segment, caught up with its rows."""
 
-    def __init__(self, dense: dict[str, int], sparse: list[str]) -> None:
+    def __init__(self, dense: dict[str, int], sparse: list[str],
+                 multi: dict[str, int] | None = None) -> None:
         self.dense = {name: DenseSide(dim) for name, dim in dense.items()}
         self.sparse = {name: SparseSide() for name in sparse}
+        self.multi = {name: MultiSide(dim) for name, dim in (multi or {}).items()}
         self.rows = 0
         self._lock = threading.Lock()
 
@@ -233,6 +288,8 @@ class SideStore:
                     dense.add([d.get(name) for d in decoded])
                 for name, sparse in self.sparse.items():
                     sparse.add([d.get(name) for d in decoded], first)
+                for name, multi in self.multi.items():
+                    multi.add([d.get(name) for d in decoded])
                 self.rows = stop
             for sparse in self.sparse.values():
                 sparse.resort()
@@ -245,6 +302,9 @@ class SideStore:
         for name, sparse in self.sparse.items():
             if (s := sparse.vector(row)) is not None:
                 out[name] = s
+        for name, multi in self.multi.items():
+            if (m := multi.vector(row)) is not None:
+                out[name] = m
         return out
 
 
