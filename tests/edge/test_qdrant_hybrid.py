@@ -386,3 +386,64 @@ def test_multivector_rerank_through_qdrant_client(client: QdrantClient) -> None:
         assert [p.score for p in got] == pytest.approx([s for _, s in best], rel=1e-4)
     finally:
         client.delete_collection(name)
+
+
+def test_formula_rescoring_through_qdrant_client(client: QdrantClient) -> None:
+    """$score, payload values with defaults, a condition, decays and geo distance,
+    against the same arithmetic in plain Python."""
+    import math
+
+    name = f"formula-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    rng = np.random.default_rng(8)
+    try:
+        vecs = rng.normal(size=(40, 2))
+        payloads: list[dict[str, Any]] = []
+        for i in range(40):
+            p: dict[str, Any] = {"tag": "hot" if i % 3 == 0 else "cold",
+                                 "at": {"lat": 52.0 + i * 0.01, "lon": 13.0}}
+            if i % 4:
+                p["boost"] = float(i % 5)
+            payloads.append(p)
+        client.upsert(name, [models.PointStruct(id=i, vector=vecs[i].tolist(),
+                                                payload=payloads[i]) for i in range(40)])
+        q = [1.0, 0.5]
+        got = client.query_points(name, prefetch=models.Prefetch(query=q, limit=25),
+                                  query=models.FormulaQuery(formula=models.SumExpression(sum=[
+                                      "$score",
+                                      models.MultExpression(mult=[0.5, "boost"]),
+                                      models.MultExpression(mult=[2.0, models.FieldCondition(
+                                          key="tag", match=models.MatchValue(value="hot"))]),
+                                      models.ExpDecayExpression(exp_decay=models.DecayParamsExpression(
+                                          x=models.GeoDistance(geo_distance=models.GeoDistanceParams(
+                                              origin=models.GeoPoint(lat=52.0, lon=13.0),
+                                              to="at")),
+                                          scale=5000.0)),
+                                  ]), defaults={"boost": 10.0}), limit=10).points
+        scores = vecs @ np.array(q)
+        top25 = np.argsort(-scores)[:25]
+
+        def haversine(lat: float, lon: float) -> float:
+            p1, p2 = math.radians(52.0), math.radians(lat)
+            h = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(
+                math.radians(lon - 13.0) / 2) ** 2
+            return 2 * 6_371_008.8 * math.asin(math.sqrt(h))
+
+        def value(i: int) -> float:
+            p = payloads[i]
+            d = haversine(p["at"]["lat"], p["at"]["lon"])
+            return (float(scores[i]) + 0.5 * p.get("boost", 10.0)
+                    + 2.0 * (p["tag"] == "hot") + math.exp(math.log(0.5) * d / 5000.0))
+
+        expect = sorted((value(int(i)) for i in top25), reverse=True)[:10]
+        assert [p.score for p in got] == pytest.approx(expect, rel=1e-5)
+        for p in got:
+            assert value(int(p.id)) == pytest.approx(p.score, rel=1e-5)
+        # A payload value missing with no default is a clear 400.
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.query_points(name, prefetch=models.Prefetch(query=q, limit=25),
+                                query=models.FormulaQuery(formula="boost"))
+        assert bad.value.status_code == 400 and b"defaults give none" in bad.value.content
+    finally:
+        client.delete_collection(name)

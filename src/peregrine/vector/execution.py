@@ -21,6 +21,7 @@ from peregrine.vector import scoring
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.documents import Document, DocumentEncoder
 from peregrine.vector.errors import PointNotFoundError
+from peregrine.vector.formula import FormulaQuery
 from peregrine.vector.ids import PointId
 from peregrine.vector.mmr import maximal_marginal_relevance
 from peregrine.vector.queries import (
@@ -68,7 +69,8 @@ class QueryExecutor:
             raise InvalidInputError("a query with prefetches needs a query to merge them")
         hits = resolve(query, prefetch, options, Stages(
             lambda q, o: self.query(c, q, o), random_pick,
-            lambda using: metric_of(c, using).higher_is_better))
+            lambda using: metric_of(c, using).higher_is_better,
+            lambda ids: self._payloads(c, ids), lambda cond, ids: self._matching(c, cond, ids)))
         if not options.with_payload and not options.with_vector:
             return hits
         found = {r.id: r for r in c.retrieve([h.id for h in hits], options.with_payload,
@@ -76,14 +78,26 @@ class QueryExecutor:
         return [Hit(h.id, h.score, found[h.id].payload, found[h.id].vector, h.order_value)
                 for h in hits if h.id in found]
 
+    @staticmethod
+    def _payloads(c: Collection, ids: list[PointId]) -> list[dict[str, Any] | None]:
+        found = {r.id: r.payload for r in c.retrieve(ids, with_payload=True)}
+        return [found.get(i) for i in ids]
+
+    def _matching(self, c: Collection, cond: dict[str, Any], ids: list[PointId]
+                  ) -> set[PointId]:
+        """Which of ``ids`` a formula's condition (or filter object) admits."""
+        clauses = ("must", "should", "must_not", "min_should")
+        flt = cond if any(k in cond for k in clauses) else {"must": [cond]}
+        return set(c.ids_matching({"must": [flt, {"has_id": ids}]}, self._filter_limits))
+
     def query(self, c: Collection, query: Query, options: ReadOptions) -> list[Hit]:
         if isinstance(query, SampleRandom):
             ids = random_pick(c.ids_matching(options.filter, self._filter_limits),
                                options.limit + options.offset)[options.offset:]
             return [Hit(r.id, 0.0, r.payload, r.vector) for r in
                     c.retrieve(ids, options.with_payload or False, options.with_vector)]
-        if isinstance(query, Fusion):
-            raise InvalidInputError("fusion needs prefetches to fuse")
+        if isinstance(query, Fusion | FormulaQuery):
+            raise InvalidInputError("fusion and formula need prefetches")
         if isinstance(query, OrderByQuery):
             records = c.scroll_ordered(query.key, query.descending, query.start_from,
                                        options.filter, options.limit + options.offset,

@@ -14,6 +14,7 @@ import numpy as np
 
 from peregrine.vector.collection.results import WithPayload
 from peregrine.vector.documents import Document
+from peregrine.vector.formula import FormulaQuery
 from peregrine.vector.ids import PointId
 from peregrine.vector.types import SparseVector
 
@@ -108,7 +109,7 @@ class SampleRandom:
 
 # None: no ranking, points in id order (Qdrant's query without "query").
 Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | OrderByQuery | Fusion
-         | SampleRandom | None)
+         | SampleRandom | FormulaQuery | None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from peregrine.vector.collection.snapshot_store import SnapshotInfo, SnapshotSto
 from peregrine.vector.documents import Document, DocumentEncoder, split_points
 from peregrine.vector.errors import InvalidPointIdError
 from peregrine.vector.execution import QueryExecutor
+from peregrine.vector.formula import FormulaQuery
 from peregrine.vector.groups import Group, GroupLookup, GroupSpec, check_spec, grouped
 from peregrine.vector.ids import PointId, decode_key, encode_id
 from peregrine.vector.matrix import MAX_SAMPLE, DistanceMatrix, nearest_within
@@ -104,6 +105,7 @@ __all__ = [
     "DistanceMatrix",
     "Document",
     "Example",
+    "FormulaQuery",
     "Fusion",
     "Group",
     "GroupLookup",

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from peregrine.core.errors import InvalidInputError
+from peregrine.vector.formula import FormulaQuery, Inputs, evaluate
 from peregrine.vector.ids import PointId
 from peregrine.vector.queries import Fusion, Prefetch, Query, ReadOptions, SampleRandom
 from peregrine.vector.types import Hit
@@ -55,8 +56,8 @@ def check_prefetch(prefetch: Sequence[Prefetch], max_limit: int, max_ef: int) ->
             if node.prefetch and node.query is None:
                 raise InvalidInputError("a prefetch with prefetches needs a query to "
                                         "merge them")
-            if not node.prefetch and isinstance(node.query, Fusion):
-                raise InvalidInputError("fusion needs prefetches to fuse")
+            if not node.prefetch and isinstance(node.query, Fusion | FormulaQuery):
+                raise InvalidInputError("fusion and formula need prefetches")
             walk(node.prefetch, depth + 1)
 
     walk(prefetch, 1)
@@ -107,6 +108,10 @@ class Stages:
     sample: Callable[[list[PointId], int], list[PointId]]
     # Whether a stage's scores are similarities (False: distances), by its ``using``.
     higher_is_better: Callable[[str | None], bool]
+    # For formulas: the payloads of points (in the order asked), and which of
+    # some points a filter condition admits.
+    payloads: Callable[[list[PointId]], list[dict[str, Any] | None]] | None = None
+    matching: Callable[[dict[str, Any], list[PointId]], set[PointId]] | None = None
 
 
 def resolve(query: Query, prefetch: Sequence[Prefetch], options: ReadOptions,
@@ -141,6 +146,8 @@ def _merge(query: Query, given: list[Source], limit: int, flt: dict[str, Any] | 
            threshold: float | None, stages: Stages, lookup: str | None,
            using: str | None) -> list[Hit]:
     sources = [hits for hits, _ in given]
+    if isinstance(query, FormulaQuery):
+        return _formula(query, sources, limit, threshold, stages)
     if isinstance(query, Fusion):
         fused = fuse(query.method, sources, limit, [higher for _, higher in given])
         return fused if threshold is None else [h for h in fused if h.score >= threshold]
@@ -152,3 +159,24 @@ def _merge(query: Query, given: list[Source], limit: int, flt: dict[str, Any] | 
     among = both(flt, {"must": [{"has_id": found}]})
     return stages.base(query, replace(ReadOptions(limit=limit, filter=among, exact=True),
                                       score_threshold=threshold, lookup=lookup, using=using))
+
+
+def _formula(query: FormulaQuery, sources: list[list[Hit]], limit: int,
+             threshold: float | None, stages: Stages) -> list[Hit]:
+    """The prefetched points ranked by the formula's value (``formula.py``)."""
+    ids = list(dict.fromkeys(h.id for hits in sources for h in hits))
+    if not ids:
+        return []
+    payloads, matching = stages.payloads, stages.matching
+    if payloads is None or matching is None:
+        raise InvalidInputError("formulas are not available here")
+    values = evaluate(query, Inputs(
+        ids, [{h.id: h.score for h in hits} for hits in sources],
+        lambda: payloads(ids),
+        lambda cond: matching(cond, ids)))
+    order = np.argsort(-values, kind="stable")
+    hits = [Hit(ids[i], float(values[i])) for i in order.tolist()]
+    if threshold is not None:
+        hits = [h for h in hits if h.score >= threshold]
+    return hits[:limit]
+

@@ -19,6 +19,7 @@ from peregrine.vector.service import (
     DiscoverQuery,
     Document,
     Example,
+    FormulaQuery,
     Fusion,
     Group,
     GroupLookup,
@@ -104,6 +105,8 @@ def query(body: schemas.QueryRequest | schemas.Prefetch) -> Query:
         return Fusion(q.fusion)
     if isinstance(q, schemas.SampleQuery):
         return SampleRandom()
+    if isinstance(q, schemas.FormulaQuery):
+        return FormulaQuery(q.formula, q.defaults or {})
     if isinstance(q, schemas.OrderByQuery):
         order = q.order_by if isinstance(q.order_by, schemas.OrderBy) else \
             schemas.OrderBy(key=q.order_by)

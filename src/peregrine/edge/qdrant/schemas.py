@@ -562,8 +562,17 @@ class SampleQuery(Model):
     sample: Literal["random"]
 
 
+class FormulaQuery(Model):
+    """Re-scoring of the prefetched points (checked by the vector face)."""
+
+    formula: Annotated[Any, WithJsonSchema({"description": "an expression: a number, "
+                                            "$score, a payload key, a condition or an "
+                                            "operation"})]
+    defaults: dict[str, Any] | None = None
+
+
 Query = (NearestQuery | RecommendQuery | DiscoverQuery | ContextQuery | OrderByQuery | FusionQuery
-         | SampleQuery | Example)
+         | SampleQuery | FormulaQuery | Example)
 
 
 class Prefetch(Model):
