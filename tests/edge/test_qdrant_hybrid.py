@@ -447,3 +447,44 @@ def test_formula_rescoring_through_qdrant_client(client: QdrantClient) -> None:
         assert bad.value.status_code == 400 and b"defaults give none" in bad.value.content
     finally:
         client.delete_collection(name)
+
+
+def test_storage_snapshots_and_telemetry(client: QdrantClient, server: Any,
+                                         tmp_path: Any) -> None:
+    import tarfile
+
+    import httpx
+
+    name = f"full-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    try:
+        client.upsert(name, [models.PointStruct(id=1, vector=[1.0, 2.0], payload={"a": 1})])
+        client.update_collection_aliases([models.CreateAliasOperation(
+            create_alias=models.CreateAlias(collection_name=name, alias_name=f"{name}-a"))])
+        info = client.create_full_snapshot()
+        assert info is not None and info.name.endswith(".snapshot")
+        assert info.name in [s.name for s in client.list_full_snapshots()]
+        r = httpx.get(f"{server.url}/snapshots/{info.name}", timeout=30)
+        assert r.status_code == 200
+        archive = tmp_path / "full.tar"
+        archive.write_bytes(r.content)
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+            assert f"{name}.snapshot" in names and "aliases.json" in names
+            tar.extract(f"{name}.snapshot", tmp_path, filter="data")
+        # A collection inside it recovers through the collection snapshot API.
+        with (tmp_path / f"{name}.snapshot").open("rb") as f:
+            r = httpx.post(f"{server.url}/collections/{name}-copy/snapshots/upload",
+                           files={"snapshot": f}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert client.count(f"{name}-copy").count == 1
+        client.delete_collection(f"{name}-copy")
+        assert client.delete_full_snapshot(info.name)
+        assert info.name not in [s.name for s in client.list_full_snapshots()]
+        telemetry = httpx.get(f"{server.url}/telemetry", timeout=10).json()["result"]
+        assert telemetry["app"]["name"] == "peregrine"
+        ours = [c for c in telemetry["collections"]["collections"] if c["id"] == name]
+        assert ours and ours[0]["points"] == 1
+    finally:
+        client.delete_collection(name)

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from prometheus_client import CollectorRegistry
 
 from peregrine.core.errors import InvalidInputError, PeregrineError
@@ -168,6 +171,10 @@ class VectorService:
     def register_metrics(self, registry: CollectorRegistry) -> None:
         """Export collection gauges, cache counters and search latency."""
         self._metrics = VectorMetrics(registry, self._infos, self._cache.stats)
+
+    def collection_infos(self) -> list[CollectionInfo]:
+        """Every collection's state (telemetry)."""
+        return self._infos()
 
     def _infos(self) -> list[CollectionInfo]:
         infos = []
@@ -619,6 +626,43 @@ class VectorService:
 
     def delete_snapshot(self, name: str, snapshot: str) -> None:
         self._snapshots.delete(self._resolve(name), snapshot)
+
+    # Storage snapshots: every collection and the aliases, in one archive.
+    def create_full_snapshot(self) -> SnapshotInfo:
+        """A tar of one snapshot per collection (each consistent on its own, taken
+        one after another) and ``aliases.json``. Any collection in it can be
+        recovered on its own through the collection snapshot API."""
+        path = self._snapshots.new_path(None)
+        staging = path.parent / f".{path.name}.parts"
+        staging.mkdir()
+        try:
+            members = []
+            for name in self._db.list_collections():
+                try:
+                    collection = self._db.collection(name)
+                except PeregrineError:  # dropped meanwhile
+                    continue
+                members.append(collection.snapshot(staging / f"{name}.snapshot"))
+            aliases = staging / "aliases.json"
+            aliases.write_bytes(orjson.dumps(
+                [{"alias_name": a, "collection_name": c} for a, c in self._db.aliases()]))
+            partial = path.with_name(path.name + ".partial")
+            with tarfile.open(partial, "w") as tar:
+                for member in [*members, aliases]:
+                    tar.add(member, arcname=member.name)
+            partial.replace(path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return self._snapshots.register(path)
+
+    def list_full_snapshots(self) -> list[SnapshotInfo]:
+        return self._snapshots.list(None)
+
+    def full_snapshot_path(self, snapshot: str) -> Path:
+        return self._snapshots.path(None, snapshot)
+
+    def delete_full_snapshot(self, snapshot: str) -> None:
+        self._snapshots.delete(None, snapshot)
 
     def upload_path(self) -> Path:
         """Where an upload may be written before ``recover_uploaded`` takes it."""

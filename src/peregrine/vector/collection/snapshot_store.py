@@ -36,6 +36,7 @@ from peregrine.vector.types import validate_collection_name
 
 log = logging.getLogger(__name__)
 
+STORAGE = ".storage"  # full snapshots' directory: no collection name starts with "."
 _SNAPSHOT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,230}\.snapshot$")
 _CHUNK = 1 << 20
 # File names are at most 255 bytes: the stem of a snapshot name leaves room
@@ -69,17 +70,23 @@ class SnapshotStore:
         shutil.rmtree(self.incoming, ignore_errors=True)  # leftovers of interrupted uploads
         self.incoming.mkdir()
 
-    def directory(self, collection: str) -> Path:
+    def directory(self, collection: str | None) -> Path:
+        """A collection's snapshots; None: the storage's (every collection at once,
+        under a name no collection can have)."""
+        if collection is None:
+            return self.root / STORAGE
         validate_collection_name(collection)
         return self.root / collection
 
-    def new_path(self, collection: str) -> Path:
+    def new_path(self, collection: str | None) -> Path:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H-%M-%S-%f")
-        stem = collection
+        stem = collection or "full-snapshot"
         if len(stem) > _MAX_STEM:  # keep long names unique but within the file-name limit
-            digest = hashlib.sha256(collection.encode()).hexdigest()[:12]
-            stem = f"{collection[:_MAX_STEM - 13]}-{digest}"
-        return self.directory(collection) / f"{stem}-{stamp}.snapshot"
+            digest = hashlib.sha256(stem.encode()).hexdigest()[:12]
+            stem = f"{stem[:_MAX_STEM - 13]}-{digest}"
+        directory = self.directory(collection)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{stem}-{stamp}.snapshot"
 
     def register(self, path: Path) -> SnapshotInfo:
         """Record the checksum of a freshly written snapshot file."""
@@ -98,23 +105,23 @@ class SnapshotStore:
         created = datetime.fromtimestamp(stat.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return SnapshotInfo(path.name, created, stat.st_size, checksum)
 
-    def list(self, collection: str) -> list[SnapshotInfo]:
+    def list(self, collection: str | None) -> list[SnapshotInfo]:
         directory = self.directory(collection)
         if not directory.is_dir():
             return []
         return [self._info(p) for p in sorted(directory.glob("*.snapshot"))
                 if _SNAPSHOT_RE.match(p.name)]
 
-    def path(self, collection: str, name: str) -> Path:
+    def path(self, collection: str | None, name: str) -> Path:
         if not _SNAPSHOT_RE.match(name):
             raise InvalidInputError(f"invalid snapshot name {name!r}")
         path = self.directory(collection) / name
         if not path.is_file():
-            raise SnapshotNotFoundError(
-                f"snapshot {name!r} of collection {collection!r} does not exist")
+            of = "the storage" if collection is None else f"collection {collection!r}"
+            raise SnapshotNotFoundError(f"snapshot {name!r} of {of} does not exist")
         return path
 
-    def delete(self, collection: str, name: str) -> None:
+    def delete(self, collection: str | None, name: str) -> None:
         path = self.path(collection, name)
         path.unlink()
         (path.parent / (name + ".checksum")).unlink(missing_ok=True)

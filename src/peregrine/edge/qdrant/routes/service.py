@@ -25,6 +25,23 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             "peregrine_version": peregrine.__version__,
         }), media_type="application/json")
 
+    async def telemetry(call: Call) -> Any:
+        """Qdrant's telemetry shape where the concept exists: the app, and per
+        collection its points, segments and vectors."""
+        infos = await call.run(protocol.vector.collection_infos)
+        return {
+            "id": protocol.settings.version,
+            "app": {"name": "peregrine", "version": peregrine.__version__,
+                    "qdrant_api": protocol.settings.version},
+            "collections": {"number_of_collections": len(infos), "collections": [{
+                "id": info.name, "points": info.points,
+                "indexed_vectors": info.indexed_points, "segments": info.segments,
+                "status": info.status, "wal_bytes": info.wal_bytes,
+                "vectors": ([info.config.vector_name] if info.config.dense else [])
+                + list(info.config.named), "sparse_vectors": list(info.config.sparse),
+            } for info in infos]},
+        }
+
     async def openapi(call: Call) -> Any:
         return Response(protocol.openapi, media_type="application/json")
 
@@ -32,6 +49,9 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         Operation("GET", "/", "root", "service", "Server title and version", root,
                   Access.PUBLIC, responses={"200": {"description": "version info",
                                                     "content": _JSON_OBJECT}}),
+        Operation("GET", "/telemetry", "telemetry", "service",
+                  "The app and its collections (Qdrant's telemetry where it applies)",
+                  telemetry),
         Operation("GET", "/openapi.json", "openapi", "service", "This API's OpenAPI document",
                   openapi, Access.PUBLIC, responses={"200": {"description": "OpenAPI 3.1",
                                                              "content": _JSON_OBJECT}}),

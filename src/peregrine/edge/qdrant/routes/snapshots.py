@@ -107,8 +107,34 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                                    call.params.checksum)
         return result if isinstance(result, Accepted) else True
 
+    async def create_full(call: Call) -> Any:
+        result = await _maybe_wait(call, vector.create_full_snapshot)
+        return result if isinstance(result, Accepted) else asdict(result)
+
+    async def list_full(call: Call) -> Any:
+        return [asdict(i) for i in await call.run(vector.list_full_snapshots)]
+
+    async def download_full(call: Call) -> Any:
+        path = await call.run(vector.full_snapshot_path, call.path["snapshot_name"])
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+
+    async def delete_full(call: Call) -> Any:
+        result = await _maybe_wait(call, vector.delete_full_snapshot,
+                                   call.path["snapshot_name"])
+        return result if isinstance(result, Accepted) else True
+
     W = Access.WRITE
     return [
+        Operation("POST", "/snapshots", "create_full_snapshot", "snapshots",
+                  "Snapshot every collection and the aliases in one archive", create_full, W,
+                  params=schemas.SnapshotParams),
+        Operation("GET", "/snapshots", "list_full_snapshots", "snapshots",
+                  "List storage snapshots", list_full),
+        Operation("GET", "/snapshots/{snapshot_name}", "get_full_snapshot", "snapshots",
+                  "Download a storage snapshot", download_full, responses=_BINARY),
+        Operation("DELETE", "/snapshots/{snapshot_name}", "delete_full_snapshot",
+                  "snapshots", "Delete a storage snapshot", delete_full, W,
+                  params=schemas.SnapshotParams),
         Operation("POST", S, "create_snapshot", "snapshots",
                   "Create a snapshot of a collection", create_snapshot, W,
                   params=schemas.SnapshotParams),
