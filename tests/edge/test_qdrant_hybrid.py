@@ -488,3 +488,21 @@ def test_storage_snapshots_and_telemetry(client: QdrantClient, server: Any,
         assert ours and ours[0]["points"] == 1
     finally:
         client.delete_collection(name)
+
+
+def test_cluster_routes_answer_as_one_node(client: QdrantClient, server: Any) -> None:
+    import httpx
+
+    name = f"cl-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    try:
+        client.upsert(name, [models.PointStruct(id=1, vector=[1.0, 2.0])])
+        assert httpx.get(f"{server.url}/cluster").json()["result"] == {"status": "disabled"}
+        info = client.http.distributed_api.collection_cluster_info(name).result
+        assert info is not None and info.shard_count == 1
+        assert info.local_shards[0].points_count == 1
+        r = httpx.put(f"{server.url}/collections/{name}/shards", json={"shard_key": "a"})
+        assert r.status_code == 400 and "one node" in r.json()["status"]["error"]
+    finally:
+        client.delete_collection(name)

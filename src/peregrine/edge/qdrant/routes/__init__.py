@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from peregrine.edge.http.protocol import Operation
-from peregrine.edge.qdrant.routes import aliases, collections, points, search, service, snapshots
+from peregrine.edge.qdrant.routes import (
+    aliases,
+    cluster,
+    collections,
+    points,
+    search,
+    service,
+    snapshots,
+)
 
 if TYPE_CHECKING:
     from peregrine.edge.qdrant.protocol import QdrantProtocol
@@ -14,4 +22,5 @@ if TYPE_CHECKING:
 def all_operations(protocol: QdrantProtocol) -> list[Operation]:
     return [*service.operations(protocol), *collections.operations(protocol),
             *aliases.operations(protocol), *points.operations(protocol),
-            *search.operations(protocol), *snapshots.operations(protocol)]
+            *search.operations(protocol), *snapshots.operations(protocol),
+            *cluster.operations(protocol)]
