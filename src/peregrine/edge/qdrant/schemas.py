@@ -128,7 +128,7 @@ class CreateCollection(Model):
     vectors: Annotated[
         Annotated[VectorParams, Tag("params")] | Annotated[dict[str, VectorParams], Tag("named")],
         Discriminator(_params_or_named)] = Field(
-        description='one vector per point; {"": {...}} names the same unnamed vector')
+        description='one unnamed vector, or vectors by name ("" is the unnamed one)')
     shard_number: Literal[1] | None = None
     sharding_method: Literal["auto"] | None = None
     replication_factor: Literal[1] | None = None
