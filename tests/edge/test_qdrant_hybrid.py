@@ -506,3 +506,27 @@ def test_cluster_routes_answer_as_one_node(client: QdrantClient, server: Any) ->
         assert r.status_code == 400 and "one node" in r.json()["status"]["error"]
     finally:
         client.delete_collection(name)
+
+
+def test_manhattan_distance_through_qdrant_client(client: QdrantClient) -> None:
+    name = f"l1-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=3, distance=models.Distance.MANHATTAN))
+    try:
+        rng = np.random.default_rng(2)
+        vecs = rng.normal(size=(50, 3)).astype(np.float32)
+        client.upsert(name, [models.PointStruct(id=i, vector=vecs[i].tolist())
+                             for i in range(50)])
+        q = rng.normal(size=3).astype(np.float32)
+        got = client.query_points(name, query=q.tolist(), limit=5).points
+        dist = np.abs(vecs - q).sum(axis=1)
+        assert [int(p.id) for p in got] == np.argsort(dist)[:5].tolist()
+        assert [p.score for p in got] == pytest.approx(np.sort(dist)[:5].tolist(), rel=1e-5)
+        info = client.get_collection(name)
+        assert info.config.params.vectors.distance == models.Distance.MANHATTAN
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.update_collection(name, quantization_config=models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8)))
+        assert bad.value.status_code == 400
+    finally:
+        client.delete_collection(name)

@@ -136,6 +136,7 @@ def test_scores_are_the_metric_definitions(db: peregrine.Database) -> None:
         "cosine": {1: 16 / 25, 2: 0.0},
         "dot": {1: 16.0, 2: 0.0},
         "l2": {1: np.sqrt(9 + 0 + 0 + 9), 2: np.sqrt(1 + 16 + 9)},
+        "l1": {1: 3 + 0 + 0 + 3, 2: 1 + 4 + 0 + 3},
     }
     for metric, want in expect.items():
         c = db.create_collection(metric, 4, metric)

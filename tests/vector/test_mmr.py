@@ -17,6 +17,8 @@ def reference(query: np.ndarray, cands: np.ndarray, metric: Metric, diversity: f
             return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
         if metric is Metric.DOT:
             return float(a @ b)
+        if metric is Metric.L1:
+            return -float(np.abs(a - b).sum())
         return -float(np.linalg.norm(a - b))
 
     lam = 1 - diversity
@@ -46,6 +48,8 @@ def test_matches_the_definition(metric: Metric, diversity: float) -> None:
             scores = cands @ query / np.linalg.norm(cands, axis=1) / np.linalg.norm(query)
         elif metric is Metric.DOT:
             scores = cands @ query
+        elif metric is Metric.L1:
+            scores = np.abs(cands - query).sum(axis=1)
         else:
             scores = np.linalg.norm(cands - query, axis=1)
         got = maximal_marginal_relevance(scores, cands, metric, diversity, 5)

@@ -95,6 +95,8 @@ class StoreMachine(RuleBasedStateMachine):
     def setup(self, metric: str, segment_rows: int, full_scan: int, background: bool,
               quant: str) -> None:
         self.metric, self.background = metric, background
+        if metric == "l1":
+            quant = "none"  # int8 graphs have no Manhattan distance (refused)
         self.db = peregrine.open(self.tmp, fsync="never", background=background)
         self.c = self.db.create_collection("p", DIM, metric, index={
             "segment_rows": segment_rows, "max_segments": 2, "full_scan_threshold": full_scan,

@@ -12,11 +12,11 @@ import numpy as np
 
 import peregrine
 
-METRICS = ("cosine", "dot", "l2")
+METRICS = ("cosine", "dot", "l2", "l1")
 
 
 def higher_is_better(metric: str) -> bool:
-    return metric != "l2"
+    return metric not in ("l2", "l1")
 
 
 def canon(point_id: Any) -> Any:
@@ -52,6 +52,8 @@ def scores(metric: str, query: Any, vectors: np.ndarray) -> np.ndarray:
         return vectors @ q
     if metric == "dot":
         return vectors @ q
+    if metric == "l1":
+        return np.abs(vectors - q).sum(axis=1)
     return np.sqrt(((vectors - q) ** 2).sum(axis=1))
 
 

@@ -25,6 +25,10 @@ def pairwise_similarity(vectors: np.ndarray, metric: Metric) -> np.ndarray:
     if metric is Metric.DOT:
         dot: np.ndarray = v @ v.T
         return dot
+    if metric is Metric.L1:
+        l1 = np.stack([np.abs(v - row).sum(axis=1) for row in v]) if len(v) else \
+            np.zeros((0, 0), np.float32)
+        return -l1
     sq = np.einsum("ij,ij->i", v, v)
     dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * (v @ v.T), 0))
     negated: np.ndarray = -dist  # higher is more similar, like relevance of L2 hits below

@@ -29,19 +29,22 @@ class Metric(StrEnum):
     COSINE = "cosine"
     DOT = "dot"
     L2 = "l2"
+    L1 = "l1"  # Manhattan
 
     @property
     def higher_is_better(self) -> bool:
-        return self is not Metric.L2
+        return self is not Metric.L2 and self is not Metric.L1
 
     @classmethod
     def parse(cls, value: str | Metric) -> Metric:
         if isinstance(value, Metric):
             return value
-        aliases = {"cosine": "cosine", "dot": "dot", "ip": "dot", "l2": "l2", "euclid": "l2"}
+        aliases = {"cosine": "cosine", "dot": "dot", "ip": "dot", "l2": "l2", "euclid": "l2",
+                   "l1": "l1", "manhattan": "l1"}
         key = aliases.get(str(value).lower())
         if key is None:
-            raise InvalidInputError(f"unknown metric {value!r}; use 'cosine', 'dot' or 'l2'")
+            raise InvalidInputError(f"unknown metric {value!r}; use 'cosine', 'dot', 'l2' or "
+                                    "'l1' (manhattan)")
         return cls(key)
 
 
@@ -269,6 +272,8 @@ class CollectionConfig:
     text_indexes: dict[str, TextIndexParams] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.metric is Metric.L1 and self.index.quantization is Quantization.INT8:
+            raise InvalidInputError("int8 quantization does not serve the Manhattan distance")
         names = [self.vector_name, *self.named, *self.sparse] if self.dense else [
             *self.named, *self.sparse]
         if len(set(names)) != len(names):
@@ -282,7 +287,7 @@ class CollectionConfig:
         for spec in self.named.values():
             if not 1 <= spec.dim <= MAX_DIM:
                 raise InvalidInputError(f"vector size must be in [1, {MAX_DIM}]")
-            if spec.multi and spec.metric is Metric.L2:
+            if spec.multi and not spec.metric.higher_is_better:
                 raise InvalidInputError("multivectors compare by Cosine or Dot (max_sim)")
 
     @property

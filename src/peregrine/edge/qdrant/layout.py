@@ -17,7 +17,8 @@ from peregrine.core.errors import InvalidInputError
 from peregrine.edge.qdrant import schemas
 from peregrine.vector.service import CollectionInfo, DenseSpec, Metric, SparseModifier
 
-DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2}
+DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2,
+                      "Manhattan": Metric.L1}
 METRIC_TO_DISTANCE = {v: k for k, v in DISTANCE_TO_METRIC.items()}
 
 
@@ -49,7 +50,7 @@ def layout(body: schemas.CreateCollection) -> Layout:
                           p.multivector_config is not None)
              for n, p in dense.items()}
     for n, spec in named.items():
-        if spec.multi and spec.metric is Metric.L2:
+        if spec.multi and not spec.metric.higher_is_better:
             raise InvalidInputError(f"multivector {n!r}: max_sim compares by Cosine or Dot")
     if not single:  # multivectors (and sparse vectors) only
         return Layout(1, Metric.DOT, dense=False, named=named, sparse=sparse)

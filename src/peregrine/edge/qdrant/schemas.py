@@ -86,7 +86,7 @@ class MultivectorConfig(Model):
 
 class VectorParams(Model):
     size: int = Field(ge=1, le=65536)
-    distance: Literal["Cosine", "Dot", "Euclid"]
+    distance: Literal["Cosine", "Dot", "Euclid", "Manhattan"]
     hnsw_config: HnswConfigDiff | None = None
     quantization_config: ScalarQuantization | None = None
     on_disk: bool | None = None

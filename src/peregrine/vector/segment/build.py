@@ -99,7 +99,7 @@ def extend_sealed_segment(
         compatible = (config.quantization is Quantization.INT8
                       and base.n_rows >= INT8_MIN_TRAINED_ROWS)
     else:
-        wanted = graph_codes(vectors, config) if vectors.shape[0] else base.codes
+        wanted = graph_codes(vectors, config, base.metric) if vectors.shape[0] else base.codes
         compatible = base.codes is wanted or (
             base.codes is GraphCodes.FLOAT32 and wanted is GraphCodes.FLOAT16)
     if not compatible:
@@ -134,7 +134,7 @@ def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[byte
     _write_keys(tmp, keys)
     _write_payloads(tmp, np.zeros(1, np.uint64), blobs)
     np.save(tmp / "deleted.npy", np.zeros(n, dtype=np.bool_))
-    codes = codes or graph_codes(vectors, config)
+    codes = codes or graph_codes(vectors, config, metric)
     index = _new_index(vectors, metric, config, codes)
     _add_rows(index, vectors, cancelled)
     faiss.write_index(index, str(tmp / "index.faiss"))
@@ -265,8 +265,11 @@ def _write_meta(tmp: Path, n: int, dim: int, metric: Metric, config: IndexConfig
     (tmp / "meta.json").write_bytes(orjson.dumps(meta))
 
 
-def graph_codes(vectors: F32, config: IndexConfig) -> GraphCodes:
-    """int8 when asked for; float16 when every row survives it; else float32."""
+def graph_codes(vectors: F32, config: IndexConfig, metric: Metric = Metric.DOT) -> GraphCodes:
+    """int8 when asked for; float16 when every row survives it; else float32.
+    Manhattan always float32: FAISS's scalar quantizer has no L1 distance."""
+    if metric is Metric.L1:
+        return GraphCodes.FLOAT32
     if config.quantization is Quantization.INT8:
         return GraphCodes.INT8
     if vectors.shape[0] == 0:

@@ -20,12 +20,15 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 NEG_INF = np.float32(-np.inf)
+_L1_BLOCK = 8192  # rows per numpy L1 pass: bounds the (rows, dim) temporary
 
 faiss: Any = _faiss
 
 
 def score_block(vectors: F32, queries: F32, metric: Metric, norms: F32 | None = None) -> F32:
     """(nq, n) internal scores of ``queries`` against ``vectors``."""
+    if metric is Metric.L1:
+        return _neg_l1(vectors, queries)
     dots = queries @ vectors.T
     if metric is Metric.L2:
         sq_norms = norms if norms is not None else np.einsum("ij,ij->i", vectors, vectors)
@@ -47,6 +50,17 @@ def subset_top_k(vectors: F32, queries: F32, rows: I64, k: int, metric: Metric) 
     k_eff = min(k, rows.size)
     if k_eff == 0:
         return np.empty((nq, 0), np.float32), np.empty((nq, 0), np.int64)
+    if metric is Metric.L1:  # FAISS has no L1 kernel by index: numpy, in row blocks
+        best_s = np.full((nq, 0), NEG_INF, np.float32)
+        best_i = np.empty((nq, 0), np.int64)
+        for start in range(0, rows.size, _L1_BLOCK):
+            block = rows[start:start + _L1_BLOCK]
+            s, i = top_k(_neg_l1(vectors[block], queries), k_eff)
+            best_s = np.concatenate([best_s, s], axis=1)
+            best_i = np.concatenate([best_i, block[i]], axis=1)
+            s, pos = top_k(best_s, k_eff)
+            best_s, best_i = s, np.take_along_axis(best_i, pos, axis=1)
+        return best_s, best_i
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
@@ -89,10 +103,22 @@ def top_k(scores: F32, k: int) -> tuple[F32, I64]:
 
 
 def public_scores(internal: F32, metric: Metric) -> F32:
-    """Engine scores to the user's, still float32: l2 becomes the euclidean distance."""
+    """Engine scores to the user's, still float32: l2 becomes the euclidean distance,
+    l1 the Manhattan distance."""
     if metric is Metric.L2:
         return np.sqrt(np.maximum(np.float32(0.0), -internal)).astype(np.float32)
+    if metric is Metric.L1:
+        return np.negative(internal).astype(np.float32)
     return internal
+
+
+def _neg_l1(vectors: F32, queries: F32) -> F32:
+    """(nq, n) negated Manhattan distances, one query at a time (each a (n, dim)
+    temporary: callers pass blocks of rows)."""
+    out = np.empty((queries.shape[0], vectors.shape[0]), np.float32)
+    for qi in range(queries.shape[0]):
+        out[qi] = -np.abs(vectors - queries[qi]).sum(axis=1)
+    return out
 
 
 def shortest_floats(values: F32) -> list[Any]:

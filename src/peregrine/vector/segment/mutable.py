@@ -114,6 +114,9 @@ def exact_search(
     """
     n = vectors.shape[0]
     nq = queries.shape[0]
+    if metric is Metric.L1:  # numpy in row blocks (kernels.subset_top_k)
+        rows = np.arange(n, dtype=np.int64) if allowed is None else np.flatnonzero(allowed[:n])
+        return subset_top_k(vectors, queries, rows, k, metric)
     if allowed is not None:
         # Scored in place by FAISS, single-threaded per query: a masked BLAS
         # product scored the excluded rows too, on threads that fight the

@@ -59,6 +59,8 @@ faiss: Any = _faiss
 
 
 def faiss_metric(metric: Metric) -> int:
+    if metric is Metric.L1:
+        return int(faiss.METRIC_L1)
     return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
 
 
@@ -347,7 +349,7 @@ class SealedSegment:
             return exact_search(self._vectors, queries, k, self.metric, allowed)
         if self.codes is not GraphCodes.FLOAT32:
             return self._rescore(queries, labels, k)
-        scores = -distances if self.metric is Metric.L2 else distances
+        scores = distances if self.metric.higher_is_better else -distances
         return np.asarray(scores, dtype=np.float32), labels
 
     def _read_rows(self, rows: list[int]) -> F32:
