@@ -530,3 +530,23 @@ def test_manhattan_distance_through_qdrant_client(client: QdrantClient) -> None:
         assert bad.value.status_code == 400
     finally:
         client.delete_collection(name)
+
+
+def test_a_formula_stage_fuses_as_a_similarity(client: QdrantClient, server: Any) -> None:
+    """On a Euclid collection a formula's values are still higher-is-better."""
+    import httpx
+
+    name = f"fdir-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={"d": models.VectorParams(
+        size=2, distance=models.Distance.EUCLID)})
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector={"d": [float(i), 0.0]},
+                                                payload={"x": i}) for i in range(1, 7)])
+        stage = {"prefetch": [{"query": [0.0, 0.0], "using": "d", "limit": 6}],
+                 "query": {"formula": "x"}, "limit": 6}
+        for fusion in ("dbsf", "rrf"):
+            r = httpx.post(f"{server.url}/collections/{name}/points/query", json={
+                "prefetch": [stage], "query": {"fusion": fusion}, "limit": 3})
+            assert [p["id"] for p in r.json()["result"]["points"]] == [6, 5, 4], fusion
+    finally:
+        client.delete_collection(name)

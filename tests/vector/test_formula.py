@@ -61,10 +61,19 @@ def test_decays_match_qdrants_definitions() -> None:
     {"exp_decay": {"x": 1, "scale": 0}}, {"exp_decay": {"x": 1, "midpoint": 1.5}},
     {"geo_distance": {"origin": {"lat": "a", "lon": 1}, "to": "at"}},
     {"datetime": "not a date"}, {"sum": [1] * 300},
+    {"div": {"left": 1, "right": 0, "by_zero_default": "x"}},
+    {"div": {"left": 1, "right": 0, "by_zero_default": None}},
 ])
 def test_malformed_formulas_are_refused(formula: Any) -> None:
     with pytest.raises(InvalidInputError):
         FormulaQuery(formula, {})
+
+
+@pytest.mark.parametrize("defaults", [{"$score": "abc"}, {"at": {"lat": "x", "lon": 1}},
+                                      {"at": {}}, {"x": [1]}, {"x": None}])
+def test_malformed_defaults_are_refused(defaults: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInputError):
+        FormulaQuery("$score", defaults)
 
 
 @pytest.mark.parametrize(("formula", "match"), [

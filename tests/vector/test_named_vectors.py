@@ -447,3 +447,59 @@ def test_multivectors_score_by_max_sim(tmp_path: Path) -> None:
         c.close()
     with pytest.raises(InvalidInputError, match="Cosine or Dot"):
         CollectionConfig("c", DIM, Metric.COSINE, named={"m": DenseSpec(4, Metric.L2, True)})
+
+
+def test_a_failed_batch_leaves_nothing_even_with_the_optimizer_running(tmp_path: Path) -> None:
+    """While a batch runs, a build waits to publish; when the batch fails, that
+    build must not save the batch's rows or tombstones, and writers waiting for
+    the collection must see the state from before it."""
+    import threading
+    import time
+
+    config = CollectionConfig("c", DIM, Metric.COSINE, index=IndexConfig(segment_rows=16))
+    c = Collection(tmp_path / "c", config, background=True)
+    rng = np.random.default_rng(0)
+    try:
+        c.upsert(list(range(10)), rng.standard_normal((10, DIM)), [{"v": "old"}] * 10)
+        c.optimize()
+
+        def grow(col: Collection) -> None:
+            col.delete(ids=list(range(10)))
+            col.upsert(list(range(100, 140)), rng.standard_normal((40, DIM)))
+
+        def fail(col: Collection) -> None:
+            time.sleep(0.5)  # the optimizer wakes for the 40 rows meanwhile
+            raise InvalidInputError("the last operation fails")
+
+        waiting = threading.Thread(target=lambda: (time.sleep(0.2), c.set_payload(
+            [0], {"tag": "after"})))
+        waiting.start()
+        with pytest.raises(InvalidInputError, match="last operation"):
+            c.batch([grow, fail])
+        waiting.join()
+        assert sorted(c.ids_matching(None)) == list(range(10))
+        (p0,) = c.retrieve([0])
+        assert p0.payload == {"v": "old", "tag": "after"}
+    finally:
+        c.close()
+    c = Collection(tmp_path / "c", config, background=False)
+    try:
+        assert sorted(c.ids_matching(None)) == list(range(10))
+    finally:
+        c.close()
+
+
+def test_side_vector_caps(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="255 bytes"):
+        CollectionConfig("c", 1, Metric.DOT, dense=False, sparse={"\U0001f600" * 64:
+                                                                   SparseModifier.NONE})
+    config = CollectionConfig("c", DIM, Metric.COSINE,
+                              named={"m": DenseSpec(2, Metric.DOT, multi=True)})
+    c = Collection(tmp_path / "c", config, background=False)
+    try:
+        c.upsert([1], np.ones((1, DIM)), side=[{"m": [[1.0, 0.0], [0.0, 1.0]]}])
+        with pytest.raises(InvalidInputError, match="multivector query has 1 to"):
+            c.search_named("m", np.ones((2000, 2)))
+        assert [h.id for h in c.search_named("m", [[1.0, 1.0]])] == [1]
+    finally:
+        c.close()

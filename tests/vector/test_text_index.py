@@ -38,6 +38,9 @@ def test_tokenizers() -> None:
     assert TextIndexParams(stopwords=("english", "fox")).tokens("the quick fox") == ["quick"]
     assert TextIndexParams(tokenizer="prefix", min_token_len=2).stored_tokens("brown") == [
         "br", "bro", "brow", "brown"]
+    long = "x" * 500  # prefixes stop at 20 letters; the whole token still matches
+    stored = TextIndexParams(tokenizer="prefix").stored_tokens(long)
+    assert len(stored) == 21 and stored[-1] == long
     with pytest.raises(InvalidInputError):
         TextIndexParams(tokenizer="ngram")
     with pytest.raises(InvalidInputError):

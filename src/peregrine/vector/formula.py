@@ -59,6 +59,17 @@ class FormulaQuery:
         check(self.formula)
         if not isinstance(self.defaults, dict):
             raise InvalidInputError("formula defaults are an object")
+        if len(self.defaults) > MAX_NODES:
+            raise InvalidInputError(f"formula defaults: at most {MAX_NODES} entries")
+        for key, value in self.defaults.items():
+            geo = isinstance(value, dict) and set(value) == {"lat", "lon"} and _number(
+                value["lat"]) and _number(value["lon"])
+            if key.startswith("$") and not _number(value):
+                raise InvalidInputError(f"formula defaults: {key!r} must be a number")
+            if not (_number(value) or geo or (isinstance(value, str) and not math.isnan(
+                    parse_datetime(value)))):
+                raise InvalidInputError(f"formula defaults: {key!r} must be a number, a "
+                                        "datetime or a {lat, lon} point")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +120,8 @@ def check(formula: Any) -> None:
             walk(arg["exponent"], depth + 1)
         elif op == "div":
             _fields(arg, op, {"left", "right"}, {"by_zero_default"})
+            if "by_zero_default" in arg and not _number(arg["by_zero_default"]):
+                raise InvalidInputError("formula: div.by_zero_default must be a number")
             walk(arg["left"], depth + 1)
             walk(arg["right"], depth + 1)
         elif op in _DECAYS:

@@ -534,7 +534,8 @@ class VectorService:
                       spec: GroupSpec) -> list[Group]:
         """The best groups of nearest points by a payload field (``groups.py``)."""
         return self._grouped(name, "search_groups", options, spec,
-                             lambda c, o: self._exec.nearest(c, vector, o))
+                             lambda c, o: self._exec.nearest(c, vector, o)
+                             if o.using is None else self._exec.query(c, NearestQuery(vector), o))
 
     def query_groups(self, name: str, query: Query, options: ReadOptions,
                      spec: GroupSpec, prefetch: Sequence[Prefetch] = ()) -> list[Group]:

@@ -115,6 +115,7 @@ class IndexConfig:
 
 
 TOKENIZERS = ("word", "whitespace", "prefix", "multilingual")
+MAX_PREFIX_LEN = 20  # longest prefix a prefix tokenizer stores, unless max_token_len says
 _WORD = re.compile(r"\w+")
 
 
@@ -205,8 +206,11 @@ class TextIndexParams:
         tokens = self.tokens(text)
         if self.tokenizer != "prefix":
             return tokens
-        lo, hi = self.min_token_len or 1, self.max_token_len or 1000
-        return [t[:k] for t in tokens for k in range(lo, min(len(t), hi) + 1)]
+        # Prefixes up to max_token_len (default 20) letters: a long token would
+        # otherwise store one index entry per letter.
+        lo, hi = self.min_token_len or 1, self.max_token_len or MAX_PREFIX_LEN
+        return [t[:k] for t in tokens for k in range(lo, min(len(t), hi) + 1)] + [
+            t for t in tokens if len(t) > hi]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +244,10 @@ _VECTOR_NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,64}$")
 
 
 def validate_vector_name(name: Any) -> str:
-    if not isinstance(name, str) or not _VECTOR_NAME_RE.fullmatch(name):
-        raise InvalidInputError(f"invalid vector name {name!r}: 1-64 characters, no '/' "
-                                "or control characters")
+    if not isinstance(name, str) or not _VECTOR_NAME_RE.fullmatch(name) or len(
+            name.encode()) > 255:
+        raise InvalidInputError(f"invalid vector name {name!r}: 1-64 characters (at most "
+                                "255 bytes of UTF-8), no '/' or control characters")
     return name
 
 

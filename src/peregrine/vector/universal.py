@@ -138,7 +138,7 @@ def _run(node: Prefetch, above: dict[str, Any] | None, stages: Stages) -> Source
                                                    exact=node.exact,
                                                    score_threshold=node.score_threshold,
                                                    lookup=node.lookup, using=node.using))
-    fused = isinstance(node.query, Fusion | SampleRandom)
+    fused = isinstance(node.query, Fusion | SampleRandom | FormulaQuery)  # similarities
     return hits, True if fused else stages.higher_is_better(node.using)
 
 

@@ -89,6 +89,9 @@ def example(value: Any) -> Example:
         return SparseVector(np.asarray(value.indices, np.int64),  # type: ignore[arg-type]
                             np.asarray(value.values, np.float64))  # type: ignore[arg-type]
     if isinstance(value, schemas.DocumentQuery):
+        if value.options:
+            raise InvalidInputError("document options are not supported: the BM25 model "
+                                    "takes none")
         return Document(value.text, value.model)
     return value  # type: ignore[no-any-return]
 

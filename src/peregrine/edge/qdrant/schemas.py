@@ -628,6 +628,12 @@ class ReadParams(QueryModel):
     timeout: int | None = Field(None, ge=1)
 
 
+class TelemetryParams(QueryModel):
+    details_level: int | None = Field(None, ge=0)  # accepted: one level of detail here
+    anonymize: bool | None = None
+    timeout: int | None = Field(None, ge=1)
+
+
 class TimeoutParams(QueryModel):
     timeout: int | None = Field(None, ge=1)
 

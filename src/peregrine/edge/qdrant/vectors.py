@@ -56,6 +56,8 @@ def _named_value(value: Any, name: str) -> Any:
             if not isinstance(text, str) or not isinstance(model, str) or not model:
                 raise ValueError(f"vector {name!r}: a document is {{\"text\": str, "
                                  "\"model\": str}")
+            if value.get("options"):
+                raise ValueError(f"vector {name!r}: document options are not supported")
             if len(text) > 1_000_000:
                 raise ValueError(f"vector {name!r}: a document is at most 1,000,000 "
                                  "characters")

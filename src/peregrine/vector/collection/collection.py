@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -135,10 +136,15 @@ class Collection(CollectionWrites):
                 holder.release_read()
 
     def _replaced(self, stale: SegmentHolder) -> SegmentHolder:
-        with self._replacing:
-            if self._closed or self._holder is stale:
-                raise ClosedError(f"collection {self.name!r} is closed")
-            return self._holder
+        while True:
+            with self._replacing:
+                if self._closed:
+                    raise ClosedError(f"collection {self.name!r} is closed")
+                if self._holder is not stale:
+                    return self._holder
+                if not stale.poisoned:
+                    raise ClosedError(f"collection {self.name!r} is closed")
+            time.sleep(0.001)  # a failed batch's reopen is on its way (``_reload``)
 
     @property
     def config(self) -> CollectionConfig:

@@ -76,6 +76,9 @@ class SegmentHolder:
         self._batch_seq = 0
         self._dirty: set[int] = set()  # sealed segment ids with unsaved tombstones
         self.closed = False
+        # Memory holds a failed batch's unlogged records: nothing may read, write
+        # or publish through this holder any more; the collection reopens.
+        self.poisoned = False
         # Called when a full mutable segment is frozen (the optimizer's wake-up).
         self.on_freeze: Callable[[], None] = lambda: None
         # When the last write was applied (the optimizer seals after a pause).
@@ -151,7 +154,7 @@ class SegmentHolder:
     def acquire_read(self) -> bool:
         """Take the shared lock; False (and not held) once the holder is closed."""
         self._rw.acquire_read()
-        if self.closed:
+        if self.closed or self.poisoned:
             self._rw.release_read()
             return False
         return True
@@ -176,7 +179,7 @@ class SegmentHolder:
     def acquire_writes(self) -> bool:
         """Take the writer mutex; False (and not held) once the holder is closed."""
         self._write_lock.acquire()
-        if self.closed:
+        if self.closed or self.poisoned:
             self._write_lock.release()
             return False
         return True
@@ -213,6 +216,11 @@ class SegmentHolder:
             self._records = records
             try:
                 yield records
+            except BaseException:
+                if records:  # applied, never logged: no one may see or save them now
+                    with self._rw.write():
+                        self.poisoned = True
+                raise
             finally:
                 self._records = None
 
@@ -302,7 +310,7 @@ class SegmentHolder:
         """
         replaced = {id(seg) for seg in sources}
         with self._batch_lock, self._rw.write():
-            if self.closed:  # closed or restored meanwhile: this build describes nothing
+            if self.closed or self.poisoned:  # closed, restored or reopening: discard it
                 if built is not None:
                     built.close()
                     shutil.rmtree(built.directory, ignore_errors=True)

@@ -66,6 +66,9 @@ def as_query(config: CollectionConfig, name: str, query: Any) -> F32 | SparseVec
     rows = codec.as_vectors(query, spec.dim, spec.metric, "query vector")
     if not spec.multi and rows.shape[0] != 1:
         raise InvalidInputError(f"vector {name!r} is a single vector: query with one")
+    if spec.multi and not 1 <= rows.shape[0] <= codec.MAX_MULTIVECTOR_ROWS:
+        raise InvalidInputError(f"a multivector query has 1 to {codec.MAX_MULTIVECTOR_ROWS} "
+                                "vectors")
     return rows
 
 

@@ -49,6 +49,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from peregrine.core.errors import ClosedError
 from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.segment.build import build_sealed_segment, extend_sealed_segment
@@ -119,6 +120,10 @@ class Optimizer:
                     self._wake.set()  # more may be due: look again at once
             except BuildCancelledError:
                 break
+            except ClosedError:
+                if self._holder.closed or self._holder.poisoned:
+                    break  # the holder is gone or being reopened: this loop is done
+                raise
             except Exception as exc:  # keep serving; retry after a growing pause
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("optimizer of %s failed", self._holder.config.name)

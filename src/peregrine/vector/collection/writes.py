@@ -24,8 +24,8 @@ from peregrine.vector.collection import codec, named
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
 from peregrine.vector.collection.wal import Op
-from peregrine.vector.errors import InvalidPayloadError
-from peregrine.vector.ids import KeyArray, check_unique, encode_ids
+from peregrine.vector.errors import InvalidPayloadError, PointNotFoundError
+from peregrine.vector.ids import KeyArray, check_unique, decode_key, encode_ids
 from peregrine.vector.segment import rows as records
 from peregrine.vector.segment.filters import (
     DEFAULT_FILTER_LIMITS,
@@ -193,7 +193,11 @@ class CollectionWrites:
             if self._closed or self._holder is not stale:
                 return
             self._retire(stale, self._optimizer)
-            self._holder, self._optimizer = self._open(stale.config)
+            try:
+                self._holder, self._optimizer = self._open(stale.config)
+            except BaseException:
+                self._closed = True  # neither state is usable: say so rather than guess
+                raise
 
     def delete(self, ids: Any = None, filter: dict[str, Any] | None = None,
                filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> int:
@@ -285,6 +289,14 @@ class CollectionWrites:
             side_in.append(rest)
         side_rows = codec.as_side_rows(config, side_in, keys.size) or []
         new_side = dict(zip(keys.tolist(), side_rows, strict=True))
+        with self._writing() as holder, holder.reading():
+            found = set()
+            for seg in holder.segments:
+                pos, _ = seg.lookup(keys)
+                found.update(pos.tolist())
+        if len(found) < keys.size:  # as Qdrant answers: a missing point is a 404
+            missing = decode_key(keys[min(set(range(keys.size)) - found)])
+            raise PointNotFoundError(f"no point with id {missing!r}")
 
         def change(key: bytes, vector: F32, blob: bytes, payload: Any) -> tuple[F32, bytes]:
             merged = {**records.side_vectors(blob), **new_side[key]}

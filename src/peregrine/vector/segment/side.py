@@ -31,7 +31,7 @@ from peregrine.vector.segment.rows import SideVector, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
-_MULTI_BLOCK = 4096  # rows whose multivectors are scored in one matrix product
+_MULTI_CELLS = 1 << 22  # stored vectors x query vectors scored in one matrix product
 
 # Per query index: (rows holding it, their values).
 Postings = list[tuple["I64", "npt.NDArray[np.float32]"]]
@@ -134,14 +134,21 @@ class MultiSide:
             return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
         offsets, vecs = self._offsets.view, self._vecs.view
         scores = np.empty(rows.size, np.float32)
-        for start in range(0, rows.size, _MULTI_BLOCK):
-            block = rows[start:start + _MULTI_BLOCK]
+        # Blocks of rows whose vectors times the query's stay under _MULTI_CELLS.
+        ends = np.cumsum(offsets[rows + 1] - offsets[rows])
+        per_block = max(1, _MULTI_CELLS // max(1, queries.shape[0]))
+        start = 0
+        while start < rows.size:
+            base = ends[start - 1] if start else 0
+            stop = max(start + 1, int(np.searchsorted(ends, base + per_block, side="right")))
+            block = rows[start:stop]
             first, lens = offsets[block], offsets[block + 1] - offsets[block]
             runs = np.cumsum(lens) - lens
             entry = np.arange(int(lens.sum())) - np.repeat(runs, lens) + np.repeat(first, lens)
             sims = vecs[entry] @ queries.T  # (vectors of the block, query vectors)
             best = np.maximum.reduceat(sims, runs, axis=0)  # (rows, query vectors)
             scores[start:start + block.size] = best.sum(axis=1)
+            start = stop
         best_s, pos = top_k(scores[None, :], k)
         return best_s, rows[pos[0]][None, :]
 
@@ -290,9 +297,11 @@ class SideStore:
                     sparse.add([d.get(name) for d in decoded], first)
                 for name, multi in self.multi.items():
                     multi.add([d.get(name) for d in decoded])
-                self.rows = stop
             for sparse in self.sparse.values():
                 sparse.resort()
+            # Last: a reader that sees the rows counted (and skips the lock) must
+            # find every structure complete, the sorted lists included.
+            self.rows = n_rows
 
     def vectors(self, row: int) -> dict[str, F32 | SparseVector]:
         out: dict[str, F32 | SparseVector] = {}

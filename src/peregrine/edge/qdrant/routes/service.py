@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 import peregrine
 from peregrine.edge.http.protocol import Access, Call, Operation
+from peregrine.edge.qdrant import schemas
 
 if TYPE_CHECKING:
     from peregrine.edge.qdrant.protocol import QdrantProtocol
@@ -51,7 +52,7 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                                                     "content": _JSON_OBJECT}}),
         Operation("GET", "/telemetry", "telemetry", "service",
                   "The app and its collections (Qdrant's telemetry where it applies)",
-                  telemetry),
+                  telemetry, params=schemas.TelemetryParams),
         Operation("GET", "/openapi.json", "openapi", "service", "This API's OpenAPI document",
                   openapi, Access.PUBLIC, responses={"200": {"description": "OpenAPI 3.1",
                                                              "content": _JSON_OBJECT}}),
