@@ -550,3 +550,30 @@ def test_a_formula_stage_fuses_as_a_similarity(client: QdrantClient, server: Any
             assert [p["id"] for p in r.json()["result"]["points"]] == [6, 5, 4], fusion
     finally:
         client.delete_collection(name)
+
+
+def test_datatypes_through_qdrant_client(client: QdrantClient) -> None:
+    name = f"dt-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={
+        "main": models.VectorParams(size=2, distance=models.Distance.DOT,
+                                    datatype=models.Datatype.FLOAT16),
+        "codes": models.VectorParams(size=2, distance=models.Distance.EUCLID,
+                                     datatype=models.Datatype.UINT8)})
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector={"main": [1.0, 0.5],
+                                                                "codes": [i, 255 - i]})
+                             for i in range(10)])
+        hits = client.query_points(name, query=[3.0, 250.0], using="codes", limit=2).points
+        assert [int(h.id) for h in hits] == [4, 3]
+        info = client.get_collection(name)
+        assert info.config.params.vectors["codes"].datatype == models.Datatype.UINT8
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.upsert(name, [models.PointStruct(id=20, vector={"main": [1.0, 0.0],
+                                                                  "codes": [0.5, 300]})])
+        assert bad.value.status_code == 400
+    finally:
+        client.delete_collection(name)
+    with pytest.raises(UnexpectedResponse) as bad:
+        client.create_collection(name, vectors_config=models.VectorParams(
+            size=2, distance=models.Distance.DOT, datatype=models.Datatype.UINT8))
+    assert bad.value.status_code == 400

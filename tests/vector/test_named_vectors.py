@@ -503,3 +503,33 @@ def test_side_vector_caps(tmp_path: Path) -> None:
         assert [h.id for h in c.search_named("m", [[1.0, 1.0]])] == [1]
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("datatype", ["float16", "uint8"])
+def test_compact_datatypes_for_named_vectors(tmp_path: Path, datatype: str) -> None:
+    rng = np.random.default_rng(9)
+    metric = Metric.DOT
+    config = CollectionConfig("c", DIM, Metric.COSINE, index=IndexConfig(segment_rows=64),
+                              named={"v": DenseSpec(8, metric, datatype=datatype)})
+    c = Collection(tmp_path / "c", config, background=False)
+    try:
+        if datatype == "uint8":
+            vecs = rng.integers(0, 256, size=(200, 8)).astype(np.float32)
+        else:
+            vecs = rng.normal(size=(200, 8)).astype(np.float32)
+        c.upsert(list(range(200)), np.ones((200, DIM)), side=[{"v": v.tolist()} for v in vecs])
+        c.optimize()
+        stored = vecs.astype(np.float16).astype(np.float64) if datatype == "float16" \
+            else vecs.astype(np.float64)
+        q = rng.normal(size=8).astype(np.float32)
+        hits = c.search_named("v", q.tolist(), k=5)
+        expect = stored @ q.astype(np.float64)
+        assert [h.id for h in hits] == np.argsort(-expect)[:5].tolist()
+        assert [h.score for h in hits] == pytest.approx(np.sort(expect)[::-1][:5], rel=1e-4)
+        store = c.segments[0].side_store({"v": (8, datatype)}, [])
+        assert store.dense["v"]._rows.view.dtype == np.dtype(datatype)
+        if datatype == "uint8":
+            with pytest.raises(InvalidInputError, match="whole numbers from 0 to 255"):
+                c.upsert([999], np.ones((1, DIM)), side=[{"v": [0.5] * 8}])
+    finally:
+        c.close()

@@ -237,9 +237,13 @@ class DenseSpec:
     dim: int
     metric: Metric
     multi: bool = False
+    # How the segment indexes hold it: float16 halves the memory, uint8 (whole
+    # numbers 0-255, not cosine) quarters it; scores are computed in float32.
+    datatype: str = "float32"
 
 
 MAX_VECTOR_NAMES = 16  # named dense + sparse vectors per collection
+DATATYPES = ("float32", "float16", "uint8")
 _VECTOR_NAME_RE = re.compile(r"^[^\x00-\x1f/]{1,64}$")
 
 
@@ -294,6 +298,12 @@ class CollectionConfig:
                 raise InvalidInputError(f"vector size must be in [1, {MAX_DIM}]")
             if spec.multi and not spec.metric.higher_is_better:
                 raise InvalidInputError("multivectors compare by Cosine or Dot (max_sim)")
+            if spec.datatype not in DATATYPES or (spec.multi and spec.datatype != "float32"):
+                raise InvalidInputError(f"datatype must be one of {list(DATATYPES)} (float32 "
+                                        "for multivectors)")
+            if spec.datatype == "uint8" and spec.metric is Metric.COSINE:
+                raise InvalidInputError("uint8 vectors are not normalised: use Dot, Euclid "
+                                        "or Manhattan")
 
     @property
     def has_side_vectors(self) -> bool:
@@ -328,7 +338,9 @@ class CollectionConfig:
             out["dense"] = False
         if self.named:
             out["named"] = {n: {"dim": s.dim, "metric": s.metric.value,
-                                **({"multi": True} if s.multi else {})}
+                                **({"multi": True} if s.multi else {}),
+                                **({"datatype": s.datatype} if s.datatype != "float32"
+                                   else {})}
                             for n, s in self.named.items()}
         if self.sparse:
             out["sparse"] = {n: m.value for n, m in self.sparse.items()}
@@ -362,7 +374,8 @@ class CollectionConfig:
                 vector_name=str(data.get("vector_name", "")),
                 dense=bool(data.get("dense", True)),
                 named={str(n): DenseSpec(int(s["dim"]), Metric(s["metric"]),
-                                         bool(s.get("multi", False)))
+                                         bool(s.get("multi", False)),
+                                         str(s.get("datatype", "float32")))
                        for n, s in dict(data.get("named", {})).items()},
                 sparse={str(n): SparseModifier(m)
                         for n, m in dict(data.get("sparse", {})).items()},

@@ -47,7 +47,7 @@ def layout(body: schemas.CreateCollection) -> Layout:
         raise InvalidInputError("a multivector must be named (vectors: {\"name\": {...}})")
     single = [n for n, p in dense.items() if p.multivector_config is None]
     named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance],
-                          p.multivector_config is not None)
+                          p.multivector_config is not None, p.datatype or "float32")
              for n, p in dense.items()}
     for n, spec in named.items():
         if spec.multi and not spec.metric.higher_is_better:
@@ -56,6 +56,10 @@ def layout(body: schemas.CreateCollection) -> Layout:
         return Layout(1, Metric.DOT, dense=False, named=named, sparse=sparse)
     name = "" if "" in single else single[0]
     primary = dense[name]
+    if primary.datatype == "uint8":
+        raise InvalidInputError(f"vector {name!r} is the one the HNSW index serves: its rows "
+                                "stay float32 (float16 is accepted: its graph already holds "
+                                "float16 codes); uint8 applies to the other named vectors")
     del named[name]
     return Layout(primary.size, DISTANCE_TO_METRIC[primary.distance], name, True, named,
                   sparse, primary)

@@ -90,7 +90,7 @@ class VectorParams(Model):
     hnsw_config: HnswConfigDiff | None = None
     quantization_config: ScalarQuantization | None = None
     on_disk: bool | None = None
-    datatype: Literal["float32"] | None = None
+    datatype: Literal["float32", "float16", "uint8"] | None = None
     multivector_config: MultivectorConfig | None = None
 
 

@@ -226,6 +226,16 @@ def as_sparse(value: Any, what: str = "sparse vector") -> SparseVector:
     return SparseVector(idx32, val32)
 
 
+def check_datatype(vector: F32, datatype: str, where: str) -> None:
+    """A value the declared datatype holds: uint8 takes whole numbers 0-255,
+    float16 numbers within its range."""
+    if datatype == "uint8" and not (np.all(vector == np.round(vector)) and vector.min() >= 0
+                                    and vector.max() <= 255):
+        raise InvalidVectorError(f"{where}: a uint8 vector holds whole numbers from 0 to 255")
+    if datatype == "float16" and float(np.abs(vector).max(initial=0.0)) > 65504.0:
+        raise InvalidVectorError(f"{where}: a float16 vector holds values within +-65504")
+
+
 def as_side_rows(config: CollectionConfig, side: Sequence[Any] | None, n: int) -> SideRows | None:
     """Each point's named dense and sparse vectors, checked against the collection's
     (a dense one is normalised for cosine, as the primary is)."""
@@ -254,7 +264,9 @@ def as_side_rows(config: CollectionConfig, side: Sequence[Any] | None, n: int) -
                                                  f"{MAX_MULTIVECTOR_ROWS} vectors")
                     row[name] = matrix
                 else:
-                    row[name] = as_vectors(value, spec.dim, spec.metric, where)[0]
+                    vector = as_vectors(value, spec.dim, spec.metric, where)[0]
+                    check_datatype(vector, spec.datatype, where)
+                    row[name] = vector
         out.append(row)
     return out
 

@@ -43,7 +43,8 @@ Found = list[tuple[Segment, F32, I64]]
 
 
 def side_store(seg: Filterable, config: CollectionConfig) -> SideStore:
-    return seg.side_store({n: s.dim for n, s in config.named.items() if not s.multi},
+    return seg.side_store({n: (s.dim, s.datatype) for n, s in config.named.items()
+                           if not s.multi},
                           list(config.sparse),
                           {n: s.dim for n, s in config.named.items() if s.multi})
 

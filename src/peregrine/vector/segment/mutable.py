@@ -62,7 +62,7 @@ class Segment(Protocol):
 
     def field_index(self, path: str) -> FieldIndex: ...
 
-    def side_store(self, dense: dict[str, int], sparse: list[str],
+    def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         """The indexes of the rows' side vectors (named dense, sparse), caught up."""
         ...
@@ -256,7 +256,7 @@ class MutableSegment:
         view.catch_up(self.payload, self._n)
         return view
 
-    def side_store(self, dense: dict[str, int], sparse: list[str],
+    def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         if self._side is None:
             with self._fields_lock:

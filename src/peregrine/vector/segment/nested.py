@@ -81,7 +81,7 @@ class NestedView:
     def keys_view(self) -> KeyArray:
         raise InvalidFilterError("has_id cannot be used inside a nested filter")
 
-    def side_store(self, dense: dict[str, int], sparse: list[str],
+    def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         raise InvalidFilterError("has_vector cannot be used inside a nested filter")
 

@@ -233,7 +233,7 @@ class SealedSegment:
         view.catch_up(self.payload, self._n)
         return view
 
-    def side_store(self, dense: dict[str, int], sparse: list[str],
+    def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         """Built in memory from the rows' records on first use (not saved)."""
         if self._side is None:

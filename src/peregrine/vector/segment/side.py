@@ -31,6 +31,7 @@ from peregrine.vector.segment.rows import SideVector, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
+_WIDEN_ROWS = 65_536  # compact rows widened to float32 per exact pass
 _MULTI_CELLS = 1 << 22  # stored vectors x query vectors scored in one matrix product
 
 # Per query index: (rows holding it, their values).
@@ -63,15 +64,17 @@ class _Growing:
 
 
 class DenseSide:
-    """One named dense vector of a segment's rows."""
+    """One named dense vector of a segment's rows, held as ``datatype`` (float32;
+    float16 or uint8 to save memory, scored after widening to float32)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, datatype: str = "float32") -> None:
         self.dim = dim
-        self._rows = _Growing(np.float32, dim)  # one row per segment row (zeros if absent)
+        self._dtype = np.dtype(datatype)
+        self._rows = _Growing(self._dtype, dim)  # one row per segment row (zeros if absent)
         self._present = _Growing(np.bool_)
 
     def add(self, rows: list[SideVector | None]) -> None:
-        block = np.zeros((len(rows), self.dim), np.float32)
+        block = np.zeros((len(rows), self.dim), self._dtype)
         present = np.zeros(len(rows), np.bool_)
         for j, value in enumerate(rows):
             if isinstance(value, np.ndarray) and value.size == self.dim:
@@ -84,14 +87,30 @@ class DenseSide:
         return self._present.view[:n]
 
     def vector(self, row: int) -> F32 | None:
-        return self._rows.view[row] if self._present.view[row] else None
+        if not self._present.view[row]:
+            return None
+        return np.asarray(self._rows.view[row], dtype=np.float32)
 
     def search(self, queries: F32, k: int, allowed: Mask | None, n: int,
                metric: Metric) -> tuple[F32, I64]:
         mask = self._present.view[:n]
         if allowed is not None:
             mask = mask & allowed[:n]
-        return subset_top_k(self._rows.view[:n], queries, np.flatnonzero(mask), k, metric)
+        rows = np.flatnonzero(mask)
+        if self._dtype == np.float32:
+            return subset_top_k(self._rows.view[:n], queries, rows, k, metric)
+        # Compact rows: widened a block at a time, then the same exact kernel.
+        best_s = np.empty((queries.shape[0], 0), np.float32)
+        best_i = np.empty((queries.shape[0], 0), np.int64)
+        for start in range(0, rows.size, _WIDEN_ROWS):
+            block = rows[start:start + _WIDEN_ROWS]
+            wide = self._rows.view[block].astype(np.float32)
+            s, i = subset_top_k(wide, queries, np.arange(block.size, dtype=np.int64), k, metric)
+            best_s = np.concatenate([best_s, s], axis=1)
+            best_i = np.concatenate([best_i, block[i]], axis=1)
+            s, pos = top_k(best_s, k)
+            best_s, best_i = s, np.take_along_axis(best_i, pos, axis=1)
+        return best_s, best_i
 
 
 class MultiSide:
@@ -275,9 +294,9 @@ class SparseSide:
 class SideStore:
     """Every side vector of one segment, caught up with its rows."""
 
-    def __init__(self, dense: dict[str, int], sparse: list[str],
+    def __init__(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                  multi: dict[str, int] | None = None) -> None:
-        self.dense = {name: DenseSide(dim) for name, dim in dense.items()}
+        self.dense = {name: DenseSide(dim, dtype) for name, (dim, dtype) in dense.items()}
         self.sparse = {name: SparseSide() for name in sparse}
         self.multi = {name: MultiSide(dim) for name, dim in (multi or {}).items()}
         self.rows = 0
