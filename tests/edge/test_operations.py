@@ -70,6 +70,8 @@ def test_health_metrics_request_ids_and_logs(server_factory: Factory) -> None:
                   status="404") == 1
     assert metric(text, "peregrine_search_duration_seconds_count", collection="c") == 1
     assert metric(text, "peregrine_collection_points", collection="c") == 100
+    assert metric(text, "collection_points", id="c") == 100  # Qdrant's name
+    assert metric(text, "collections_total") >= 1
     assert metric(text, "peregrine_collection_segments", collection="c") >= 1
     assert metric(text, "peregrine_collection_index_backlog_segments", collection="c") >= 0
     assert metric(text, "peregrine_collection_wal_bytes", collection="c") > 0

@@ -1,5 +1,6 @@
 """Property tests against oracles: sparse search under random operation
-sequences, and score fusion against qdrant-client's own fusion functions.
+sequences, score fusion against qdrant-client's own fusion functions, and
+grouping against a plain-Python grouping of the same ranked hits.
 
 The sparse oracle is a dict id -> {index: value}; a sparse search (plain dot
 product, and with IDF over the live points) must return exactly the oracle's
@@ -148,3 +149,45 @@ def test_fusion_matches_qdrant_client(rankings: list[list[tuple[int, float]]],
     for h in ours:
         assert h.score == pytest.approx(want[h.id], rel=1e-6, abs=1e-9)
     assert [h.score for h in ours] == sorted((h.score for h in ours), reverse=True)
+
+
+hit_st = st.lists(st.tuples(st.integers(0, 60), st.floats(-3, 3, allow_nan=False),
+                            st.one_of(st.none(), st.sampled_from(["a", "b", "c", 1, 2]),
+                                      st.lists(st.sampled_from(["a", "b", 1]), max_size=3))),
+                  max_size=60, unique_by=lambda t: t[0])
+
+
+@given(hit_st, st.integers(1, 4), st.integers(1, 4), st.integers(10, 400))
+@settings(max_examples=200, deadline=None)
+def test_grouping_matches_an_oracle(rows: list[tuple[int, float, Any]], limit: int,
+                                    group_size: int, cap: int) -> None:
+    """The best ``limit`` groups in the order of their best hit, each with its best
+    ``group_size`` hits; an array joins every group it names; the search is asked
+    again for more candidates while groups are short and more may exist."""
+    from peregrine.vector.groups import GroupSpec, grouped
+    from peregrine.vector.queries import ReadOptions
+
+    ranked = sorted(rows, key=lambda r: -r[1])
+    hits = [Hit(pid, score, {"g": g} if g is not None else {}) for pid, score, g in ranked]
+    asked: list[int] = []
+
+    def search(options: ReadOptions) -> list[Hit]:
+        asked.append(options.limit)
+        return hits[:options.limit]
+
+    got = grouped(search, ReadOptions(), GroupSpec("g", group_size, limit), cap)
+    seen = hits[:asked[-1]]
+    groups: dict[Any, list[int]] = {}
+    for hit in seen:
+        values = hit.payload.get("g") if hit.payload else None
+        for v in dict.fromkeys(values if isinstance(values, list) else [values]):
+            if v is None or isinstance(v, bool):
+                continue
+            members = groups.setdefault(v, [])
+            if len(members) < group_size:
+                members.append(hit.id)
+    want = list(groups.items())[:limit]
+    assert [(g.id, [h.id for h in g.hits]) for g in got] == want
+    full = len(want) == limit and all(len(m) == group_size for _, m in want)
+    if not full and asked[-1] < min(cap, len(hits)):
+        raise AssertionError(f"stopped at {asked[-1]} candidates with groups short")
