@@ -28,7 +28,7 @@ from peregrine.vector.segment.kernels import (
     subset_top_k,
     top_k,
 )
-from peregrine.vector.segment.nested import NestedView
+from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part
 from peregrine.vector.segment.side import SideStore
@@ -249,12 +249,7 @@ class MutableSegment:
 
     def nested_view(self, key: str) -> NestedView:
         """The objects of the arrays at ``key``, as rows (``nested.py``)."""
-        view = self._nested.get(key)
-        if view is None:
-            with self._fields_lock:
-                view = self._nested.setdefault(key, NestedView(key))
-        view.catch_up(self.payload, self._n)
-        return view
+        return cached_view(self._nested, self._fields_lock, key, self.payload, self._n)
 
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:

@@ -27,6 +27,17 @@ from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.side import SideStore
 
 
+def cached_view(views: dict[str, NestedView], lock: threading.Lock, key: str,
+                payload_of: Callable[[int], dict[str, Any] | None], n_rows: int) -> NestedView:
+    """The view of ``key`` from a segment's (or view's) cache, caught up."""
+    view = views.get(key)
+    if view is None:
+        with lock:
+            view = views.setdefault(key, NestedView(key))
+    view.catch_up(payload_of, n_rows)
+    return view
+
+
 class NestedView:
     """The objects at one array path of a segment's rows, as rows of their own."""
 
@@ -71,12 +82,7 @@ class NestedView:
 
     def nested_view(self, key: str) -> NestedView:
         """Arrays inside these objects (a nested filter within a nested filter)."""
-        view = self._inner.get(key)
-        if view is None:
-            with self._lock:
-                view = self._inner.setdefault(key, NestedView(key))
-        view.catch_up(self._payload, self.n_rows)
-        return view
+        return cached_view(self._inner, self._lock, key, self._payload, self.n_rows)
 
     def keys_view(self) -> KeyArray:
         raise InvalidFilterError("has_id cannot be used inside a nested filter")

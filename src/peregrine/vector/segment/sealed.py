@@ -47,7 +47,7 @@ from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
 from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
-from peregrine.vector.segment.nested import NestedView
+from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part, side_vectors
 from peregrine.vector.segment.side import SideStore
@@ -226,12 +226,7 @@ class SealedSegment:
     def nested_view(self, key: str) -> NestedView:
         """The objects of the arrays at ``key``, as rows (``nested.py``), built in
         memory on first use."""
-        view = self._nested.get(key)
-        if view is None:
-            with self._fields_lock:
-                view = self._nested.setdefault(key, NestedView(key))
-        view.catch_up(self.payload, self._n)
-        return view
+        return cached_view(self._nested, self._fields_lock, key, self.payload, self._n)
 
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
