@@ -18,6 +18,7 @@ import numpy as np
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.vector import scoring
+from peregrine.vector.collection import named
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.documents import Document, DocumentEncoder
 from peregrine.vector.errors import PointNotFoundError
@@ -158,6 +159,12 @@ class QueryExecutor:
                               with_payload=o.with_payload, with_vectors=o.with_vector,
                               score_threshold=o.score_threshold, offset=o.offset,
                               filter_limits=self._filter_limits)
+
+    def search(self, c: Collection, vector: Any, options: ReadOptions) -> list[Hit]:
+        """Nearest to a vector: the primary one, or the one ``options.using`` names."""
+        if options.using is None:
+            return self.nearest(c, vector, options)
+        return self.query(c, NearestQuery(vector), options)
 
     def nearest(self, c: Collection, vector: Any, options: ReadOptions) -> list[Hit]:
         return c.search(vector, k=options.limit, filter=options.filter, ef=options.ef,
@@ -301,11 +308,8 @@ def point_ids(examples: Sequence[Example]) -> list[PointId]:
 
 
 def metric_of(c: Collection, using: str | None) -> Metric:
-    """How vector ``using`` scores (sparse vectors: dot product)."""
-    config = c.config
-    if using is None or config.vector_kind(using) == "primary":
-        return config.metric
-    return config.named[using].metric if using in config.named else Metric.DOT
+    """How vector ``using`` (None: the primary one) scores."""
+    return c.config.metric if using is None else named.metric_of(c.config, using)
 
 
 def random_pick(ids: list[PointId], n: int) -> list[PointId]:

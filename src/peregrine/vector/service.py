@@ -494,17 +494,13 @@ class VectorService(SnapshotDoor):
 
     def search(self, name: str, vector: Any, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
-        return self._timed(name, "search", lambda c: self._exec.nearest(c, vector, options)
-                           if options.using is None else
-                           self._exec.query(c, NearestQuery(vector), options))
+        return self._timed(name, "search", lambda c: self._exec.search(c, vector, options))
 
     def search_batch(self, name: str, searches: Sequence[tuple[Any, ReadOptions]]
                      ) -> list[list[Hit]]:
         self._check_batch([options for _, options in searches])
         return self._timed(name, "search_batch", lambda c: [
-            self._exec.nearest(c, vector, options) if options.using is None else
-            self._exec.query(c, NearestQuery(vector), options)
-            for vector, options in searches])
+            self._exec.search(c, vector, options) for vector, options in searches])
 
     def recommend(self, name: str, query: RecommendQuery, options: ReadOptions) -> list[Hit]:
         self._check_read(options)
@@ -532,8 +528,7 @@ class VectorService(SnapshotDoor):
                       spec: GroupSpec) -> list[Group]:
         """The best groups of nearest points by a payload field (``groups.py``)."""
         return self._grouped(name, "search_groups", options, spec,
-                             lambda c, o: self._exec.nearest(c, vector, o)
-                             if o.using is None else self._exec.query(c, NearestQuery(vector), o))
+                             lambda c, o: self._exec.search(c, vector, o))
 
     def query_groups(self, name: str, query: Query, options: ReadOptions,
                      spec: GroupSpec, prefetch: Sequence[Prefetch] = ()) -> list[Group]:

@@ -31,7 +31,7 @@ from peregrine.vector.segment.kernels import (
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part
-from peregrine.vector.segment.side import SideStore
+from peregrine.vector.segment.side import SideStore, SideStoreSlot
 from peregrine.vector.types import Metric
 
 _EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix
@@ -167,7 +167,7 @@ class MutableSegment:
         self._n = 0
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
-        self._side: SideStore | None = None
+        self._side = SideStoreSlot()
         self._nested: dict[str, NestedView] = {}
         # Shared by the collection's segments (trained once); see coarse.py.
         self._coarse = CoarsePartition(capacity, centroids or Centroids(dim))
@@ -253,12 +253,7 @@ class MutableSegment:
 
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
-        if self._side is None:
-            with self._fields_lock:
-                if self._side is None:
-                    self._side = SideStore(dense, sparse, multi)
-        self._side.catch_up(self.payload_bytes, self._n)
-        return self._side
+        return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
 
     def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
         return subset_top_k(self._vectors[: self._n], queries, rows, k, self.metric)

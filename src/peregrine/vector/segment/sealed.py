@@ -50,7 +50,7 @@ from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part, side_vectors
-from peregrine.vector.segment.side import SideStore
+from peregrine.vector.segment.side import SideStore, SideStoreSlot
 from peregrine.vector.types import IndexConfig, Metric, Quantization
 
 # FAISS ships partial stubs that miss much of the SWIG surface (search
@@ -100,7 +100,7 @@ class SealedSegment:
         self._params: dict[int, Any] = {}
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
-        self._side: SideStore | None = None
+        self._side = SideStoreSlot()
         self._nested: dict[str, NestedView] = {}
         fields_dir = directory / "fields"
         self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
@@ -231,13 +231,7 @@ class SealedSegment:
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         """Built in memory from the rows' records on first use (not saved)."""
-        if self._side is None:
-            with self._fields_lock:
-                if self._side is None:
-                    store = SideStore(dense, sparse, multi)
-                    store.catch_up(self.payload_bytes, self._n)
-                    self._side = store
-        return self._side
+        return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)

@@ -248,12 +248,6 @@ class SparseSide:
                               np.concatenate([out[q][1], vals[mine]]))
         return out
 
-    def search(self, query: SparseVector, weights: npt.NDArray[np.floating], k: int,
-               allowed: Mask | None, n: int) -> tuple[F32, I64]:
-        """Top-k rows by the dot product with ``query`` (its values times
-        ``weights``, e.g. IDF), among the rows that share an index with it."""
-        return self.top(self.postings(query.indices), query.values * weights, k, allowed, n)
-
     @staticmethod
     def doc_freq(postings: Postings, live: Mask | None, n: int) -> npt.NDArray[np.int64]:
         """How many rows (live ones, when ``live`` is given) hold each query index."""
@@ -289,6 +283,26 @@ class SparseSide:
         scores = np.add.reduceat(contrib, first)
         best, pos = top_k(scores.astype(np.float32)[None, :], k)
         return best, touched[pos[0]][None, :]
+
+
+class SideStoreSlot:
+    """A segment's ``SideStore``, made on first use and caught up on each."""
+
+    def __init__(self) -> None:
+        self._store: SideStore | None = None
+        self._lock = threading.Lock()
+
+    def get(self, dense: dict[str, tuple[int, str]], sparse: list[str],
+            multi: dict[str, int] | None, blob_of: Callable[[int], bytes],
+            n_rows: int) -> SideStore:
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = SideStore(dense, sparse, multi)
+                store = self._store
+        store.catch_up(blob_of, n_rows)
+        return store
 
 
 class SideStore:
