@@ -7,7 +7,8 @@ and keeps per name:
 - ``DenseSide``: a float32 matrix and a presence mask, searched exactly with
   the same FAISS kernel as the primary vector's exact path;
 - ``SparseSide``: inverted lists (CSC: rows and values grouped by index),
-  scored with one ``np.bincount`` per query over the lists the query names.
+  scored with one ``np.bincount`` per query over the lists the query names,
+  the top k picked among those lists' entries.
   Rows that arrived since the lists were last sorted sit in an unsorted tail
   that is matched with ``np.isin``; the lists are re-sorted when the tail
   grows past a quarter of them, so a write is searchable at once and sorting
@@ -260,29 +261,47 @@ class SparseSide:
         """Top-k rows by the dot product of their entries with the per-index
         ``weights`` (the query's values, times IDF where it applies).
 
-        Each list holds its rows in ascending order (the lists are sorted
-        stably by index), so the concatenation is a few sorted runs: a stable
-        argsort merges them in O(P log runs), and the sums per row are one
-        ``reduceat``. No step costs O(rows in the segment)."""
-        terms: list[tuple[int, I64, npt.NDArray[np.float32]]] = []
+        The sums per row are one ``np.bincount`` over the lists' entries. The
+        top k rows are then found among the entries, not the segment's rows: an
+        entry carries its row's sum, a row has at most one entry per list, so
+        the best ``k x lists`` entries hold the best ``k`` rows, and a partition
+        finds them in O(entries). A query over short lists therefore costs a few
+        numpy calls, and nothing scans every row of the segment (but the
+        bincount's zeroed counts, a memset up to the largest row hit)."""
+        kept_rows: list[I64] = []
+        kept_vals: list[npt.NDArray[np.float32]] = []
+        kept_w: list[float] = []
         for q, (rows, vals) in enumerate(postings):
-            kept_rows, kept_vals = _within(rows, n, allowed, vals)
-            if kept_rows.size:
-                terms.append((q, kept_rows, kept_vals))
-        total = sum(rows.size for _, rows, _ in terms)
-        if total == 0:
+            rows, vals = _within(rows, n, allowed, vals)
+            if rows.size:
+                kept_rows.append(rows)
+                kept_vals.append(vals)
+                kept_w.append(float(weights[q]))
+        if not kept_rows:
             return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
-        w = np.asarray(weights, np.float64)
-        rows = np.concatenate([r for _, r, _ in terms])
-        contrib = np.concatenate([v.astype(np.float64) * w[q] for q, _, v in terms])
-        if len(terms) > 1:
-            order = np.argsort(rows, kind="stable")
-            rows, contrib = rows[order], contrib[order]
-        first = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
-        touched = rows[first]
-        scores = np.add.reduceat(contrib, first)
-        best, pos = top_k(scores.astype(np.float32)[None, :], k)
-        return best, touched[pos[0]][None, :]
+        if len(kept_rows) == 1:  # one list: its rows are distinct already
+            touched = kept_rows[0]
+            scores = kept_vals[0] * kept_w[0]
+        else:
+            rows = np.concatenate(kept_rows)
+            sizes = np.fromiter((r.size for r in kept_rows), np.int64, len(kept_rows))
+            contrib = np.concatenate(kept_vals) * np.repeat(np.asarray(kept_w), sizes)
+            sums = np.asarray(np.bincount(rows, weights=contrib), np.float64)  # no copy
+            enough = k * len(kept_rows)
+            if enough < rows.size:
+                at_entries = sums[rows]
+                cut = np.partition(at_entries, rows.size - enough)[rows.size - enough]
+                touched = np.unique(rows[at_entries >= cut])
+            else:
+                touched = np.unique(rows)
+            scores = sums[touched]
+        best = scores.astype(np.float32)
+        if k < best.size:
+            part = np.argpartition(-best, k - 1)[:k]
+            order = part[np.argsort(-best[part], kind="stable")]
+        else:
+            order = np.argsort(-best, kind="stable")
+        return best[order][None, :], touched[order][None, :].astype(np.int64)
 
 
 class SideStoreSlot:
@@ -352,10 +371,13 @@ class SideStore:
 
 def _within(rows: I64, n: int, allowed: Mask | None, *more: np.ndarray) -> list[np.ndarray]:
     """``rows`` (and the arrays beside them) kept where the row is below ``n`` and,
-    with ``allowed``, allowed."""
-    keep = rows < n
-    if allowed is not None:
-        keep[keep] = allowed[rows[keep]]
-    if keep.all():
+    with ``allowed``, allowed. A list's rows ascend (entries are grouped stably by
+    index, and the tail holds later rows), so the cut at ``n`` is a binary search
+    and, without ``allowed``, nothing is copied."""
+    if rows.size and rows[-1] >= n:
+        cut = int(np.searchsorted(rows, n))
+        rows, more = rows[:cut], tuple(m[:cut] for m in more)
+    if allowed is None or not rows.size:
         return [rows, *more]
+    keep = allowed[rows]
     return [rows[keep], *(m[keep] for m in more)]
