@@ -533,3 +533,23 @@ def test_compact_datatypes_for_named_vectors(tmp_path: Path, datatype: str) -> N
                 c.upsert([999], np.ones((1, DIM)), side=[{"v": [0.5] * 8}])
     finally:
         c.close()
+
+
+def test_declared_payload_index_seals_rows_with_side_vectors(tmp_path: Path) -> None:
+    """Sealing writes declared field indexes from the rows' payloads, which sit
+    behind a header in rows that carry side vectors (it once parsed the whole
+    record as JSON, and the build failed)."""
+    c = Collection(tmp_path / "c", _config(), background=False)
+    try:
+        c.create_payload_index("tag", "keyword")
+        rng = np.random.default_rng(3)
+        vectors, side = _points(rng, range(100))
+        c.upsert(list(range(100)), vectors, [{"tag": "ab"[i % 2]} for i in range(100)],
+                 side=side)
+        c.optimize()
+        assert all(type(s).__name__ == "SealedSegment" for s in c.segments if s.n_rows)
+        flt = {"must": [{"key": "tag", "match": {"value": "b"}}]}
+        assert c.count(flt) == 50
+        assert {h.id for h in c.search(vectors[1], k=100, filter=flt)} == set(range(1, 100, 2))
+    finally:
+        c.close()

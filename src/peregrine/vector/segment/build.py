@@ -32,6 +32,7 @@ from peregrine.core.fsio import fsync_dir, fsync_tree
 from peregrine.vector.ids import KEY_DTYPE, KeyArray
 from peregrine.vector.segment.kernels import F32
 from peregrine.vector.segment.payload_index import FieldIndex
+from peregrine.vector.segment.rows import payload_part
 from peregrine.vector.segment.sealed import (
     BuildCancelledError,
     GraphCodes,
@@ -139,7 +140,8 @@ def _write_segment(tmp: Path, vectors: F32, keys: KeyArray, blobs: Sequence[byte
     _add_rows(index, vectors, cancelled)
     faiss.write_index(index, str(tmp / "index.faiss"))
     del index
-    _write_fields(tmp, declared_fields, n, lambda row: orjson.loads(blobs[row]), {})
+    _write_fields(tmp, declared_fields, n, lambda row: orjson.loads(payload_part(blobs[row])),
+                  {})
     _write_meta(tmp, n, dim, metric, config, codes)
 
 
@@ -166,7 +168,7 @@ def _write_extension(tmp: Path, base: SealedSegment, vectors: F32, keys: KeyArra
     def payload_of(row: int) -> dict[str, Any] | None:
         if row < n0:
             return base.payload(row)
-        return orjson.loads(blobs[row - n0])  # type: ignore[no-any-return]
+        return orjson.loads(payload_part(blobs[row - n0]))  # type: ignore[no-any-return]
 
     _write_fields(tmp, declared_fields, n, payload_of, saved)
     _write_meta(tmp, n, dim, base.metric, base.config, base.codes)
