@@ -163,13 +163,30 @@ def test_named_batch_upsert_vector_edits_and_sparse_only(client: QdrantClient) -
         assert client.query_points(name, query=models.SparseVector(indices=[4], values=[1.0]),
                                    using="s").points == []
         with pytest.raises(UnexpectedResponse) as bad:
-            client.upsert(name, [models.PointStruct(id=3, vector={"b": [1.0, 2.0]})])
-        assert bad.value.status_code == 400 and b"lacks the vector 'a'" in bad.value.content
-        with pytest.raises(UnexpectedResponse) as bad:
             client.upsert(name, [models.PointStruct(id=3, vector={
                 "a": [1.0, 2.0, 3.0], "zzz": [1.0]})])
         assert bad.value.status_code == 400 and b"no vector named 'zzz'" in bad.value.content
         assert client.count(name).count == 2
+        # Named vectors are each optional, the primary one ("a") too.
+        client.upsert(name, [models.PointStruct(id=3, vector={"b": [1.0, 2.0]})])
+        (p3,) = client.retrieve(name, [3], with_vectors=True)
+        assert p3.vector == {"b": [1.0, 2.0]}
+        by_a = client.query_points(name, query=[1.0, 1.0, 1.0], using="a", limit=10).points
+        assert sorted(int(h.id) for h in by_a) == [1, 2]
+        lacking = models.Filter(must_not=[models.HasVectorCondition(has_vector="a")])
+        assert client.count(name, count_filter=lacking).count == 1
+        with pytest.raises(UnexpectedResponse) as bad:
+            client.query_points(name, query=models.RecommendQuery(
+                recommend=models.RecommendInput(positive=[3])), using="a")
+        assert bad.value.status_code == 404
+        client.delete_vectors(name, ["a"], models.PointIdsList(points=[2]))
+        by_a = client.query_points(name, query=[1.0, 1.0, 1.0], using="a", limit=10).points
+        assert [int(h.id) for h in by_a] == [1]
+        matrix = client.search_matrix_pairs(name, sample=10, limit=1, using="a")
+        assert matrix.pairs == []  # one point has "a": no pair
+        client.update_vectors(name, [models.PointVectors(id=3, vector={"a": [0, 0, 1.0]})])
+        by_a = client.query_points(name, query=[0.0, 0.0, 1.0], using="a", limit=10).points
+        assert [int(h.id) for h in by_a] == [3, 1]
     finally:
         client.delete_collection(name)
     only = f"sparse-{uuid.uuid4().hex[:8]}"

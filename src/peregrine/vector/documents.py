@@ -62,8 +62,8 @@ def split_points(config: CollectionConfig, vectors: Sequence[Any], encoder: Docu
                  ) -> tuple[np.ndarray | list[Any] | None, list[dict[str, Any]] | None]:
     """(primary vectors as rows, or None in a collection without a dense vector;
     each point's other vectors, or None when no point has any). A point's
-    vectors are one array (the unnamed vector, "") or {name: vector}; every
-    point carries the primary vector."""
+    vectors are one array (the unnamed vector, "") or {name: vector}; a point
+    may lack a named primary vector (its row is then None), not an unnamed one."""
     name = config.vector_name
     if config.dense and all((isinstance(v, dict) and len(v) == 1 and name in v)
                             or (not isinstance(v, dict) and name == "") for v in vectors):
@@ -77,10 +77,9 @@ def split_points(config: CollectionConfig, vectors: Sequence[Any], encoder: Docu
         for name in named:
             config.vector_kind(name)  # an unknown name is an error, as Qdrant answers
         if config.dense:
-            if config.vector_name not in named:
-                raise InvalidInputError(f"point #{i} lacks the vector {config.vector_name!r}, "
-                                        "which every point of this collection carries")
-            primary.append(named.pop(config.vector_name))
+            if config.vector_name not in named and not config.vector_name:
+                raise InvalidInputError(f"point #{i} lacks the collection's vector")
+            primary.append(named.pop(config.vector_name, None))
         side.append({name: encoder.document(v, config, name) if isinstance(v, Document) else v
                      for name, v in named.items()})
     if not config.dense:

@@ -551,13 +551,20 @@ class VectorService(SnapshotDoor):
             if using is not None and c.config.vector_kind(using) != "primary":
                 raise InvalidInputError(f"the distance matrix is computed on the primary "
                                         f"vector {c.config.vector_name!r}, not {using!r}")
-            ids = c.ids_matching(filter, self._filter_limits)
+            flt: dict[str, Any] | None
+            if c.config.vector_name:  # the points that have a (named) primary vector
+                having: dict[str, Any] = {"has_vector": c.config.vector_name}
+                flt = {"must": [having] if filter is None else [filter, having]}
+            else:
+                flt = filter
+            ids = c.ids_matching(flt, self._filter_limits)
             if len(ids) > sample:
                 picked = np.random.default_rng().choice(len(ids), sample, replace=False)
                 ids = [ids[i] for i in np.sort(picked).tolist()]
             # One read for the vectors: a point deleted since the ids were read drops out.
             primary = [c.config.vector_name] if c.config.has_side_vectors else True
-            found = c.retrieve(ids, with_payload=False, with_vectors=primary)
+            found = [r for r in c.retrieve(ids, with_payload=False, with_vectors=primary)
+                     if not isinstance(r.vector, dict) or c.config.vector_name in r.vector]
             vectors = np.asarray([r.vector[c.config.vector_name] if isinstance(r.vector, dict)
                                   else r.vector for r in found], dtype=np.float32).reshape(
                 len(found), c.config.dim)

@@ -273,8 +273,10 @@ def as_side_rows(config: CollectionConfig, side: Sequence[Any] | None, n: int) -
 
 def prepare_upsert(
     ids: Any, vectors: Any, payloads: Sequence[Any] | None, dim: int, metric: Metric,
-    side: SideRows | None = None,
+    side: SideRows | None = None, lacking: Sequence[bool] | None = None,
 ) -> UpsertBatch:
+    """``lacking``: which points have no primary vector (their row in ``vectors``
+    is a placeholder the record marks as absent)."""
     keys = encode_ids(ids)
     check_unique(keys)
     vecs = as_vectors(vectors, dim, metric)
@@ -291,8 +293,10 @@ def prepare_upsert(
         raise InvalidPayloadError(f"payloads must be a list of {n} JSON objects (or None)")
     else:
         blobs = [encode_payload(p, i) for i, p in enumerate(payloads)]
-    if side is not None:
-        blobs = [pack_row(b, s) for b, s in zip(blobs, side, strict=True)]
+    if side is not None or lacking is not None:
+        rows = side if side is not None else [{}] * n
+        absent = lacking if lacking is not None else [False] * n
+        blobs = [pack_row(b, s, a) for b, s, a in zip(blobs, rows, absent, strict=True)]
     return UpsertBatch(keys, vecs, blobs)
 
 

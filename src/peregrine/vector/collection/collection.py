@@ -190,6 +190,16 @@ class Collection(CollectionWrites):
             return ~deleted
         return compiled(seg) & ~deleted
 
+    @classmethod
+    def _primary_allowed(cls, seg: Segment, compiled: CompiledFilter | None,
+                         config: CollectionConfig) -> Mask | None:
+        """``_allowed``, less the rows without the primary vector (``rows.py``)."""
+        allowed = cls._allowed(seg, compiled)
+        lacking = named.lacking_primary(seg, config)
+        if lacking is None:
+            return allowed
+        return ~lacking if allowed is None else allowed & ~lacking
+
     def _matching_keys(self, holder: SegmentHolder, compiled: CompiledFilter | None) -> KeyArray:
         parts = []
         for seg in holder.segments:
@@ -286,13 +296,16 @@ class Collection(CollectionWrites):
                 if rows is not None:
                     if seg.n_deleted:
                         rows = rows[~seg.deleted[rows]]
+                    lacking = named.lacking_primary(seg, holder.config)
+                    if lacking is not None:
+                        rows = rows[~lacking[rows]]
                     if rows.size == 0:
                         continue
                     if rows.size <= scan_limit:  # the planner's exact branch, without a mask
                         scores, found_rows = seg.search_rows(queries, fetch, rows)
                         found.append((seg, scores, found_rows))
                         continue
-                allowed = self._allowed(seg, compiled)
+                allowed = self._primary_allowed(seg, compiled, holder.config)
                 if allowed is not None and not allowed.any():
                     continue
                 scores, rows = seg.search(queries, fetch, allowed, ef_eff, exact)
@@ -415,7 +428,9 @@ class Collection(CollectionWrites):
         check_with_payload(with_payload)
         compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         with self._reading() as holder:
-            return scan(list(holder.segments), lambda seg: self._allowed(seg, compiled),
+            config = holder.config
+            return scan(list(holder.segments),
+                        lambda seg: self._primary_allowed(seg, compiled, config),
                         score, k, offset, with_payload,
                         named.vector_reader(holder.config, with_vectors), score_threshold)
 

@@ -49,6 +49,15 @@ def side_store(seg: Filterable, config: CollectionConfig) -> SideStore:
                           {n: s.dim for n, s in config.named.items() if s.multi})
 
 
+def lacking_primary(seg: Filterable, config: CollectionConfig) -> Mask | None:
+    """The segment's rows without the primary vector (None when every row has
+    it): only a named primary vector may be absent, so a collection of one
+    unnamed vector never reads the rows' records for this."""
+    if not config.vector_name or not config.dense:
+        return None
+    return side_store(seg, config).lacking_primary(seg.n_rows)
+
+
 def metric_of(config: CollectionConfig, name: str) -> Metric:
     """The scoring of vector ``name``: sparse vectors score by dot product."""
     kind = config.vector_kind(name)
@@ -119,8 +128,8 @@ def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int
 
 class LayoutFilters:
     """What filters know of a collection (``FilterContext``): ``has_vector`` holds
-    for every point on the primary vector and for the rows that carry a named
-    dense or sparse one; ``text`` payload indexes give ``match.text`` tokens."""
+    for the rows that carry the vector (every row, for an unnamed primary one);
+    ``text`` payload indexes give ``match.text`` tokens."""
 
     def __init__(self, config: CollectionConfig) -> None:
         self.config = config
@@ -132,7 +141,10 @@ class LayoutFilters:
         except InvalidInputError as exc:
             raise InvalidFilterError(f"has_vector: {exc}") from None
         if kind == "primary":
-            return lambda seg: np.ones(seg.n_rows, dtype=np.bool_)
+            def has_primary(seg: Filterable) -> Mask:
+                lacking = lacking_primary(seg, config)
+                return np.ones(seg.n_rows, np.bool_) if lacking is None else ~lacking
+            return has_primary
         if kind == "named" and config.named[name].multi:
             return lambda seg: side_store(seg, config).multi[name].present(seg.n_rows).copy()
         if kind == "named":
@@ -161,8 +173,12 @@ def vector_reader(config: CollectionConfig, with_vectors: bool | Sequence[str]) 
     def read(seg: Segment, rows: I64) -> list[Any]:
         out: list[dict[str, Any]] = [{} for _ in range(rows.size)]
         if primary:
-            for row, vector in zip(out, shortest_floats(seg.vectors_view()[rows]), strict=True):
-                row[config.vector_name] = vector
+            lacking = lacking_primary(seg, config)
+            absent = [False] * rows.size if lacking is None else lacking[rows].tolist()
+            for row, vector, gone in zip(out, shortest_floats(seg.vectors_view()[rows]),
+                                         absent, strict=True):
+                if not gone:
+                    row[config.vector_name] = vector
         if side:
             store = side_store(seg, config)
             for row, r in zip(out, rows.tolist(), strict=True):

@@ -115,6 +115,7 @@ class CollectionWrites:
                  payloads: Sequence[Any] | None, side: Sequence[Any] | None
                  ) -> codec.UpsertBatch:
         n = len(encode_ids(ids))
+        lacking: list[bool] | None = None
         if not config.dense:
             if vectors is not None:
                 raise InvalidInputError(f"collection {config.name!r} has no dense vector "
@@ -122,9 +123,17 @@ class CollectionWrites:
             vectors = np.zeros((n, 1), np.float32)
         elif vectors is None:
             raise InvalidInputError(f"every point needs the vector {config.vector_name!r}")
+        elif config.vector_name and isinstance(vectors, list | tuple) and len(vectors) == n \
+                and any(v is None for v in vectors) \
+                and not any(isinstance(v, int | float) for v in vectors):
+            # Points without the primary vector (a row of None): only where it is
+            # a named one (Qdrant's named vectors are each optional).
+            lacking = [v is None for v in vectors]
+            placeholder = np.zeros(config.dim, np.float32)
+            vectors = [placeholder if v is None else v for v in vectors]
         side_rows = codec.as_side_rows(config, side, n)
         return codec.prepare_upsert(ids, vectors, payloads, config.dim, config.metric,
-                                    side_rows)
+                                    side_rows, lacking)
 
     @staticmethod
     def _admitted(holder: SegmentHolder, keys: KeyArray, compiled: CompiledFilter | None,
@@ -300,24 +309,33 @@ class CollectionWrites:
 
         def change(key: bytes, vector: F32, blob: bytes, payload: Any) -> tuple[F32, bytes]:
             merged = {**records.side_vectors(blob), **new_side[key]}
-            return primary.get(key, vector), records.pack_row(
-                bytes(records.payload_part(blob)), merged)
+            given = primary.get(key)
+            lacks = given is None and records.lacks_primary(blob)
+            return vector if given is None else given, records.pack_row(
+                bytes(records.payload_part(blob)), merged, lacks)
 
         self._rewrite_rows(keys, change)
 
     def delete_vectors(self, ids: Any, names: Sequence[str]) -> None:
-        """Remove named or sparse vectors from existing points (the primary vector
-        cannot be removed)."""
+        """Remove vectors from existing points. The primary vector can go where it
+        is a named one (its row is then zeros, marked absent); an unnamed one is
+        the point's only vector and cannot."""
         self._check_open()
         config = self.config
         if isinstance(names, str) or not names:
             raise InvalidInputError("vector names must be a non-empty list")
         for name in names:
-            if config.vector_kind(name) == "primary":
-                raise InvalidInputError(f"the vector {name!r} is every point's primary "
-                                        "vector and cannot be deleted")
+            if config.vector_kind(name) == "primary" and not config.vector_name:
+                raise InvalidInputError("the collection's one unnamed vector cannot be "
+                                        "deleted: delete the point")
         drop = set(names)
+        drop_primary = config.dense and config.vector_name in drop
         keys = np.unique(encode_ids(ids))
-        self._rewrite_rows(keys, lambda key, vector, blob, payload: (vector, records.pack_row(
-            bytes(records.payload_part(blob)),
-            {n: v for n, v in records.side_vectors(blob).items() if n not in drop})))
+
+        def change(key: bytes, vector: F32, blob: bytes, payload: Any) -> tuple[F32, bytes]:
+            lacks = drop_primary or records.lacks_primary(blob)
+            return np.zeros_like(vector) if drop_primary else vector, records.pack_row(
+                bytes(records.payload_part(blob)),
+                {n: v for n, v in records.side_vectors(blob).items() if n not in drop}, lacks)
+
+        self._rewrite_rows(keys, change)

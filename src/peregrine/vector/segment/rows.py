@@ -12,7 +12,10 @@ merging, snapshots, the crash test) carries them too. A blob is either:
   a count (u16), and per vector its name (u8 length + UTF-8), its kind (u8:
   0 dense, 1 sparse, 2 multivector), its length (u32), and its little-endian
   data (dense: float32 values; sparse: uint32 indices, then float32 values;
-  multivector: its row width (u32), then float32 values row by row).
+  multivector: its row width (u32), then float32 values row by row);
+- ``0x02`` and the same layout: a row that lacks its primary vector (a point
+  of a named-vector collection that has only other vectors). Its row in the
+  segment's matrix is zeros, and searches of the primary vector pass it by.
 
 Binary rather than JSON: a sparse vector of 200 entries is 1.6 KB here and
 parses with two ``np.frombuffer`` calls.
@@ -29,6 +32,7 @@ from peregrine.core.errors import StorageError
 from peregrine.vector.types import SparseVector
 
 EXTENDED = 0x01
+LACKING = 0x02  # EXTENDED, and the row has no primary vector
 _HEAD = struct.Struct("<BI")
 _COUNT = struct.Struct("<H")
 _ENTRY = struct.Struct("<BI")
@@ -39,12 +43,15 @@ _DIM = struct.Struct("<I")
 SideVector = np.ndarray | SparseVector
 
 
-def pack_row(payload: bytes, vectors: Mapping[str, SideVector] | None) -> bytes:
+def pack_row(payload: bytes, vectors: Mapping[str, SideVector] | None,
+             lacks_primary: bool = False) -> bytes:
     """The blob of a row: ``payload`` (JSON bytes) alone when there are no side
-    vectors, else the extended form."""
-    if not vectors:
+    vectors and it has its primary vector, else the extended form."""
+    if not vectors and not lacks_primary:
         return payload
-    parts = [_HEAD.pack(EXTENDED, len(payload)), payload, _COUNT.pack(len(vectors))]
+    vectors = vectors or {}
+    lead = LACKING if lacks_primary else EXTENDED
+    parts = [_HEAD.pack(lead, len(payload)), payload, _COUNT.pack(len(vectors))]
     for name, value in vectors.items():
         raw = name.encode()
         parts.append(bytes((len(raw),)) + raw)
@@ -61,26 +68,32 @@ def pack_row(payload: bytes, vectors: Mapping[str, SideVector] | None) -> bytes:
     return b"".join(parts)
 
 
+def lacks_primary(blob: bytes | memoryview) -> bool:
+    """Whether the row has no primary vector."""
+    return bool(blob) and blob[0] == LACKING
+
+
 def payload_part(blob: bytes | memoryview) -> bytes | memoryview:
     """The payload JSON of a blob (the whole blob when it has no side vectors)."""
-    if not blob or blob[0] != EXTENDED:
+    if not blob or blob[0] not in (EXTENDED, LACKING):
         return blob
     _, length = _HEAD.unpack_from(blob, 0)
     return blob[_HEAD.size:_HEAD.size + length]
 
 
 def with_payload(blob: bytes, payload: bytes) -> bytes:
-    """``blob`` with its payload replaced and its side vectors kept."""
-    if not blob or blob[0] != EXTENDED:
+    """``blob`` with its payload replaced, its side vectors (and a missing primary
+    vector) kept."""
+    if not blob or blob[0] not in (EXTENDED, LACKING):
         return payload
-    _, length = _HEAD.unpack_from(blob, 0)
+    lead, length = _HEAD.unpack_from(blob, 0)
     rest = blob[_HEAD.size + length:]
-    return _HEAD.pack(EXTENDED, len(payload)) + payload + rest
+    return _HEAD.pack(lead, len(payload)) + payload + rest
 
 
 def side_vectors(blob: bytes | memoryview) -> dict[str, SideVector]:
     """The side vectors of a blob, by name (views into ``blob``, not copies)."""
-    if not blob or blob[0] != EXTENDED:
+    if not blob or blob[0] not in (EXTENDED, LACKING):
         return {}
     try:
         _, length = _HEAD.unpack_from(blob, 0)

@@ -28,7 +28,7 @@ import numpy.typing as npt
 
 from peregrine.vector.segment.kernels import F32, I64, subset_top_k, top_k
 from peregrine.vector.segment.payload_index import Mask
-from peregrine.vector.segment.rows import SideVector, side_vectors
+from peregrine.vector.segment.rows import SideVector, lacks_primary, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
@@ -325,7 +325,8 @@ class SideStoreSlot:
 
 
 class SideStore:
-    """Every side vector of one segment, caught up with its rows."""
+    """Every side vector of one segment, caught up with its rows, and which rows
+    lack the primary vector (``rows.py``)."""
 
     def __init__(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                  multi: dict[str, int] | None = None) -> None:
@@ -333,6 +334,8 @@ class SideStore:
         self.sparse = {name: SparseSide() for name in sparse}
         self.multi = {name: MultiSide(dim) for name, dim in (multi or {}).items()}
         self.rows = 0
+        self._lacking = _Growing(np.bool_)
+        self._n_lacking = 0
         self._lock = threading.Lock()
 
     def catch_up(self, blob_of: Callable[[int], bytes], n_rows: int) -> None:
@@ -340,9 +343,16 @@ class SideStore:
             return
         with self._lock:
             start = self.rows
+            decode = bool(self.dense or self.sparse or self.multi)
             for first in range(start, n_rows, 8192):
                 stop = min(n_rows, first + 8192)
-                decoded = [side_vectors(blob_of(row)) for row in range(first, stop)]
+                blobs = [blob_of(row) for row in range(first, stop)]
+                lacking = np.fromiter((lacks_primary(b) for b in blobs), np.bool_, len(blobs))
+                self._lacking.extend(lacking)
+                self._n_lacking += int(np.count_nonzero(lacking))
+                if not decode:
+                    continue
+                decoded = [side_vectors(b) for b in blobs]
                 for name, dense in self.dense.items():
                     dense.add([d.get(name) for d in decoded])
                 for name, sparse in self.sparse.items():
@@ -354,6 +364,12 @@ class SideStore:
             # Last: a reader that sees the rows counted (and skips the lock) must
             # find every structure complete, the sorted lists included.
             self.rows = n_rows
+
+    def lacking_primary(self, n: int) -> Mask | None:
+        """Which of the first ``n`` rows have no primary vector; None when all have."""
+        if not self._n_lacking:
+            return None
+        return self._lacking.view[:n]
 
     def vectors(self, row: int) -> dict[str, F32 | SparseVector]:
         out: dict[str, F32 | SparseVector] = {}
