@@ -9,8 +9,9 @@ writer prints ``BEGIN <op> <batch> <version>`` and after it returns
 ``ACK <op> <batch> <version>`` (flushed), so every ACK the parent reads is an
 acknowledged, fsync'ed (fsync="always") write.
 
-With ``--side`` the collection also has a named dense vector ``img`` and a
-sparse vector ``s`` (IDF), and every upsert writes them (``side_of``).
+With ``--side`` the primary vector is named ``main`` and some points lack it
+(``lacks_primary``), and the collection also has a named dense vector ``img``
+and a sparse vector ``s`` (IDF), which every upsert writes (``side_of``).
 
 ops: U = upsert a new batch, O = overwrite a live batch with version+1,
 D = delete a batch by filter, X = delete a batch by ids, P = optimize().
@@ -47,6 +48,12 @@ def side_of(ids: list[int], version: int) -> list[dict[str, object]]:
             for j, pid in enumerate(ids)]
 
 
+def lacks_primary(pid: int, version: int) -> bool:
+    """Whether version ``version`` of point ``pid`` has no ``main`` vector (with
+    ``--side``): an overwrite may add or remove it."""
+    return (pid + version) % 7 == 3
+
+
 def batch_ids(b: int) -> list[int]:
     return list(range(b * BATCH, (b + 1) * BATCH))
 
@@ -58,7 +65,7 @@ def main(argv: list[str]) -> None:
     side = "--side" in argv
     r = random.Random(seed)
     db = peregrine.open(path, fsync="always", background=True)
-    layout = {"named": {"img": DenseSpec(3, Metric.L2)},
+    layout = {"vector_name": "main", "named": {"img": DenseSpec(3, Metric.L2)},
               "sparse": {"s": SparseModifier.IDF}} if side else {}
     c = (db.collection("crash") if db.has_collection("crash")
          else db.create_collection("crash", DIM, "dot", index=INDEX, **layout))
@@ -87,7 +94,11 @@ def main(argv: list[str]) -> None:
         say(f"BEGIN {op} {target} {version}")
         if op in "UO":
             ids = batch_ids(target)
-            c.upsert(ids, vector_of(np.asarray(ids), version),
+            vectors = list(vector_of(np.asarray(ids), version))
+            if side:
+                vectors = [None if lacks_primary(pid, version) else v
+                           for pid, v in zip(ids, vectors, strict=True)]
+            c.upsert(ids, vectors,
                      [{"batch": target, "v": version}] * BATCH,
                      side=side_of(ids, version) if side else None)
             live[target] = version
