@@ -111,6 +111,16 @@ PROTOCOLS: list[Callable[[Faces, Settings], Protocol | None]] = [
 ]
 
 
+@dataclass(frozen=True)
+class StorageRecovery:
+    """A storage snapshot to recover into the data directory before anything is
+    served (``serve --storage-snapshot PATH [--force-snapshot]``, as Qdrant's
+    flags): no request, pipeline or client sees the storage half-recovered."""
+
+    archive: Path
+    force: bool = False
+
+
 @dataclass
 class Peregrine:
     """A built process: its settings, faces, metrics registry and HTTP edge."""
@@ -121,10 +131,13 @@ class Peregrine:
     app: EdgeApp
 
 
-def open_faces(settings: Settings, registry: CollectorRegistry | None = None) -> Faces:
+def open_faces(settings: Settings, registry: CollectorRegistry | None = None,
+               recover: StorageRecovery | None = None) -> Faces:
     hugepages.configure(settings.runtime.huge_pages)
     vector = VectorService.open(settings.data, settings.vector)
     try:
+        if recover is not None:  # before the pipelines, which write to the store
+            recover_storage(vector, recover)
         stream = StreamService.open(settings.stream, settings.data)
     except BaseException:
         vector.close()
@@ -142,6 +155,14 @@ def open_faces(settings: Settings, registry: CollectorRegistry | None = None) ->
     return faces
 
 
+def recover_storage(vector: VectorService, recover: StorageRecovery) -> None:
+    """Recover a storage snapshot; a bad archive or a name conflict without
+    ``force`` is an InvalidInputError that changed nothing (the server stops)."""
+    names = vector.recover_full_snapshot(recover.archive, force=recover.force)
+    log.info("storage snapshot recovered", extra={"fields": {
+        "archive": str(recover.archive), "collections": names, "force": recover.force}})
+
+
 def open_inference(settings: LlmSettings, registry: CollectorRegistry | None
                    ) -> InferenceService | None:
     """The inference face when ``[llm] enabled`` and llama-cpp-python is installed (the
@@ -156,11 +177,12 @@ def open_inference(settings: LlmSettings, registry: CollectorRegistry | None
 
 
 def build(settings: Settings, faces: Faces | None = None,
-          protocols: list[Callable[[Faces, Settings], Protocol | None]] | None = None
-          ) -> Peregrine:
-    """Open the faces (unless given) and mount the protocols; serving is ``serve``'s job."""
+          protocols: list[Callable[[Faces, Settings], Protocol | None]] | None = None,
+          recover: StorageRecovery | None = None) -> Peregrine:
+    """Open the faces (unless given; ``recover`` first recovers a storage snapshot
+    into them) and mount the protocols; serving is ``serve``'s job."""
     registry = new_registry()
-    faces = faces or open_faces(settings, registry)
+    faces = faces or open_faces(settings, registry, recover)
     try:
         faces.vector.register_metrics(registry)
         made = [make(faces, settings) for make in (PROTOCOLS if protocols is None
@@ -174,10 +196,12 @@ def build(settings: Settings, faces: Faces | None = None,
     return Peregrine(settings, faces, registry, app)
 
 
-def serve(settings: Settings, on_started: Callable[[Peregrine], None] | None = None) -> int:
-    """Build and serve until a signal; the exit status (1: the server never started)."""
+def serve(settings: Settings, on_started: Callable[[Peregrine], None] | None = None,
+          recover: StorageRecovery | None = None) -> int:
+    """Build (recovering a storage snapshot first when asked) and serve until a
+    signal; the exit status (1: the server never started)."""
     configure_logging(settings.log_level)
-    process = build(settings)
+    process = build(settings, recover=recover)
     try:  # from this (main) thread: the pollers die with it, even on SIGKILL
         poller = IdlePoller().start() if settings.runtime.idle_poll else None
     except BaseException:

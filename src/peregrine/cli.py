@@ -45,7 +45,10 @@ def _serve(args: argparse.Namespace) -> int:
         from peregrine.demo import start_served_demo
 
         on_started = partial(start_served_demo, n_texts=args.demo_n)
-    return bootstrap.serve(settings, on_started)
+    recover = None
+    if args.storage_snapshot is not None:
+        recover = bootstrap.StorageRecovery(Path(args.storage_snapshot), args.force_snapshot)
+    return bootstrap.serve(settings, on_started, recover)
 
 
 def _llm(args: argparse.Namespace) -> int:
@@ -201,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="load a real-text demo collection 'docs' and print an example query")
     serve.add_argument("--demo-n", type=int, default=2000, help="texts in the demo collection")
+    serve.add_argument("--storage-snapshot", metavar="PATH", default=None,
+                       help="recover this storage snapshot (every collection and alias) "
+                       "into the data directory before serving; existing names are refused")
+    serve.add_argument("--force-snapshot", action="store_true",
+                       help="with --storage-snapshot: replace existing collections and "
+                       "re-point existing aliases")
     serve.set_defaults(func=_serve)
     worker = sub.add_parser("worker", help="run a stream pipeline (module:attribute)",
                             description="Runs one pipeline; start more to share its work.")
