@@ -26,9 +26,10 @@ from peregrine.vector.collection import codec
 from peregrine.vector.collection.results import WithVectors
 from peregrine.vector.errors import InvalidFilterError
 from peregrine.vector.segment.filters import CompiledFilter, Filterable
-from peregrine.vector.segment.kernels import F32, I64, shortest_floats
+from peregrine.vector.segment.kernels import F32, I64, shortest_floats, subset_top_k
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
+from peregrine.vector.segment.rows import side_vectors
 from peregrine.vector.segment.side import Postings, SideStore, SparseSide
 from peregrine.vector.types import (
     CollectionConfig,
@@ -107,11 +108,29 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
         mask = allowed(seg)
         if mask is None and seg.n_deleted:
             mask = ~seg.deleted[: seg.n_rows]
+        graph = None if spec.multi else seg.side_graph(name)
+        if graph is not None:
+            walked = graph.search(query, fetch, mask, config.index.ef,
+                                  config.index.full_scan_threshold)
+            if walked is not None:
+                found.append((seg, *_rescored(seg, name, query, walked, spec.metric)))
+                continue
         store = side_store(seg, config)
         index = store.multi[name] if spec.multi else store.dense[name]
         scores, rows = index.search(query, fetch, mask, seg.n_rows, spec.metric)
         found.append((seg, scores, rows))
     return found
+
+
+def _rescored(seg: Segment, name: str, query: F32, rows: I64, metric: Metric
+              ) -> tuple[F32, I64]:
+    """A graph walk's hits scored exactly, best first, from the rows' own records
+    (a few rows: the segment's side store is not needed for them)."""
+    vectors = np.stack([np.asarray(side_vectors(seg.payload_bytes(int(r)))[name], np.float32)
+                        for r in rows])
+    scores, pos = subset_top_k(vectors, query, np.arange(rows.size, dtype=np.int64),
+                               rows.size, metric)
+    return scores, rows[pos[0]][None, :]
 
 
 def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int

@@ -55,8 +55,15 @@ from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.segment.build import build_sealed_segment, extend_sealed_segment
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
+from peregrine.vector.types import CollectionConfig, DenseSpec
 
 log = logging.getLogger(__name__)
+
+
+def graphed(config: CollectionConfig) -> dict[str, DenseSpec]:
+    """The named vectors a sealed segment gives a graph of its own: the single
+    dense ones (multivectors rerank exactly)."""
+    return {name: spec for name, spec in config.named.items() if not spec.multi}
 
 IDLE_S = 1.0  # no write for this long: seal what the mutable segment holds
 IDLE_SEAL_MIN_ROWS = 256
@@ -222,7 +229,7 @@ class Optimizer:
                 build_sealed_segment(holder.segment_dir(seg_id), live.vectors(), keys,
                                      live.blobs(), config.metric, config.index,
                                      list(config.payload_indexes),
-                                     cancelled=self._stopping.is_set)
+                                     cancelled=self._stopping.is_set, side=graphed(config))
                 self._publish(seg_id, sources, live.plan)
             else:
                 holder.swap(sources, None, live.plan)
@@ -258,7 +265,7 @@ class Optimizer:
             done = extend_sealed_segment(holder.segment_dir(seg_id), base, live.vectors(), keys,
                                          live.blobs(), config.index,
                                          list(config.payload_indexes),
-                                         cancelled=self._stopping.is_set)
+                                         cancelled=self._stopping.is_set, side=graphed(config))
             if done:
                 # Every base row keeps its number, tombstoned or not.
                 self._publish(seg_id, [base, *added], [np.arange(base.n_rows), *live.plan])

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,7 +41,8 @@ from peregrine.vector.segment.sealed import (
     faiss_metric,
     field_file,
 )
-from peregrine.vector.types import IndexConfig, Metric, Quantization
+from peregrine.vector.segment.side_graph import write_side_graphs
+from peregrine.vector.types import DenseSpec, IndexConfig, Metric, Quantization
 
 # A float16 copy is used only when every row survives it with at most this
 # relative error (float16 rounding alone is <= 2.4e-4 per component).
@@ -67,13 +68,21 @@ def build_sealed_segment(
     declared_fields: Sequence[str],
     codes: GraphCodes | None = None,
     cancelled: Cancelled = lambda: False,
+    side: Mapping[str, DenseSpec] | None = None,
 ) -> None:
     """Write a complete segment directory from rows.
 
     ``codes`` overrides the choice of ``graph_codes`` (benchmarks compare them).
+    ``side``: the named dense vectors that get a graph of their own
+    (``side_graph.py``).
     """
-    _in_tmp(directory, lambda tmp: _write_segment(tmp, vectors, keys, blobs, metric, config,
-                                                  declared_fields, codes, cancelled))
+    def write(tmp: Path) -> None:
+        _write_segment(tmp, vectors, keys, blobs, metric, config, declared_fields, codes,
+                       cancelled)
+        write_side_graphs(tmp, side or {}, config, lambda row: blobs[row], len(blobs),
+                          lambda index, rows: _add_rows(index, rows, cancelled))
+
+    _in_tmp(directory, write)
 
 
 def extend_sealed_segment(
@@ -85,8 +94,10 @@ def extend_sealed_segment(
     config: IndexConfig,
     declared_fields: Sequence[str],
     cancelled: Cancelled = lambda: False,
+    side: Mapping[str, DenseSpec] | None = None,
 ) -> bool:
-    """Write ``base``'s rows followed by new ones, the graph grown from base's.
+    """Write ``base``'s rows followed by new ones, the graph grown from base's
+    (and each ``side`` vector's graph grown from base's, or built whole).
 
     Returns False (and writes nothing) when base's graph cannot hold the new
     rows as a fresh build would: float16 codes for rows float16 cannot carry,
@@ -105,8 +116,15 @@ def extend_sealed_segment(
             base.codes is GraphCodes.FLOAT32 and wanted is GraphCodes.FLOAT16)
     if not compatible:
         return False
-    _in_tmp(directory, lambda tmp: _write_extension(tmp, base, vectors, keys, blobs,
-                                                    declared_fields, cancelled))
+    def write(tmp: Path) -> None:
+        _write_extension(tmp, base, vectors, keys, blobs, declared_fields, cancelled)
+        n0 = base.n_rows
+        write_side_graphs(tmp, side or {}, base.config,
+                          lambda row: base.payload_bytes(row) if row < n0 else blobs[row - n0],
+                          n0 + len(blobs), lambda index, rows: _add_rows(index, rows, cancelled),
+                          base=base.directory, n0=n0)
+
+    _in_tmp(directory, write)
     return True
 
 

@@ -32,6 +32,7 @@ from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part
 from peregrine.vector.segment.side import SideStore, SideStoreSlot
+from peregrine.vector.segment.side_graph import SideGraph
 from peregrine.vector.types import Metric
 
 _EXACT_BLOCK = 65_536  # rows scored per matmul: bounds the temporary (nq, block) matrix
@@ -65,6 +66,10 @@ class Segment(Protocol):
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         """The indexes of the rows' side vectors (named dense, sparse), caught up."""
+        ...
+
+    def side_graph(self, name: str) -> SideGraph | None:
+        """Named dense vector ``name``'s HNSW graph (sealed segments built with one)."""
         ...
 
     def nested_view(self, key: str) -> NestedView: ...
@@ -254,6 +259,9 @@ class MutableSegment:
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
         return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
+
+    def side_graph(self, name: str) -> SideGraph | None:
+        return None  # rows still arriving: named vectors are scanned exactly
 
     def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
         return subset_top_k(self._vectors[: self._n], queries, rows, k, self.metric)

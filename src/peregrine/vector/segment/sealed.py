@@ -51,6 +51,7 @@ from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
 from peregrine.vector.segment.rows import payload_part, side_vectors
 from peregrine.vector.segment.side import SideStore, SideStoreSlot
+from peregrine.vector.segment.side_graph import SideGraph, SideGraphs
 from peregrine.vector.types import IndexConfig, Metric, Quantization
 
 # FAISS ships partial stubs that miss much of the SWIG surface (search
@@ -101,6 +102,7 @@ class SealedSegment:
         self._fields: dict[str, FieldIndex] = {}
         self._fields_lock = threading.Lock()
         self._side = SideStoreSlot()
+        self._side_graphs = SideGraphs(directory)
         self._nested: dict[str, NestedView] = {}
         fields_dir = directory / "fields"
         self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
@@ -232,6 +234,11 @@ class SealedSegment:
                    multi: dict[str, int] | None = None) -> SideStore:
         """Built in memory from the rows' records on first use (not saved)."""
         return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
+
+    def side_graph(self, name: str) -> SideGraph | None:
+        """Named dense vector ``name``'s HNSW graph, saved with the segment when it
+        was built (``side_graph.py``); None for a segment built without one."""
+        return self._side_graphs.get(name)
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)
