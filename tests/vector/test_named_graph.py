@@ -19,7 +19,13 @@ import pytest
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.segment.sealed import SealedSegment
 from peregrine.vector.segment.side_graph import SIDE_DIR
-from peregrine.vector.types import CollectionConfig, DenseSpec, IndexConfig, Metric
+from peregrine.vector.types import (
+    CollectionConfig,
+    DenseSpec,
+    IndexConfig,
+    Metric,
+    Quantization,
+)
 
 DIM, IMG = 4, 16
 
@@ -102,8 +108,10 @@ def _check(c: Collection, d: Data, deleted: set[int], min_recall: float) -> None
 
 @pytest.mark.parametrize("spec", [DenseSpec(IMG, Metric.L2), DenseSpec(IMG, Metric.COSINE,
                                   datatype="float16"), DenseSpec(IMG, Metric.L2,
-                                  datatype="uint8"), DenseSpec(IMG, Metric.L1)],
-                         ids=["l2-float32", "cosine-float16", "l2-uint8", "l1"])
+                                  datatype="uint8"), DenseSpec(IMG, Metric.L1),
+                                  DenseSpec(IMG, Metric.COSINE, m=8, ef_construction=40,
+                                            quantization=Quantization.INT8)],
+                         ids=["l2-float32", "cosine-float16", "l2-uint8", "l1", "int8-own-hnsw"])
 def test_named_vector_graphs(tmp_path: Path, spec: DenseSpec) -> None:
     d = Data(spec, np.random.default_rng(11))
     c = Collection(tmp_path / "c", _config(spec), background=False)
@@ -112,6 +120,14 @@ def test_named_vector_graphs(tmp_path: Path, spec: DenseSpec) -> None:
         _upsert(c, d, range(3000))
         c.optimize()
         assert _walked(c)
+        (seg,) = [s for s in c.segments if isinstance(s, SealedSegment) and s.n_rows]
+        graph = seg.side_graph("img")
+        assert graph is not None  # the vector's own settings, else the collection's
+        assert graph.index.hnsw.efConstruction == (spec.ef_construction or 100)
+        assert graph.index.hnsw.nb_neighbors(1) == (spec.m or 16)
+        coded = spec.quantization is Quantization.INT8 or (
+            spec.datatype != "float32" and spec.metric is not Metric.L1)
+        assert type(graph.index).__name__ == ("IndexHNSWSQ" if coded else "IndexHNSWFlat")
         _check(c, d, set(), 0.9)
         # An extension grows the segment's graph by the new rows.
         _upsert(c, d, range(3000, 3600))
@@ -125,6 +141,8 @@ def test_named_vector_graphs(tmp_path: Path, spec: DenseSpec) -> None:
         c.close()
     reopened = Collection(tmp_path / "c", _config(spec), background=False)
     try:
+        config = _config(spec)  # the spec survives the collection's config file
+        assert CollectionConfig.from_dict(config.to_dict()).named["img"] == spec
         assert _walked(reopened)
         _check(reopened, d, {1, 2, 3, 4}, 0.9)
     finally:

@@ -240,6 +240,33 @@ class DenseSpec:
     # How the segment indexes hold it: float16 halves the memory, uint8 (whole
     # numbers 0-255, not cosine) quarters it; scores are computed in float32.
     datatype: str = "float32"
+    # Its graph in sealed segments (``segment/side_graph.py``): links per node
+    # and build beam (None: the collection's), and int8 codes (hits rescored).
+    m: int | None = None
+    ef_construction: int | None = None
+    quantization: Quantization = Quantization.NONE
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"dim": self.dim, "metric": self.metric.value}
+        if self.multi:
+            out["multi"] = True
+        if self.datatype != "float32":
+            out["datatype"] = self.datatype
+        if self.m is not None:
+            out["m"] = self.m
+        if self.ef_construction is not None:
+            out["ef_construction"] = self.ef_construction
+        if self.quantization is not Quantization.NONE:
+            out["quantization"] = self.quantization.value
+        return out
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> DenseSpec:
+        m, efc = data.get("m"), data.get("ef_construction")
+        return DenseSpec(int(data["dim"]), Metric(data["metric"]), bool(data.get("multi", False)),
+                         str(data.get("datatype", "float32")),
+                         None if m is None else int(m), None if efc is None else int(efc),
+                         Quantization(data.get("quantization", Quantization.NONE.value)))
 
 
 MAX_VECTOR_NAMES = 16  # named dense + sparse vectors per collection
@@ -304,6 +331,13 @@ class CollectionConfig:
             if spec.datatype == "uint8" and spec.metric is Metric.COSINE:
                 raise InvalidInputError("uint8 vectors are not normalised: use Dot, Euclid "
                                         "or Manhattan")
+            if spec.m is not None and not 2 <= spec.m <= 256:
+                raise InvalidInputError("hnsw m must be in [2, 256]")
+            if spec.ef_construction is not None and not 4 <= spec.ef_construction <= 4096:
+                raise InvalidInputError("hnsw ef_construct must be in [4, 4096]")
+            if spec.quantization is Quantization.INT8 and spec.metric is Metric.L1:
+                raise InvalidInputError("int8 quantization does not serve the Manhattan "
+                                        "distance")
 
     @property
     def has_side_vectors(self) -> bool:
@@ -337,11 +371,7 @@ class CollectionConfig:
         if not self.dense:
             out["dense"] = False
         if self.named:
-            out["named"] = {n: {"dim": s.dim, "metric": s.metric.value,
-                                **({"multi": True} if s.multi else {}),
-                                **({"datatype": s.datatype} if s.datatype != "float32"
-                                   else {})}
-                            for n, s in self.named.items()}
+            out["named"] = {n: s.to_dict() for n, s in self.named.items()}
         if self.sparse:
             out["sparse"] = {n: m.value for n, m in self.sparse.items()}
         if self.text_indexes:
@@ -373,9 +403,7 @@ class CollectionConfig:
                 declared=declared,
                 vector_name=str(data.get("vector_name", "")),
                 dense=bool(data.get("dense", True)),
-                named={str(n): DenseSpec(int(s["dim"]), Metric(s["metric"]),
-                                         bool(s.get("multi", False)),
-                                         str(s.get("datatype", "float32")))
+                named={str(n): DenseSpec.from_dict(dict(s))
                        for n, s in dict(data.get("named", {})).items()},
                 sparse={str(n): SparseModifier(m)
                         for n, m in dict(data.get("sparse", {})).items()},

@@ -2,10 +2,11 @@
 
 Qdrant declares ``vectors`` as one unnamed vector's parameters or a map of
 named ones, and ``sparse_vectors`` beside them. The engine serves one dense
-vector through HNSW (the *primary*: the unnamed one, else the first named) and
-searches the other named dense vectors and the sparse ones exactly; this
-module maps one shape to the other and back, so that a client reads back the
-collection it declared.
+vector as the *primary* (the unnamed one, else the first named), the other
+named dense vectors with graphs of their own (their ``hnsw_config`` ``m`` and
+``ef_construct`` and int8 quantization carried over), and the sparse ones
+exactly; this module maps one shape to the other and back, so that a client
+reads back the collection it declared.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.edge.qdrant import schemas
-from peregrine.vector.service import CollectionInfo, DenseSpec, Metric, SparseModifier
+from peregrine.vector.service import (
+    CollectionInfo,
+    DenseSpec,
+    Metric,
+    Quantization,
+    SparseModifier,
+)
 
 DISTANCE_TO_METRIC = {"Cosine": Metric.COSINE, "Dot": Metric.DOT, "Euclid": Metric.L2,
                       "Manhattan": Metric.L1}
@@ -47,7 +54,10 @@ def layout(body: schemas.CreateCollection) -> Layout:
         raise InvalidInputError("a multivector must be named (vectors: {\"name\": {...}})")
     single = [n for n, p in dense.items() if p.multivector_config is None]
     named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance],
-                          p.multivector_config is not None, p.datatype or "float32")
+                          p.multivector_config is not None, p.datatype or "float32",
+                          p.hnsw_config.m if p.hnsw_config else None,
+                          p.hnsw_config.ef_construct if p.hnsw_config else None,
+                          Quantization.INT8 if p.quantization_config else Quantization.NONE)
              for n, p in dense.items()}
     for n, spec in named.items():
         if spec.multi and not spec.metric.higher_is_better:

@@ -34,6 +34,7 @@ from peregrine.vector.segment.side import Postings, SideStore, SparseSide
 from peregrine.vector.types import (
     CollectionConfig,
     Metric,
+    Quantization,
     SparseModifier,
     SparseVector,
     TextIndexParams,
@@ -110,10 +111,13 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
             mask = ~seg.deleted[: seg.n_rows]
         graph = None if spec.multi else seg.side_graph(name)
         if graph is not None:
-            walked = graph.search(query, fetch, mask, config.index.ef,
+            wide = fetch * config.index.rescore_factor \
+                if spec.quantization is Quantization.INT8 else fetch
+            walked = graph.search(query, wide, mask, max(config.index.ef, wide),
                                   config.index.full_scan_threshold)
             if walked is not None:
-                found.append((seg, *_rescored(seg, name, query, walked, spec.metric)))
+                scores, rows = _rescored(seg, name, query, walked, spec.metric)
+                found.append((seg, scores[:, :fetch], rows[:, :fetch]))
                 continue
         store = side_store(seg, config)
         index = store.multi[name] if spec.multi else store.dense[name]

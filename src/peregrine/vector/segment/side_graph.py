@@ -8,10 +8,12 @@ primary graph is, by the optimizer's builds: at seal time, and grown from the
 base segment's graph when a build extends it (``build.py``), so a sealed
 segment answers a named vector's query with a graph walk instead of a scan of
 every row. The codes follow the vector's ``datatype``: float32 rows, float16
-codes, or uint8 rows held exactly (FAISS's 8-bit direct codes); Manhattan
-keeps float32 rows (FAISS's scalar quantiser has no L1). A walk's hits are
-rescored exactly from the segment's side store, so scores are the same as
-the exact path's.
+codes, or uint8 rows held exactly (FAISS's 8-bit direct codes), or int8 codes
+when its quantization asks for them; Manhattan keeps float32 rows (FAISS's
+scalar quantiser has no L1). The graph takes the vector's own ``m`` and
+``ef_construction`` where it has them, else the collection's. A walk's hits are
+rescored exactly from the rows' records (int8 walks fetch ``rescore_factor``
+times more first), so scores are the same as the exact path's.
 
 A segment written before these graphs existed has no ``side/`` entry for the
 vector and is searched exactly, as before.
@@ -31,7 +33,7 @@ import numpy as np
 from peregrine.vector.segment.kernels import F32, I64
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.rows import side_vectors
-from peregrine.vector.types import DenseSpec, IndexConfig, Metric
+from peregrine.vector.types import DenseSpec, IndexConfig, Metric, Quantization
 
 faiss: Any = _faiss  # untyped SWIG bindings (as sealed.py)
 
@@ -52,16 +54,23 @@ def _metric(metric: Metric) -> int:
     return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
 
 
-def _new_graph(spec: DenseSpec, config: IndexConfig) -> Any:
+def _new_graph(spec: DenseSpec, config: IndexConfig, vectors: F32) -> Any:
+    """An empty graph for ``spec`` (its own ``m``/``ef_construction`` where set),
+    with codes by datatype, or int8 codes trained on ``vectors``."""
+    m = spec.m or config.m
     index: Any
-    if spec.datatype == "float32" or spec.metric is Metric.L1:
-        index = faiss.IndexHNSWFlat(spec.dim, config.m, _metric(spec.metric))
+    if spec.quantization is Quantization.INT8:
+        index = faiss.IndexHNSWSQ(spec.dim, faiss.ScalarQuantizer.QT_8bit, m,
+                                  _metric(spec.metric))
+        index.train(vectors)
+    elif spec.datatype == "float32" or spec.metric is Metric.L1:
+        index = faiss.IndexHNSWFlat(spec.dim, m, _metric(spec.metric))
     else:
         qtype = (faiss.ScalarQuantizer.QT_8bit_direct if spec.datatype == "uint8"
                  else faiss.ScalarQuantizer.QT_fp16)
-        index = faiss.IndexHNSWSQ(spec.dim, qtype, config.m, _metric(spec.metric))
+        index = faiss.IndexHNSWSQ(spec.dim, qtype, m, _metric(spec.metric))
         index.train(np.zeros((1, spec.dim), np.float32))  # direct codes: nothing to learn
-    index.hnsw.efConstruction = config.ef_construction
+    index.hnsw.efConstruction = spec.ef_construction or config.ef_construction
     return index
 
 
@@ -100,9 +109,11 @@ def write_side_graphs(target: Path, specs: Mapping[str, DenseSpec], config: Inde
             known = np.load(base / SIDE_DIR / f"{stem}.rows.npy")  # type: ignore[operator]
             rows, vectors = _present(blob_of, name, spec.dim, n0, n)
         else:
-            index = _new_graph(spec, config)
-            known = np.empty(0, np.int64)
             rows, vectors = _present(blob_of, name, spec.dim, 0, n)
+            if rows.size == 0:
+                continue  # no row carries it: no graph (its queries scan nothing)
+            index = _new_graph(spec, config, vectors)
+            known = np.empty(0, np.int64)
         add(index, vectors)
         faiss.write_index(index, str(target / SIDE_DIR / f"{stem}.faiss"))
         np.save(target / SIDE_DIR / f"{stem}.rows.npy", np.concatenate([known, rows]))
