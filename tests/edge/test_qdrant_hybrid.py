@@ -594,3 +594,55 @@ def test_datatypes_through_qdrant_client(client: QdrantClient) -> None:
         client.create_collection(name, vectors_config=models.VectorParams(
             size=2, distance=models.Distance.DOT, datatype=models.Datatype.UINT8))
     assert bad.value.status_code == 400
+
+
+def test_named_vectors_keep_their_own_hnsw_and_quantization() -> None:
+    """A named vector's hnsw_config (m, ef_construct) and int8 quantization reach
+    the engine's spec, which its graphs in sealed segments are built with."""
+    from peregrine.edge.qdrant import schemas
+    from peregrine.edge.qdrant.layout import layout
+    from peregrine.vector.types import Quantization
+
+    body = schemas.CreateCollection.model_validate({"vectors": {
+        "text": {"size": 4, "distance": "Cosine"},
+        "image": {"size": 8, "distance": "Euclid", "hnsw_config": {"m": 8, "ef_construct": 40},
+                  "quantization_config": {"scalar": {"type": "int8"}}}}})
+    shape = layout(body)
+    assert shape.vector_name == "text"
+    image = shape.named["image"]
+    assert (image.m, image.ef_construction, image.quantization) == (8, 40, Quantization.INT8)
+
+
+def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
+                                                         server: Any) -> None:
+    """Integer lookup/range, is_tenant and is_principal are accepted, kept and
+    reported in payload_schema (one sorted index serves lookups and ranges here);
+    an unknown parameter is a 400; dropping the index forgets them."""
+    name = f"hints-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config=models.VectorParams(
+        size=2, distance=models.Distance.DOT))
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector=[1.0, float(i)], payload={
+            "n": i, "tenant": "ab"[i % 2]}) for i in range(6)])
+        client.create_payload_index(name, "n", models.IntegerIndexParams(
+            type=models.IntegerIndexType.INTEGER, lookup=False, range=True, is_principal=True))
+        client.create_payload_index(name, "tenant", models.KeywordIndexParams(
+            type=models.KeywordIndexType.KEYWORD, is_tenant=True))
+        schema = client.get_collection(name).payload_schema
+        assert schema["n"].params is not None and schema["n"].params.lookup is False
+        assert schema["n"].params.is_principal is True and schema["n"].points == 6
+        assert schema["tenant"].params is not None and schema["tenant"].params.is_tenant is True
+        # Answers are the same whatever the hints say.
+        flt = models.Filter(must=[models.FieldCondition(key="n", match=models.MatchValue(
+            value=3)), models.FieldCondition(key="tenant", match=models.MatchValue(value="b"))])
+        assert [p.id for p in client.scroll(name, scroll_filter=flt)[0]] == [3]
+        import httpx
+
+        r = httpx.put(f"{server.url}/collections/{name}/index", json={
+            "field_name": "x", "field_schema": {"type": "keyword", "lookup": True}})
+        assert r.status_code == 400 and "takes no 'lookup'" in r.text
+        client.delete_payload_index(name, "tenant")
+        client.create_payload_index(name, "tenant", "keyword")
+        assert client.get_collection(name).payload_schema["tenant"].params is None
+    finally:
+        client.delete_collection(name)

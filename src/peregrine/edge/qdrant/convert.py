@@ -305,6 +305,7 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
     index = config.index
     dim = config.dim
     given: dict[str, Any] = config.declared.get(PROTOCOL, {})
+    hints: dict[str, Any] = given.get(HINTS_KEY, {})
     quantization = ({"scalar": {"type": "int8", "always_ram": True}}
                     if index.quantization.value == "int8" else None)
     hnsw = {
@@ -346,13 +347,45 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
         "payload_schema": {
             field: {"data_type": kind, "points": info.payload_points.get(field, 0),
                     **({"params": config.text_indexes[field].to_dict()}
-                       if field in config.text_indexes else {})}
+                       if field in config.text_indexes else
+                       {"params": {"type": kind, **hints[field]}} if field in hints else {})}
             for field, kind in config.payload_indexes.items()
         },
     }
     if "metadata" in given:
         result["config"]["metadata"] = given["metadata"]
     return result
+
+
+# The parameters Qdrant's non-text payload indexes take, all booleans. They are
+# kept and read back: one sorted key array with postings serves both lookups and
+# ranges here, and storage is not reordered by a tenant or principal key.
+INDEX_HINTS = {
+    "keyword": ("is_tenant", "on_disk", "enable_hnsw"),
+    "uuid": ("is_tenant", "on_disk", "enable_hnsw"),
+    "integer": ("lookup", "range", "is_principal", "on_disk", "enable_hnsw"),
+    "float": ("is_principal", "on_disk", "enable_hnsw"),
+    "datetime": ("is_principal", "on_disk", "enable_hnsw"),
+    "bool": ("on_disk", "enable_hnsw"),
+    "geo": ("on_disk", "enable_hnsw"),
+}
+HINTS_KEY = "payload_index_params"  # in the declared settings: field -> its parameters
+
+
+def index_hints(kind: str, value: Any) -> dict[str, bool] | None:
+    """A non-text index's parameters (without ``type``), checked; None when none."""
+    if not isinstance(value, dict) or kind == "text":
+        return None
+    allowed = INDEX_HINTS.get(kind, ())
+    hints = {k: v for k, v in value.items() if k != "type"}
+    for key, flag in hints.items():
+        if key not in allowed:
+            raise InvalidInputError(f"field_schema: a {kind} index takes no {key!r} "
+                                    f"(it takes {list(allowed)})")
+        if flag is not None and not isinstance(flag, bool):
+            raise InvalidInputError(f"field_schema: {key!r} is true or false")
+    kept = {k: v for k, v in hints.items() if v is not None}
+    return kept or None
 
 
 def field_schema(value: Any) -> str:

@@ -67,18 +67,42 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     async def collection_exists(call: Call) -> Any:
         return {"exists": vector.collection_exists(collection_name(call))}
 
+    def keep_hints(name: str, field: str, hints: dict[str, bool] | None) -> None:
+        """Record (or forget) a field index's Qdrant parameters in the collection's
+        declared settings, where collection info reads them back."""
+        config = vector.collection_info(name).config
+        given = dict(config.declared.get(convert.PROTOCOL, {}))
+        kept = {f: h for f, h in given.get(convert.HINTS_KEY, {}).items() if f != field}
+        if hints:
+            kept[field] = hints
+        if kept == given.get(convert.HINTS_KEY, {}):
+            return
+        given[convert.HINTS_KEY] = kept
+        vector.update_collection(name, None, {convert.PROTOCOL: given})
+
     async def create_field_index(call: Call) -> Any:
         body: schemas.CreateFieldIndex = call.body
         kind = convert.field_schema(body.field_schema)
         params = body.field_schema if kind == "text" and isinstance(body.field_schema, dict) \
             else None
-        await call.run(vector.create_payload_index, collection_name(call), body.field_name,
-                       kind, params)
+        hints = convert.index_hints(kind, body.field_schema)
+        name = collection_name(call)
+
+        def create() -> None:
+            vector.create_payload_index(name, body.field_name, kind, params)
+            keep_hints(name, body.field_name, hints)
+
+        await call.run(create)
         return convert.update_result(call.params.wait)
 
     async def delete_field_index(call: Call) -> Any:
-        await call.run(vector.delete_payload_index, collection_name(call),
-                       call.path["field_name"])
+        name, field = collection_name(call), call.path["field_name"]
+
+        def delete() -> None:
+            vector.delete_payload_index(name, field)
+            keep_hints(name, field, None)
+
+        await call.run(delete)
         return convert.update_result(call.params.wait)
 
     return [
