@@ -646,3 +646,25 @@ def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
         assert client.get_collection(name).payload_schema["tenant"].params is None
     finally:
         client.delete_collection(name)
+
+
+def test_patch_changes_a_named_vectors_graph_settings() -> None:
+    """PATCH vectors.{name}.hnsw_config / quantization_config of a named vector
+    other than the primary become engine graph settings (the primary's go to the
+    collection index; a multivector has no graph)."""
+    from peregrine.edge.qdrant import schemas
+    from peregrine.edge.qdrant.convert import named_updates
+    from peregrine.vector.types import CollectionConfig, DenseSpec, Metric, Quantization
+
+    config = CollectionConfig("c", 4, Metric.COSINE, vector_name="text", named={
+        "image": DenseSpec(8, Metric.L2), "colbert": DenseSpec(8, Metric.DOT, multi=True)})
+    body = schemas.UpdateCollection.model_validate({"vectors": {
+        "text": {"hnsw_config": {"m": 32}},
+        "image": {"hnsw_config": {"m": 8, "ef_construct": 40},
+                  "quantization_config": {"scalar": {"type": "int8"}}},
+        "colbert": {"hnsw_config": {"m": 8}}}})
+    assert named_updates(body, config) == {
+        "image": {"m": 8, "ef_construction": 40, "quantization": Quantization.INT8}}
+    off = schemas.UpdateCollection.model_validate(
+        {"vectors": {"image": {"quantization_config": "Disabled"}}})
+    assert named_updates(off, config) == {"image": {"quantization": Quantization.NONE}}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from peregrine.core.errors import InvalidInputError
 from peregrine.vector.collection.collection import Collection
 from peregrine.vector.segment.sealed import SealedSegment
 from peregrine.vector.segment.side_graph import SIDE_DIR
@@ -166,5 +167,37 @@ def test_segment_without_graph_scans_exactly(tmp_path: Path) -> None:
     try:
         assert not _walked(c)
         _check(c, d, set(), 1.0)  # the exact scan
+    finally:
+        c.close()
+
+
+def test_changed_graph_settings_apply_to_graphs_built_from_then_on(tmp_path: Path) -> None:
+    """A named vector's m and int8 codes changed after creation: an extension
+    no longer grows the old graph but builds one with the new settings."""
+    spec = DenseSpec(IMG, Metric.L2)
+    d = Data(spec, np.random.default_rng(8))
+    c = Collection(tmp_path / "c", _config(spec), background=False)
+    try:
+        _upsert(c, d, range(2000))
+        c.optimize()
+        (seg,) = [s for s in c.segments if s.n_rows]
+        assert isinstance(seg, SealedSegment)
+        old = seg.side_graph("img")
+        assert old is not None and old.index.hnsw.nb_neighbors(1) == 16
+        c.update_settings(named={"img": {"m": 8, "quantization": Quantization.INT8}})
+        assert c.config.named["img"].m == 8
+        with pytest.raises(InvalidInputError):
+            c.update_settings(named={"nope": {"m": 8}})
+        with pytest.raises(InvalidInputError):
+            c.update_settings(named={"img": {"m": 1}})  # out of range: nothing changes
+        assert c.config.named["img"].m == 8
+        _upsert(c, d, range(2000, 2600))
+        c.optimize()
+        (seg,) = [s for s in c.segments if s.n_rows]
+        assert isinstance(seg, SealedSegment) and seg.n_rows == 2600
+        graph = seg.side_graph("img")
+        assert graph is not None and graph.index.hnsw.nb_neighbors(1) == 8
+        assert type(graph.index).__name__ == "IndexHNSWSQ" and graph.rows.size == len(d.img)
+        _check(c, d, set(), 0.9)
     finally:
         c.close()

@@ -62,6 +62,7 @@ from peregrine.vector.settings import VectorSettings
 from peregrine.vector.types import (
     AliasAction,
     AliasInfo,
+    CollectionConfig,
     CollectionInfo,
     CreateAlias,
     DeleteAlias,
@@ -95,6 +96,7 @@ __all__ = [
     "Bm25Encoder",
     "CacheStats",
     "ClearPayload",
+    "CollectionConfig",
     "CollectionInfo",
     "ContextQuery",
     "CreateAlias",
@@ -290,10 +292,12 @@ class VectorService(SnapshotDoor):
         return dataclasses.replace(info, payload_points=counts)
 
     def update_collection(self, name: str, index: dict[str, Any] | None = None,
-                          declared: dict[str, Any] | None = None) -> None:
-        """New index parameters for the segments built from now on, and a
-        protocol's declared settings (``Collection.update_settings``)."""
-        self._write(name, lambda c: c.update_settings(index, declared))
+                          declared: dict[str, Any] | None = None,
+                          named: dict[str, dict[str, Any]] | None = None) -> None:
+        """New index parameters (and named vectors' graph settings) for the segments
+        built from now on, and a protocol's declared settings
+        (``Collection.update_settings``)."""
+        self._write(name, lambda c: c.update_settings(index, declared, named))
 
     def optimize(self, name: str) -> None:
         """Seal and index everything pending and merge segments, now, in this

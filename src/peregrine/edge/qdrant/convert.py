@@ -12,6 +12,7 @@ from peregrine.edge.qdrant.layout import declared_vectors, info_vectors, layout
 from peregrine.vector.service import (
     AliasAction,
     AliasInfo,
+    CollectionConfig,
     CollectionInfo,
     ContextQuery,
     CreateAlias,
@@ -30,6 +31,7 @@ from peregrine.vector.service import (
     NearestQuery,
     OrderByQuery,
     Prefetch,
+    Quantization,
     Query,
     ReadOptions,
     RecommendQuery,
@@ -284,6 +286,29 @@ def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str,
         merged = {**out.get("metadata", {}), **body.metadata}
         out["metadata"] = {k: v for k, v in merged.items() if v is not None}
     return index, out
+
+
+def named_updates(body: schemas.UpdateCollection, config: CollectionConfig
+                  ) -> dict[str, dict[str, Any]]:
+    """The graph settings a PATCH changes for named dense vectors other than the
+    primary one (``m``, ``ef_construct``, int8 quantization or "Disabled")."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, diff in (body.vectors or {}).items():
+        if name == config.vector_name or name not in config.named \
+                or config.named[name].multi:
+            continue  # the primary's go to the index; a multivector has no graph
+        change: dict[str, Any] = {}
+        if diff.hnsw_config is not None and diff.hnsw_config.m is not None:
+            change["m"] = diff.hnsw_config.m
+        if diff.hnsw_config is not None and diff.hnsw_config.ef_construct is not None:
+            change["ef_construction"] = diff.hnsw_config.ef_construct
+        if diff.quantization_config == "Disabled":
+            change["quantization"] = Quantization.NONE
+        elif diff.quantization_config is not None:
+            change["quantization"] = Quantization.INT8
+        if change:
+            out[name] = change
+    return out
 
 
 def declared(body: schemas.CreateCollection) -> dict[str, Any]:

@@ -14,6 +14,7 @@ exchanged and the new holder published.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -505,17 +506,31 @@ class Collection(CollectionWrites):
 
     # -- settings ---------------------------------------------------------------------
     def update_settings(self, index: dict[str, Any] | None = None,
-                        declared: dict[str, Any] | None = None) -> None:
+                        declared: dict[str, Any] | None = None,
+                        named: dict[str, dict[str, Any]] | None = None) -> None:
         """Change index parameters (``IndexConfig`` fields; segments built from now
-        on use them, built ones keep theirs) and replace what a protocol declared
-        (``{protocol: settings}``), durably."""
+        on use them, built ones keep theirs), a named dense vector's graph settings
+        (``named``: name -> ``DenseSpec`` fields ``m``, ``ef_construction``,
+        ``quantization``; likewise for graphs built from now on), and replace what
+        a protocol declared (``{protocol: settings}``), durably."""
         self._check_open()
         with self._writing() as holder:
             config = holder.config
             new_index = config.index if not index else IndexConfig.from_dict(
                 {**config.index.to_dict(), **index})
+            specs = dict(config.named)
+            for name, change in (named or {}).items():
+                spec = specs.get(name)
+                if spec is None or spec.multi:
+                    raise InvalidInputError(f"{name!r} is not a named dense vector of "
+                                            f"collection {config.name!r}")
+                unknown = set(change) - {"m", "ef_construction", "quantization"}
+                if unknown:
+                    raise InvalidInputError(f"a named vector's graph takes no {sorted(unknown)}")
+                specs[name] = dataclasses.replace(spec, **change)
             holder.update_config(config.replace(
-                index=new_index, declared={**config.declared, **(declared or {})}))
+                index=new_index, declared={**config.declared, **(declared or {})},
+                named=specs))
 
     # -- payload indexes ------------------------------------------------------------
     def create_payload_index(self, field: str, schema: str = "keyword",

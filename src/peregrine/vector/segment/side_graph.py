@@ -74,6 +74,18 @@ def _new_graph(spec: DenseSpec, config: IndexConfig, vectors: F32) -> Any:
     return index
 
 
+def _same_settings(index: Any, spec: DenseSpec, config: IndexConfig) -> bool:
+    """Whether a base segment's graph was built as ``spec`` asks now (links per
+    node and codes): an extension grows it only then."""
+    probe = _new_graph(spec, config, np.zeros((1, spec.dim), np.float32))
+    if index.hnsw.nb_neighbors(1) != probe.hnsw.nb_neighbors(1):
+        return False
+    mine, wanted = faiss.downcast_index(index.storage), faiss.downcast_index(probe.storage)
+    if type(mine).__name__ != type(wanted).__name__:
+        return False
+    return not hasattr(wanted, "sq") or mine.sq.qtype == wanted.sq.qtype
+
+
 def _present(blob_of: Callable[[int], bytes], name: str, dim: int, start: int, stop: int
              ) -> tuple[I64, F32]:
     """The rows in [start, stop) that carry vector ``name``, and those vectors."""
@@ -104,8 +116,12 @@ def write_side_graphs(target: Path, specs: Mapping[str, DenseSpec], config: Inde
     for name, spec in specs.items():
         stem = graph_file(name)
         old = None if base is None else base / SIDE_DIR / f"{stem}.faiss"
+        index = None
         if old is not None and old.exists():
             index = faiss.read_index(str(old))
+            if not _same_settings(index, spec, config):
+                index = None  # settings changed since: build it anew
+        if index is not None:
             known = np.load(base / SIDE_DIR / f"{stem}.rows.npy")  # type: ignore[operator]
             rows, vectors = _present(blob_of, name, spec.dim, n0, n)
         else:

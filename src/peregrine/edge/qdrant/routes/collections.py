@@ -56,7 +56,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
             index, given = convert.collection_update(
                 body, config.dim, config.declared.get(convert.PROTOCOL, {}),
                 config.vector_name)
-            vector.update_collection(name, index, {convert.PROTOCOL: given})
+            vector.update_collection(name, index, {convert.PROTOCOL: given},
+                                     convert.named_updates(body, config))
 
         await call.run(update)
         return True
