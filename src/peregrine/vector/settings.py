@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.core.settings import Section, field
-from peregrine.vector.collection.collection import MAX_EF
+from peregrine.vector.collection.search import MAX_EF
 from peregrine.vector.segment.filters import FilterLimits
 
 

@@ -33,19 +33,18 @@ from peregrine.core.errors import ClosedError, InvalidInputError, StorageError
 from peregrine.core.fsio import exchange_dirs
 from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector import paths
-from peregrine.vector.collection import codec, named, snapshot
+from peregrine.vector.collection import named, snapshot
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.collection.optimizer import Optimizer
 from peregrine.vector.collection.ordering import ordered_records
 from peregrine.vector.collection.results import (
     WithPayload,
     check_with_payload,
-    merge_hits,
     record,
 )
 from peregrine.vector.collection.scan import Scorer, scan
+from peregrine.vector.collection.search import CollectionSearch
 from peregrine.vector.collection.writes import CollectionWrites
-from peregrine.vector.errors import DimensionMismatchError
 from peregrine.vector.ids import (
     KeyArray,
     PointId,
@@ -59,11 +58,8 @@ from peregrine.vector.segment.filters import (
     CompiledFilter,
     FilterLimits,
     compile_filter,
-    filter_rows,
 )
-from peregrine.vector.segment.kernels import F32, I64
 from peregrine.vector.segment.mutable import MutableSegment, Segment
-from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 from peregrine.vector.types import (
     FACET_INDEX_KINDS,
@@ -78,10 +74,8 @@ from peregrine.vector.types import (
 
 log = logging.getLogger(__name__)
 
-MAX_EF = 65_536  # beyond any useful beam; a server sets a tighter cap
 
-
-class Collection(CollectionWrites):
+class Collection(CollectionSearch, CollectionWrites):
     def __init__(
         self,
         directory: Path,
@@ -182,25 +176,6 @@ class Collection(CollectionWrites):
             raise ClosedError(f"collection {self.name!r} is closed")
 
     # -- reads ----------------------------------------------------------------
-    @staticmethod
-    def _allowed(seg: Segment, compiled: CompiledFilter | None) -> Mask | None:
-        if not seg.n_deleted:
-            return None if compiled is None else compiled(seg)
-        deleted = seg.deleted[: seg.n_rows]
-        if compiled is None:
-            return ~deleted
-        return compiled(seg) & ~deleted
-
-    @classmethod
-    def _primary_allowed(cls, seg: Segment, compiled: CompiledFilter | None,
-                         config: CollectionConfig) -> Mask | None:
-        """``_allowed``, less the rows without the primary vector (``rows.py``)."""
-        allowed = cls._allowed(seg, compiled)
-        lacking = named.lacking_primary(seg, config)
-        if lacking is None:
-            return allowed
-        return ~lacking if allowed is None else allowed & ~lacking
-
     def _matching_keys(self, holder: SegmentHolder, compiled: CompiledFilter | None) -> KeyArray:
         parts = []
         for seg in holder.segments:
@@ -209,147 +184,6 @@ class Collection(CollectionWrites):
             keys = seg.keys_view()
             parts.append(keys if allowed is None else keys[allowed])
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, "S17")
-
-    def search(
-        self,
-        vector: Any,
-        k: int = 10,
-        filter: dict[str, Any] | None = None,
-        ef: int | None = None,
-        exact: bool = False,
-        with_payload: WithPayload = True,
-        with_vectors: bool | Sequence[str] = False,
-        score_threshold: float | None = None,
-        offset: int = 0,
-        filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
-    ) -> list[Hit]:
-        """Nearest neighbours of one vector, best first."""
-        query = codec.as_vectors(vector, self.config.dim, self.config.metric, "query vector")
-        if query.shape[0] != 1:
-            raise InvalidInputError("search takes one vector; use search_batch for several")
-        return self._search(query, k, filter, ef, exact, with_payload, with_vectors,
-                            score_threshold, offset, filter_limits)[0]
-
-    def search_batch(
-        self,
-        vectors: Any,
-        k: int = 10,
-        filter: dict[str, Any] | None = None,
-        ef: int | None = None,
-        exact: bool = False,
-        with_payload: WithPayload = True,
-        with_vectors: bool | Sequence[str] = False,
-        score_threshold: float | None = None,
-    ) -> list[list[Hit]]:
-        queries = codec.as_vectors(vectors, self.config.dim, self.config.metric, "query vectors")
-        return self._search(queries, k, filter, ef, exact, with_payload, with_vectors,
-                            score_threshold, 0, DEFAULT_FILTER_LIMITS)
-
-    def _search(
-        self,
-        queries: F32,
-        k: int,
-        filter: dict[str, Any] | None,
-        ef: int | None,
-        exact: bool,
-        with_payload: WithPayload,
-        with_vectors: bool | Sequence[str],
-        score_threshold: float | None,
-        offset: int,
-        filter_limits: FilterLimits,
-    ) -> list[list[Hit]]:
-        self._check_open()
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InvalidInputError("k (limit) must be a positive integer")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError("offset must be a non-negative integer")
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int)
-                               or not 1 <= ef <= MAX_EF):
-            raise InvalidInputError(f"ef must be an integer between 1 and {MAX_EF}")
-        if score_threshold is not None and (
-            isinstance(score_threshold, bool) or not isinstance(score_threshold, (int, float))
-            or score_threshold != score_threshold
-        ):
-            raise InvalidInputError("score_threshold must be a number")
-        check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
-        fetch = int(k) + offset
-        holder = self._holder  # what _reading() does, without its context manager
-        while not holder.acquire_read():
-            holder = self._replaced(holder)
-        try:
-            if not holder.config.dense:
-                raise InvalidInputError(f"collection {self.name!r} has no dense vector "
-                                        "to search; name one of its vectors (using)")
-            reader = named.vector_reader(holder.config, with_vectors)
-            if queries.shape[1] != holder.config.dim:  # restored meanwhile to another dim
-                raise DimensionMismatchError(
-                    f"query vectors: expected dimension {holder.config.dim}, got "
-                    f"{queries.shape[1]}")
-            ef_eff = max(ef or holder.config.index.ef, fetch)
-            found: list[tuple[Segment, F32, I64]] = []
-            scan_limit = holder.config.index.full_scan_threshold
-            for seg in holder.segments:
-                if seg.n_rows == 0:
-                    continue
-                check_deadline()
-                rows = filter_rows(compiled, seg)
-                if rows is not None:
-                    if seg.n_deleted:
-                        rows = rows[~seg.deleted[rows]]
-                    lacking = named.lacking_primary(seg, holder.config)
-                    if lacking is not None:
-                        rows = rows[~lacking[rows]]
-                    if rows.size == 0:
-                        continue
-                    if rows.size <= scan_limit:  # the planner's exact branch, without a mask
-                        scores, found_rows = seg.search_rows(queries, fetch, rows)
-                        found.append((seg, scores, found_rows))
-                        continue
-                allowed = self._primary_allowed(seg, compiled, holder.config)
-                if allowed is not None and not allowed.any():
-                    continue
-                scores, rows = seg.search(queries, fetch, allowed, ef_eff, exact)
-                found.append((seg, scores, rows))
-            metric = holder.config.metric
-            return [merge_hits(found, qi, fetch, offset, metric, with_payload, reader,
-                               score_threshold) for qi in range(queries.shape[0])]
-        finally:
-            holder.release_read()
-
-    def search_named(self, using: str, vector: Any, k: int = 10,
-                     filter: dict[str, Any] | None = None,
-                     with_payload: WithPayload = True,
-                     with_vectors: bool | Sequence[str] = False,
-                     score_threshold: float | None = None, offset: int = 0,
-                     filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Hit]:
-        """Nearest neighbours by vector ``using``: the primary one (``search``), a
-        named dense one, or a sparse one (``vector`` a ``SparseVector`` or
-        {"indices", "values"}); side vectors are searched exactly (``named.py``)."""
-        self._check_open()
-        if self.config.vector_kind(using) == "primary":
-            return self.search(vector, k, filter, None, False, with_payload, with_vectors,
-                               score_threshold, offset, filter_limits)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError("k (limit) must be a positive integer")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise InvalidInputError("offset must be a non-negative integer")
-        check_with_payload(with_payload)
-        compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
-        fetch = k + offset
-        holder = self._holder
-        while not holder.acquire_read():
-            holder = self._replaced(holder)
-        try:
-            config = holder.config
-            query = named.as_query(config, using, vector)
-            found = named.search(holder.segments, config, using, query, fetch,
-                                 lambda seg: self._allowed(seg, compiled))
-            return merge_hits(found, 0, fetch, offset, named.metric_of(config, using),
-                              with_payload, named.vector_reader(config, with_vectors),
-                              score_threshold)
-        finally:
-            holder.release_read()
 
     def ids_matching(self, filter: dict[str, Any] | None,
                      filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[PointId]:
@@ -655,4 +489,4 @@ class Collection(CollectionWrites):
         return f"Collection({self.name!r}, dim={cfg.dim}, metric={cfg.metric.value})"
 
 
-__all__ = ["MAX_EF", "Collection", "MutableSegment", "WithPayload"]
+__all__ = ["Collection", "MutableSegment", "WithPayload"]
