@@ -18,8 +18,9 @@ import pytest
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.vector.collection.collection import Collection
+from peregrine.vector.segment.rows import pack_row
 from peregrine.vector.segment.sealed import SealedSegment
-from peregrine.vector.segment.side_graph import SIDE_DIR
+from peregrine.vector.segment.side_graph import SIDE_DIR, SideGraph, write_side_graphs
 from peregrine.vector.types import (
     CollectionConfig,
     DenseSpec,
@@ -83,7 +84,7 @@ def _upsert(c: Collection, d: Data, ids: range) -> None:
 
 def _walked(c: Collection) -> bool:
     sealed = [s for s in c.segments if isinstance(s, SealedSegment) and s.n_rows]
-    return bool(sealed) and all(s.side_graph("img") is not None for s in sealed)
+    return bool(sealed) and all(s.side_graph("img", IMG) is not None for s in sealed)
 
 
 def _check(c: Collection, d: Data, deleted: set[int], min_recall: float) -> None:
@@ -105,6 +106,11 @@ def _check(c: Collection, d: Data, deleted: set[int], min_recall: float) -> None
         assert len(filtered) == 10 and all(h.id % 2 == 1 for h in filtered)
         recalls.append(len({h.id for h in filtered} & set(d.top(q, 10, odd & keep))) / 10)
     assert np.mean(recalls) >= min_recall, np.mean(recalls)
+    if d.spec.datatype == "float32":  # exact=True is the exact answer, graph or not
+        for _ in range(5):
+            q = d.rng.normal(size=IMG)
+            got = [h.id for h in c.search_named("img", q.tolist(), k=10, exact=True)]
+            assert got == d.top(q, 10, set(d.img) - deleted)
 
 
 @pytest.mark.parametrize("spec", [DenseSpec(IMG, Metric.L2), DenseSpec(IMG, Metric.COSINE,
@@ -122,7 +128,7 @@ def test_named_vector_graphs(tmp_path: Path, spec: DenseSpec) -> None:
         c.optimize()
         assert _walked(c)
         (seg,) = [s for s in c.segments if isinstance(s, SealedSegment) and s.n_rows]
-        graph = seg.side_graph("img")
+        graph = seg.side_graph("img", IMG)
         assert graph is not None  # the vector's own settings, else the collection's
         assert graph.index.hnsw.efConstruction == (spec.ef_construction or 100)
         assert graph.index.hnsw.nb_neighbors(1) == (spec.m or 16)
@@ -182,22 +188,80 @@ def test_changed_graph_settings_apply_to_graphs_built_from_then_on(tmp_path: Pat
         c.optimize()
         (seg,) = [s for s in c.segments if s.n_rows]
         assert isinstance(seg, SealedSegment)
-        old = seg.side_graph("img")
+        old = seg.side_graph("img", IMG)
         assert old is not None and old.index.hnsw.nb_neighbors(1) == 16
         c.update_settings(named={"img": {"m": 8, "quantization": Quantization.INT8}})
         assert c.config.named["img"].m == 8
         with pytest.raises(InvalidInputError):
             c.update_settings(named={"nope": {"m": 8}})
-        with pytest.raises(InvalidInputError):
-            c.update_settings(named={"img": {"m": 1}})  # out of range: nothing changes
+        for bad in ({"m": 1}, {"m": "16"}, {"m": 16.5}, {"m": True}, {"quantization": "int4"},
+                    {"ef": 10}):  # out of range or of the wrong type: nothing changes
+            with pytest.raises(InvalidInputError):
+                c.update_settings(named={"img": bad})
         assert c.config.named["img"].m == 8
         _upsert(c, d, range(2000, 2600))
         c.optimize()
         (seg,) = [s for s in c.segments if s.n_rows]
         assert isinstance(seg, SealedSegment) and seg.n_rows == 2600
-        graph = seg.side_graph("img")
+        graph = seg.side_graph("img", IMG)
         assert graph is not None and graph.index.hnsw.nb_neighbors(1) == 8
         assert type(graph.index).__name__ == "IndexHNSWSQ" and graph.rows.size == len(d.img)
         _check(c, d, set(), 0.9)
+    finally:
+        c.close()
+
+
+def test_int8_graph_trained_on_few_rows_is_rebuilt_not_grown(tmp_path: Path) -> None:
+    """An int8 graph whose ranges were learnt from a few hundred small vectors
+    would clip the rows that follow: an extension builds it anew from every row,
+    so its ranges cover them (as the primary graph's int8 rule)."""
+    import faiss
+
+    spec = DenseSpec(IMG, Metric.L2, quantization=Quantization.INT8)
+    config = IndexConfig()
+    rng = np.random.default_rng(2)
+    small = [pack_row(b"null", {"img": v}) for v in rng.normal(size=(300, IMG)) * 0.01]
+    wide = [pack_row(b"null", {"img": v}) for v in rng.normal(size=(2000, IMG))]
+
+    def add(index: Any, vectors: np.ndarray) -> None:
+        index.add(vectors)
+
+    base, grown = tmp_path / "base", tmp_path / "grown"
+    base.mkdir()
+    grown.mkdir()
+    write_side_graphs(base, {"img": spec}, config, lambda r: small[r], 300, add)
+    rows = [*small, *wide]
+    write_side_graphs(grown, {"img": spec}, config, lambda r: rows[r], len(rows), add,
+                      base=base, n0=300)
+
+    def ranges(directory: Path) -> float:
+        (path,) = (directory / SIDE_DIR).glob("*.faiss")
+        index = faiss.read_index(str(path))  # kept alive while its storage is read
+        storage = faiss.downcast_index(index.storage)
+        return float(np.abs(faiss.vector_to_array(storage.sq.trained)).max())
+
+    assert ranges(base) < 0.1 and ranges(grown) > 1.0  # trained anew on every row
+    graph = SideGraph.load(grown, "img", len(rows), IMG)
+    assert graph is not None and graph.rows.tolist() == list(range(len(rows)))
+
+
+def test_a_damaged_graph_is_left_out_and_scanned_exactly(tmp_path: Path) -> None:
+    spec = DenseSpec(IMG, Metric.L2)
+    d = Data(spec, np.random.default_rng(6))
+    c = Collection(tmp_path / "c", _config(spec), background=False)
+    try:
+        _upsert(c, d, range(1000))
+        c.optimize()
+        (seg,) = [s for s in c.segments if s.n_rows]
+        assert isinstance(seg, SealedSegment)
+        directory = seg.directory
+    finally:
+        c.close()
+    (graph_file,) = (directory / SIDE_DIR).glob("*.faiss")
+    graph_file.write_bytes(graph_file.read_bytes()[:100])  # truncated
+    c = Collection(tmp_path / "c", _config(spec), background=False)
+    try:
+        assert not _walked(c)
+        _check(c, d, set(), 1.0)  # the exact scan, no error
     finally:
         c.close()

@@ -8,9 +8,11 @@ k beside the number of entries."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from peregrine.vector.segment import side
 from peregrine.vector.segment.side import SparseSide
 
 
@@ -35,11 +37,23 @@ def cases(draw: st.DrawFn) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndar
     return postings, weights, k, allowed, n
 
 
+@pytest.mark.parametrize("sums", ["by row", "by touched row"])
 @settings(max_examples=300, deadline=None)
-@given(cases())
+@given(case=cases())
 def test_top_matches_oracle(case: tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, int,
-                                        np.ndarray | None, int]) -> None:
+                                        np.ndarray | None, int], sums: str) -> None:
+    """Both ways of summing: an array indexed by row, and (as for short lists in
+    a huge segment) by the rows the lists touch."""
     postings, weights, k, allowed, n = case
+    dense_min = side._DENSE_MIN if sums == "by row" else 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(side, "_DENSE_MIN", dense_min)
+        patch.setattr(side, "_DENSE_SUMS", side._DENSE_SUMS if sums == "by row" else 0)
+        _check_top(postings, weights, k, allowed, n)
+
+
+def _check_top(postings: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, k: int,
+               allowed: np.ndarray | None, n: int) -> None:
     sums: dict[int, float] = {}
     for (rows, vals), w in zip(postings, weights, strict=True):
         for r, v in zip(rows.tolist(), vals.tolist(), strict=True):

@@ -158,7 +158,7 @@ class QueryExecutor:
         return c.search_named(using, example, k=o.limit, filter=o.filter,
                               with_payload=o.with_payload, with_vectors=o.with_vector,
                               score_threshold=o.score_threshold, offset=o.offset,
-                              filter_limits=self._filter_limits)
+                              filter_limits=self._filter_limits, ef=o.ef, exact=o.exact)
 
     def search(self, c: Collection, vector: Any, options: ReadOptions) -> list[Hit]:
         """Nearest to a vector: the primary one, or the one ``options.using`` names."""

@@ -54,10 +54,11 @@ def side_store(seg: Filterable, config: CollectionConfig) -> SideStore:
 def lacking_primary(seg: Filterable, config: CollectionConfig) -> Mask | None:
     """The segment's rows without the primary vector (None when every row has
     it): only a named primary vector may be absent, so a collection of one
-    unnamed vector never reads the rows' records for this."""
+    unnamed vector never asks."""
     if not config.vector_name or not config.dense:
         return None
-    return side_store(seg, config).lacking_primary(seg.n_rows)
+    lacking = seg.lacking_primary()
+    return None if lacking is None else lacking[: seg.n_rows]
 
 
 def metric_of(config: CollectionConfig, name: str) -> Metric:
@@ -86,8 +87,11 @@ def as_query(config: CollectionConfig, name: str, query: Any) -> F32 | SparseVec
 
 def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
            query: F32 | SparseVector, fetch: int,
-           allowed: Callable[[Segment], Mask | None]) -> Found:
-    """Each segment's top ``fetch`` rows for ``query`` on side vector ``name``."""
+           allowed: Callable[[Segment], Mask | None], ef: int | None = None,
+           exact: bool = False) -> Found:
+    """Each segment's top ``fetch`` rows for ``query`` on side vector ``name``: a
+    named dense vector walks its graph in sealed segments (``ef``: the beam,
+    else the collection's) unless ``exact``; everything else is exact."""
     found: Found = []
     live = [seg for seg in segments if seg.n_rows]
     if isinstance(query, SparseVector):
@@ -109,11 +113,11 @@ def search(segments: Sequence[Segment], config: CollectionConfig, name: str,
         mask = allowed(seg)
         if mask is None and seg.n_deleted:
             mask = ~seg.deleted[: seg.n_rows]
-        graph = None if spec.multi else seg.side_graph(name)
+        graph = None if spec.multi or exact else seg.side_graph(name, spec.dim)
         if graph is not None:
             wide = fetch * config.index.rescore_factor \
                 if spec.quantization is Quantization.INT8 else fetch
-            walked = graph.search(query, wide, mask, max(config.index.ef, wide),
+            walked = graph.search(query, wide, mask, max(ef or config.index.ef, wide),
                                   config.index.full_scan_threshold)
             if walked is not None:
                 scores, rows = _rescored(seg, name, query, walked, spec.metric)

@@ -185,18 +185,23 @@ class CollectionSearch:
                      with_payload: WithPayload = True,
                      with_vectors: bool | Sequence[str] = False,
                      score_threshold: float | None = None, offset: int = 0,
-                     filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> list[Hit]:
+                     filter_limits: FilterLimits = DEFAULT_FILTER_LIMITS,
+                     ef: int | None = None, exact: bool = False) -> list[Hit]:
         """Nearest neighbours by vector ``using``: the primary one (``search``), a
-        named dense one, or a sparse one (``vector`` a ``SparseVector`` or
-        {"indices", "values"}); side vectors are searched exactly (``named.py``)."""
+        named dense one (its graphs in sealed segments, unless ``exact``; ``ef``
+        the beam), a multivector or a sparse one (``vector`` a ``SparseVector``
+        or {"indices", "values"}), the last two exactly (``named.py``)."""
         self._check_open()
         if self.config.vector_kind(using) == "primary":
-            return self.search(vector, k, filter, None, False, with_payload, with_vectors,
+            return self.search(vector, k, filter, ef, exact, with_payload, with_vectors,
                                score_threshold, offset, filter_limits)
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidInputError("k (limit) must be a positive integer")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise InvalidInputError("offset must be a non-negative integer")
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int)
+                               or not 1 <= ef <= MAX_EF):
+            raise InvalidInputError(f"ef must be an integer between 1 and {MAX_EF}")
         check_with_payload(with_payload)
         compiled = compile_filter(filter, filter_limits, named.LayoutFilters(self.config))
         fetch = k + offset
@@ -207,7 +212,7 @@ class CollectionSearch:
             config = holder.config
             query = named.as_query(config, using, vector)
             found = named.search(holder.segments, config, using, query, fetch,
-                                 lambda seg: self._allowed(seg, compiled))
+                                 lambda seg: self._allowed(seg, compiled), ef, exact)
             return merge_hits(found, 0, fetch, offset, named.metric_of(config, using),
                               with_payload, named.vector_reader(config, with_vectors),
                               score_threshold)

@@ -60,6 +60,10 @@ class Filterable(Protocol):
 
     def nested_view(self, key: str) -> NestedView: ...
 
+    def lacking_primary(self) -> Mask | None:
+        """The rows without the primary vector (``has_vector`` on it)."""
+        ...
+
 
 CompiledFilter = Callable[[Filterable], Mask]
 

@@ -30,7 +30,7 @@ from peregrine.vector.segment.kernels import (
 )
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
-from peregrine.vector.segment.rows import payload_part
+from peregrine.vector.segment.rows import LACKING_LEAD, payload_part
 from peregrine.vector.segment.side import SideStore, SideStoreSlot
 from peregrine.vector.segment.side_graph import SideGraph
 from peregrine.vector.types import Metric
@@ -68,8 +68,14 @@ class Segment(Protocol):
         """The indexes of the rows' side vectors (named dense, sparse), caught up."""
         ...
 
-    def side_graph(self, name: str) -> SideGraph | None:
-        """Named dense vector ``name``'s HNSW graph (sealed segments built with one)."""
+    def side_graph(self, name: str, dim: int) -> SideGraph | None:
+        """Named dense vector ``name``'s HNSW graph (sealed segments built with one;
+        ``dim`` checks it)."""
+        ...
+
+    def lacking_primary(self) -> Mask | None:
+        """Which rows have no primary vector (their record's lead byte says so,
+        ``rows.py``); None when every row has it."""
         ...
 
     def nested_view(self, key: str) -> NestedView: ...
@@ -168,6 +174,8 @@ class MutableSegment:
         self.deleted: Mask = np.zeros(capacity, dtype=np.bool_)
         self.n_deleted = 0
         self._payload_blobs: list[bytes] = []
+        self._lacking: Mask = np.zeros(capacity, dtype=np.bool_)  # no primary vector
+        self._n_lacking = 0
         self._row_of: dict[bytes, int] = {}
         self._n = 0
         self._fields: dict[str, FieldIndex] = {}
@@ -206,6 +214,10 @@ class MutableSegment:
         self._vectors[start:stop] = vectors
         self._keys[start:stop] = keys
         self._payload_blobs.extend(blobs)
+        lacking = np.fromiter((blob[:1] == LACKING_LEAD for blob in blobs), np.bool_, count)
+        if lacking.any():
+            self._lacking[start:stop] = lacking
+            self._n_lacking += int(np.count_nonzero(lacking))
         for offset, key in enumerate(keys.tolist()):
             self._row_of[key] = start + offset
         self._n = stop
@@ -260,8 +272,11 @@ class MutableSegment:
                    multi: dict[str, int] | None = None) -> SideStore:
         return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
 
-    def side_graph(self, name: str) -> SideGraph | None:
+    def side_graph(self, name: str, dim: int) -> SideGraph | None:
         return None  # rows still arriving: named vectors are scanned exactly
+
+    def lacking_primary(self) -> Mask | None:
+        return self._lacking[: self._n] if self._n_lacking else None
 
     def search_rows(self, queries: F32, k: int, rows: I64) -> tuple[F32, I64]:
         return subset_top_k(self._vectors[: self._n], queries, rows, k, self.metric)

@@ -91,6 +91,9 @@ class NestedView:
                    multi: dict[str, int] | None = None) -> SideStore:
         raise InvalidFilterError("has_vector cannot be used inside a nested filter")
 
+    def lacking_primary(self) -> Mask | None:
+        raise InvalidFilterError("has_vector cannot be used inside a nested filter")
+
     def owners(self, matched: Mask, n_rows: int) -> Mask:
         """The rows (below ``n_rows``) owning at least one matched object."""
         rows: I64 = self._owners[matched[: self.n_rows]]

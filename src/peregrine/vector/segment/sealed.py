@@ -49,7 +49,7 @@ from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
-from peregrine.vector.segment.rows import payload_part, side_vectors
+from peregrine.vector.segment.rows import LACKING, payload_part, side_vectors
 from peregrine.vector.segment.side import SideStore, SideStoreSlot
 from peregrine.vector.segment.side_graph import SideGraph, SideGraphs
 from peregrine.vector.types import IndexConfig, Metric, Quantization
@@ -57,6 +57,9 @@ from peregrine.vector.types import IndexConfig, Metric, Quantization
 # FAISS ships partial stubs that miss much of the SWIG surface (search
 # parameters, selectors); treat the module as dynamically typed.
 faiss: Any = _faiss
+
+
+_UNREAD = object()  # a lazily computed attribute not computed yet
 
 
 def faiss_metric(metric: Metric) -> int:
@@ -103,6 +106,7 @@ class SealedSegment:
         self._fields_lock = threading.Lock()
         self._side = SideStoreSlot()
         self._side_graphs = SideGraphs(directory)
+        self._lacking: Mask | object | None = _UNREAD
         self._nested: dict[str, NestedView] = {}
         fields_dir = directory / "fields"
         self._field_files = {p.name for p in fields_dir.iterdir()} if fields_dir.exists() else set()
@@ -235,10 +239,26 @@ class SealedSegment:
         """Built in memory from the rows' records on first use (not saved)."""
         return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
 
-    def side_graph(self, name: str) -> SideGraph | None:
+    def lacking_primary(self) -> Mask | None:
+        """Which rows have no primary vector, from their records' lead bytes (one
+        gather over the payload file, once); None when every row has it."""
+        found = self._lacking
+        if found is _UNREAD:
+            starts = self._offsets[:-1].astype(np.int64)
+            sized = self._offsets[1:].astype(np.int64) > starts
+            lead = np.zeros(self._n, np.uint8)
+            if sized.any():
+                data = np.frombuffer(self._payload_map, np.uint8)
+                lead[sized] = data[starts[sized]]
+                del data  # the map must have no exported buffer when it closes
+            mask = lead == LACKING
+            found = self._lacking = mask if mask.any() else None
+        return found  # type: ignore[return-value]
+
+    def side_graph(self, name: str, dim: int) -> SideGraph | None:
         """Named dense vector ``name``'s HNSW graph, saved with the segment when it
         was built (``side_graph.py``); None for a segment built without one."""
-        return self._side_graphs.get(name)
+        return self._side_graphs.get(name, dim, self._n)
 
     def field_index(self, path: str) -> FieldIndex:
         index = self._fields.get(path)

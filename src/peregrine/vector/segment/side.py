@@ -28,10 +28,15 @@ import numpy.typing as npt
 
 from peregrine.vector.segment.kernels import F32, I64, subset_top_k, top_k
 from peregrine.vector.segment.payload_index import Mask
-from peregrine.vector.segment.rows import SideVector, lacks_primary, side_vectors
+from peregrine.vector.segment.rows import SideVector, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
+# A query's sums go in one array indexed by row while the rows it touches span
+# at most this many times its entries (plus 64k): zeroing the array stays
+# cheap beside the entries; beyond, the touched rows are numbered first.
+_DENSE_SUMS = 32
+_DENSE_MIN = 65_536
 _WIDEN_ROWS = 65_536  # compact rows widened to float32 per exact pass
 _MULTI_CELLS = 1 << 22  # stored vectors x query vectors scored in one matrix product
 
@@ -265,9 +270,9 @@ class SparseSide:
         top k rows are then found among the entries, not the segment's rows: an
         entry carries its row's sum, a row has at most one entry per list, so
         the best ``k x lists`` entries hold the best ``k`` rows, and a partition
-        finds them in O(entries). A query over short lists therefore costs a few
-        numpy calls, and nothing scans every row of the segment (but the
-        bincount's zeroed counts, a memset up to the largest row hit)."""
+        finds them in O(entries). A query over short lists in a huge segment
+        numbers the rows it touches first (a sort of its entries) rather than
+        zeroing sums for every row up to the largest it hit."""
         kept_rows: list[I64] = []
         kept_vals: list[npt.NDArray[np.float32]] = []
         kept_w: list[float] = []
@@ -286,15 +291,20 @@ class SparseSide:
             rows = np.concatenate(kept_rows)
             sizes = np.fromiter((r.size for r in kept_rows), np.int64, len(kept_rows))
             contrib = np.concatenate(kept_vals) * np.repeat(np.asarray(kept_w), sizes)
-            sums = np.asarray(np.bincount(rows, weights=contrib), np.float64)  # no copy
-            enough = k * len(kept_rows)
-            if enough < rows.size:
-                at_entries = sums[rows]
-                cut = np.partition(at_entries, rows.size - enough)[rows.size - enough]
-                touched = np.unique(rows[at_entries >= cut])
-            else:
-                touched = np.unique(rows)
-            scores = sums[touched]
+            if int(rows.max()) < _DENSE_SUMS * rows.size + _DENSE_MIN:
+                sums = np.asarray(np.bincount(rows, weights=contrib), np.float64)  # no copy
+                enough = k * len(kept_rows)
+                if enough < rows.size:
+                    at_entries = sums[rows]
+                    cut = np.partition(at_entries, rows.size - enough)[rows.size - enough]
+                    touched = np.unique(rows[at_entries >= cut])
+                else:
+                    touched = np.unique(rows)
+                scores = sums[touched]
+            else:  # short lists in a huge segment: sum over the rows they touch
+                touched, slot = np.unique(rows, return_inverse=True)
+                scores = np.asarray(np.bincount(slot, weights=contrib, minlength=touched.size),
+                                    np.float64)
         best = scores.astype(np.float32)
         if k < best.size:
             part = np.argpartition(-best, k - 1)[:k]
@@ -325,8 +335,7 @@ class SideStoreSlot:
 
 
 class SideStore:
-    """Every side vector of one segment, caught up with its rows, and which rows
-    lack the primary vector (``rows.py``)."""
+    """Every side vector of one segment, caught up with its rows."""
 
     def __init__(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                  multi: dict[str, int] | None = None) -> None:
@@ -334,8 +343,6 @@ class SideStore:
         self.sparse = {name: SparseSide() for name in sparse}
         self.multi = {name: MultiSide(dim) for name, dim in (multi or {}).items()}
         self.rows = 0
-        self._lacking = _Growing(np.bool_)
-        self._n_lacking = 0
         self._lock = threading.Lock()
 
     def catch_up(self, blob_of: Callable[[int], bytes], n_rows: int) -> None:
@@ -343,16 +350,9 @@ class SideStore:
             return
         with self._lock:
             start = self.rows
-            decode = bool(self.dense or self.sparse or self.multi)
             for first in range(start, n_rows, 8192):
                 stop = min(n_rows, first + 8192)
-                blobs = [blob_of(row) for row in range(first, stop)]
-                lacking = np.fromiter((lacks_primary(b) for b in blobs), np.bool_, len(blobs))
-                self._lacking.extend(lacking)
-                self._n_lacking += int(np.count_nonzero(lacking))
-                if not decode:
-                    continue
-                decoded = [side_vectors(b) for b in blobs]
+                decoded = [side_vectors(blob_of(row)) for row in range(first, stop)]
                 for name, dense in self.dense.items():
                     dense.add([d.get(name) for d in decoded])
                 for name, sparse in self.sparse.items():
@@ -364,12 +364,6 @@ class SideStore:
             # Last: a reader that sees the rows counted (and skips the lock) must
             # find every structure complete, the sorted lists included.
             self.rows = n_rows
-
-    def lacking_primary(self, n: int) -> Mask | None:
-        """Which of the first ``n`` rows have no primary vector; None when all have."""
-        if not self._n_lacking:
-            return None
-        return self._lacking.view[:n]
 
     def vectors(self, row: int) -> dict[str, F32 | SparseVector]:
         out: dict[str, F32 | SparseVector] = {}

@@ -22,6 +22,7 @@ vector and is searched exactly, as before.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,8 +37,12 @@ from peregrine.vector.segment.rows import side_vectors
 from peregrine.vector.types import DenseSpec, IndexConfig, Metric, Quantization
 
 faiss: Any = _faiss  # untyped SWIG bindings (as sealed.py)
+log = logging.getLogger(__name__)
 
 SIDE_DIR = "side"
+# An int8 graph is grown only when its ranges were trained on this many rows
+# (as the primary's, ``build.INT8_MIN_TRAINED_ROWS``).
+INT8_MIN_TRAINED_ROWS = 20_000
 _DECODE_ROWS = 8192
 
 AddRows = Callable[[Any, F32], None]
@@ -119,8 +124,12 @@ def write_side_graphs(target: Path, specs: Mapping[str, DenseSpec], config: Inde
         index = None
         if old is not None and old.exists():
             index = faiss.read_index(str(old))
-            if not _same_settings(index, spec, config):
-                index = None  # settings changed since: build it anew
+            if not _same_settings(index, spec, config) or (
+                    spec.quantization is Quantization.INT8
+                    and index.ntotal < INT8_MIN_TRAINED_ROWS):
+                # Settings changed since, or int8 ranges learnt from too few rows
+                # (they would clip what follows): build it anew from every row.
+                index = None
         if index is not None:
             known = np.load(base / SIDE_DIR / f"{stem}.rows.npy")  # type: ignore[operator]
             rows, vectors = _present(blob_of, name, spec.dim, n0, n)
@@ -143,12 +152,27 @@ class SideGraph:
         self.rows = rows  # graph id -> segment row, ascending
 
     @classmethod
-    def load(cls, directory: Path, name: str) -> SideGraph | None:
+    def load(cls, directory: Path, name: str, n_rows: int, dim: int) -> SideGraph | None:
+        """The saved graph, checked against its segment (``n_rows`` rows of vectors
+        of ``dim``); None when there is none. A damaged one is logged and left
+        out, so its vector's queries scan exactly instead of failing."""
         stem = graph_file(name)
         path = directory / SIDE_DIR / f"{stem}.faiss"
         if not path.exists():
             return None
-        return cls(faiss.read_index(str(path)), np.load(directory / SIDE_DIR / f"{stem}.rows.npy"))
+        try:
+            index = faiss.read_index(str(path))
+            rows = np.load(directory / SIDE_DIR / f"{stem}.rows.npy")
+            if rows.dtype != np.int64 or rows.ndim != 1 or index.ntotal != rows.size \
+                    or index.d != dim or (rows.size and (
+                        int(rows[0]) < 0 or int(rows[-1]) >= n_rows
+                        or bool((np.diff(rows) <= 0).any()))):
+                raise ValueError("graph and row map disagree with the segment")
+        except (RuntimeError, ValueError, OSError) as exc:
+            log.error("graph of vector %r in %s left out (scanned exactly): %s", name,
+                      directory, exc)
+            return None
+        return cls(index, rows)
 
     def search(self, query: F32, k: int, allowed: Mask | None, ef: int,
                scan_below: int) -> I64 | None:
@@ -188,10 +212,10 @@ class SideGraphs:
         self._graphs: dict[str, SideGraph | None] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> SideGraph | None:
+    def get(self, name: str, dim: int, n_rows: int) -> SideGraph | None:
         if name in self._graphs:
             return self._graphs[name]
         with self._lock:
             if name not in self._graphs:
-                self._graphs[name] = SideGraph.load(self._directory, name)
+                self._graphs[name] = SideGraph.load(self._directory, name, n_rows, dim)
             return self._graphs[name]
