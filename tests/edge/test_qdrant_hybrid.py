@@ -644,6 +644,20 @@ def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
         client.delete_payload_index(name, "tenant")
         client.create_payload_index(name, "tenant", "keyword")
         assert client.get_collection(name).payload_schema["tenant"].params is None
+        # Concurrent creations (and a PATCH among them) keep every index's parameters.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def create(i: int) -> None:
+            client.create_payload_index(name, f"f{i}", models.IntegerIndexParams(
+                type=models.IntegerIndexType.INTEGER, lookup=bool(i % 2), range=True))
+            if i == 5:
+                client.update_collection(name, hnsw_config=models.HnswConfigDiff(ef_construct=64))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(24)))
+        schema = client.get_collection(name).payload_schema
+        assert all(schema[f"f{i}"].params.lookup is bool(i % 2)  # type: ignore[union-attr]
+                   for i in range(24))
     finally:
         client.delete_collection(name)
 

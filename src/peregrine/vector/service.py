@@ -299,6 +299,12 @@ class VectorService(SnapshotDoor):
         (``Collection.update_settings``)."""
         self._write(name, lambda c: c.update_settings(index, declared, named))
 
+    def change_declared(self, name: str, protocol: str,
+                        change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """A protocol's declared settings replaced by ``change(current)``, atomically
+        (``Collection.change_declared``)."""
+        self._write(name, lambda c: c.change_declared(protocol, change))
+
     def optimize(self, name: str) -> None:
         """Seal and index everything pending and merge segments, now, in this
         thread (benchmarks and maintenance; the background optimizer does the

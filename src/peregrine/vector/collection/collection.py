@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -68,11 +68,31 @@ from peregrine.vector.types import (
     CollectionInfo,
     Hit,
     IndexConfig,
+    Quantization,
     Record,
     TextIndexParams,
 )
 
 log = logging.getLogger(__name__)
+
+
+def _graph_settings(change: dict[str, Any]) -> dict[str, Any]:
+    """A named vector's graph settings, checked: ``m`` and ``ef_construction``
+    whole numbers or None (the collection's), ``quantization`` int8 or none."""
+    unknown = set(change) - {"m", "ef_construction", "quantization"}
+    if unknown:
+        raise InvalidInputError(f"a named vector's graph takes no {sorted(unknown)}")
+    out = dict(change)
+    for key in ("m", "ef_construction"):
+        value = out.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInputError(f"{key} must be a whole number")
+    if "quantization" in out:
+        try:
+            out["quantization"] = Quantization(out["quantization"])
+        except ValueError:
+            raise InvalidInputError("quantization must be 'int8' or 'none'") from None
+    return out
 
 
 class Collection(CollectionSearch, CollectionWrites):
@@ -358,10 +378,7 @@ class Collection(CollectionSearch, CollectionWrites):
                 if spec is None or spec.multi:
                     raise InvalidInputError(f"{name!r} is not a named dense vector of "
                                             f"collection {config.name!r}")
-                unknown = set(change) - {"m", "ef_construction", "quantization"}
-                if unknown:
-                    raise InvalidInputError(f"a named vector's graph takes no {sorted(unknown)}")
-                specs[name] = dataclasses.replace(spec, **change)
+                specs[name] = dataclasses.replace(spec, **_graph_settings(change))
             holder.update_config(config.replace(
                 index=new_index, declared={**config.declared, **(declared or {})},
                 named=specs))
@@ -400,11 +417,19 @@ class Collection(CollectionSearch, CollectionWrites):
 
     def set_declared(self, protocol: str, settings: dict[str, Any]) -> None:
         """Remember settings a protocol's client declared (see ``CollectionConfig``)."""
+        self.change_declared(protocol, lambda _: settings)
+
+    def change_declared(self, protocol: str,
+                        change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Replace a protocol's declared settings by ``change(current)``, under the
+        write lock: concurrent changes (one per payload index, say) all land."""
         self._check_open()
         with self._writing() as holder:
             config = holder.config
-            holder.update_config(config.replace(declared={**config.declared,
-                                                          protocol: settings}))
+            settings = change(dict(config.declared.get(protocol, {})))
+            if settings != config.declared.get(protocol):
+                holder.update_config(config.replace(declared={**config.declared,
+                                                              protocol: settings}))
 
     # -- maintenance ------------------------------------------------------------
     def optimize(self) -> None:

@@ -53,11 +53,12 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                         params.modifier != config.sparse[vector_name].value:
                     raise InvalidInputError(f"the modifier of {vector_name!r} is fixed at "
                                             "creation")
-            index, given = convert.collection_update(
-                body, config.dim, config.declared.get(convert.PROTOCOL, {}),
-                config.vector_name)
-            vector.update_collection(name, index, {convert.PROTOCOL: given},
-                                     convert.named_updates(body, config))
+            index, _ = convert.collection_update(body, config.dim, {}, config.vector_name)
+            vector.update_collection(name, index, None, convert.named_updates(body, config))
+            # The declared settings merge under the collection's write lock, so a
+            # concurrent index creation's parameters are not lost.
+            vector.change_declared(name, convert.PROTOCOL, lambda given: convert.collection_update(
+                body, config.dim, given, config.vector_name)[1])
 
         await call.run(update)
         return True
@@ -71,15 +72,13 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
     def keep_hints(name: str, field: str, hints: dict[str, bool] | None) -> None:
         """Record (or forget) a field index's Qdrant parameters in the collection's
         declared settings, where collection info reads them back."""
-        config = vector.collection_info(name).config
-        given = dict(config.declared.get(convert.PROTOCOL, {}))
-        kept = {f: h for f, h in given.get(convert.HINTS_KEY, {}).items() if f != field}
-        if hints:
-            kept[field] = hints
-        if kept == given.get(convert.HINTS_KEY, {}):
-            return
-        given[convert.HINTS_KEY] = kept
-        vector.update_collection(name, None, {convert.PROTOCOL: given})
+        def change(given: dict[str, Any]) -> dict[str, Any]:
+            kept = {f: h for f, h in given.get(convert.HINTS_KEY, {}).items() if f != field}
+            if hints:
+                kept[field] = hints
+            return {**given, convert.HINTS_KEY: kept}
+
+        vector.change_declared(name, convert.PROTOCOL, change)
 
     async def create_field_index(call: Call) -> Any:
         body: schemas.CreateFieldIndex = call.body
