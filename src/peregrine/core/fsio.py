@@ -30,10 +30,14 @@ def fsync_dir(path: Path) -> None:
 
 
 def fsync_tree(root: Path) -> None:
-    """Every file below ``root``, then ``root`` itself (a freshly built directory)."""
+    """Every file below ``root``, then every directory below it and ``root``
+    itself (a freshly built directory): a subdirectory's entries are durable
+    only once the subdirectory is synced."""
     for path in root.rglob("*"):
         if path.is_file():
             fsync_file(path)
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        fsync_dir(path)
     fsync_dir(root)
 
 
