@@ -682,3 +682,32 @@ def test_patch_changes_a_named_vectors_graph_settings() -> None:
     off = schemas.UpdateCollection.model_validate(
         {"vectors": {"image": {"quantization_config": "Disabled"}}})
     assert named_updates(off, config) == {"image": {"quantization": Quantization.NONE}}
+
+
+def test_hnsw_m_zero_means_no_graph_for_a_named_vector(client: QdrantClient) -> None:
+    """Qdrant's rerank-only layout (``hnsw_config: {m: 0}`` on a multivector or a
+    named vector) is accepted: that vector gets no graph and is scanned exactly.
+    The primary vector needs its graph: m 0 there is a 400 that says so."""
+    name = f"m0-{uuid.uuid4().hex[:8]}"
+    client.create_collection(name, vectors_config={
+        "dense": models.VectorParams(size=2, distance=models.Distance.DOT),
+        "rerank": models.VectorParams(size=2, distance=models.Distance.DOT,
+                                      hnsw_config=models.HnswConfigDiff(m=0)),
+        "colbert": models.VectorParams(
+            size=2, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0),
+            multivector_config=models.MultiVectorConfig(
+                comparator=models.MultiVectorComparator.MAX_SIM))})
+    try:
+        client.upsert(name, [models.PointStruct(id=i, vector={
+            "dense": [1.0, float(i)], "rerank": [float(i), 1.0],
+            "colbert": [[1.0, float(i)], [0.0, 1.0]]}) for i in range(5)])
+        hits = client.query_points(name, query=[1.0, 0.0], using="rerank", limit=2).points
+        assert [int(h.id) for h in hits] == [4, 3]
+        info = client.get_collection(name).config.params.vectors
+        assert info["rerank"].hnsw_config.m == 0  # type: ignore[index,union-attr]
+    finally:
+        client.delete_collection(name)
+    with pytest.raises(UnexpectedResponse) as bad:
+        client.create_collection(f"m0p-{uuid.uuid4().hex[:8]}", vectors_config=models.VectorParams(
+            size=2, distance=models.Distance.DOT, hnsw_config=models.HnswConfigDiff(m=0)))
+    assert bad.value.status_code == 400

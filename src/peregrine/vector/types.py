@@ -241,7 +241,8 @@ class DenseSpec:
     # numbers 0-255, not cosine) quarters it; scores are computed in float32.
     datatype: str = "float32"
     # Its graph in sealed segments (``segment/side_graph.py``): links per node
-    # and build beam (None: the collection's), and int8 codes (hits rescored).
+    # (0: no graph, scanned exactly, as Qdrant's rerank-only vectors) and build
+    # beam (None: the collection's), and int8 codes (hits rescored).
     m: int | None = None
     ef_construction: int | None = None
     quantization: Quantization = Quantization.NONE
@@ -331,8 +332,8 @@ class CollectionConfig:
             if spec.datatype == "uint8" and spec.metric is Metric.COSINE:
                 raise InvalidInputError("uint8 vectors are not normalised: use Dot, Euclid "
                                         "or Manhattan")
-            if spec.m is not None and not 2 <= spec.m <= 256:
-                raise InvalidInputError("hnsw m must be in [2, 256]")
+            if spec.m is not None and spec.m != 0 and not 2 <= spec.m <= 256:
+                raise InvalidInputError("hnsw m must be 0 (no graph) or in [2, 256]")
             if spec.ef_construction is not None and not 4 <= spec.ef_construction <= 4096:
                 raise InvalidInputError("hnsw ef_construct must be in [4, 4096]")
             if spec.quantization is Quantization.INT8 and spec.metric is Metric.L1:

@@ -62,7 +62,8 @@ ShardKey = Annotated[Any, WithJsonSchema({"description": "accepted and ignored (
 
 # -- collections -------------------------------------------------------------------
 class HnswConfigDiff(Model):
-    m: int | None = Field(None, ge=2, le=256)
+    m: int | None = Field(None, ge=0, le=256, description="0: no graph (a named vector "
+                          "is then scanned exactly; the primary vector needs one)")
     ef_construct: int | None = Field(None, ge=4, le=4096)
     full_scan_threshold: int | None = Field(None, ge=0, description="kilobytes of vectors")
     max_indexing_threads: int | None = Field(None, ge=0)

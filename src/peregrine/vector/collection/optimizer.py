@@ -62,8 +62,9 @@ log = logging.getLogger(__name__)
 
 def graphed(config: CollectionConfig) -> dict[str, DenseSpec]:
     """The named vectors a sealed segment gives a graph of its own: the single
-    dense ones (multivectors rerank exactly)."""
-    return {name: spec for name, spec in config.named.items() if not spec.multi}
+    dense ones (multivectors rerank exactly), unless their ``m`` is 0."""
+    return {name: spec for name, spec in config.named.items()
+            if not spec.multi and spec.m != 0}
 
 IDLE_S = 1.0  # no write for this long: seal what the mutable segment holds
 IDLE_SEAL_MIN_ROWS = 256
