@@ -186,11 +186,13 @@ def find_outliers(model_dir: Path, tokenize: Tokenize, k: int = OUTLIER_CHANNELS
 
 
 
-def export(model_dir: Path, dest: Path, *, int8: bool, tokenize: Tokenize) -> None:
+def export(model_dir: Path, dest: Path, *, int8: bool, tokenize: Tokenize,
+           reduce_range: bool = False) -> None:
     """Write the ONNX model to ``dest`` (the caller renames it into place).
 
     ``tokenize`` maps a text to token ids; it is only used to calibrate the
-    int8 outlier channels.
+    int8 outlier channels. ``reduce_range``: 7-bit weights, for CPUs whose
+    int8 products saturate (``onnx_backend.saturating_int8``).
     """
     outliers = find_outliers(model_dir, tokenize) if int8 else {}
     model = MiniBert(model_dir, outliers).eval()
@@ -209,12 +211,12 @@ def export(model_dir: Path, dest: Path, *, int8: bool, tokenize: Tokenize) -> No
     if not int8:
         return
     try:
-        _quantize(fp32, dest)
+        _quantize(fp32, dest, reduce_range)
     finally:
         fp32.unlink(missing_ok=True)
 
 
-def _quantize(src: Path, dest: Path) -> None:
+def _quantize(src: Path, dest: Path, reduce_range: bool) -> None:
     """int8 weights (per output channel) for every weight MatMul but the float ``side`` ones."""
     import onnx
     from onnxruntime.quantization import (  # type: ignore[import-untyped,unused-ignore]
@@ -231,6 +233,7 @@ def _quantize(src: Path, dest: Path) -> None:
     ]
     quantize_dynamic(
         str(src), str(dest), weight_type=QuantType.QInt8, per_channel=True,
+        reduce_range=reduce_range,
         op_types_to_quantize=["MatMul"], nodes_to_quantize=nodes,
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import platform
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,25 @@ __all__ = ["EXPORT_VERSION", "OnnxEncoder", "cache_dir"]
 #: Bump when the exported graph changes, so stale caches are not reused.
 EXPORT_VERSION = 1
 _HASHED_FILES = ("model.safetensors", "config.json")
+
+
+def saturating_int8() -> bool:
+    """Whether this x86 CPU lacks VNNI, so ONNX Runtime's uint8 x int8 products go
+    through AVX2's pairwise 16-bit sums, which saturate with full 8-bit weights:
+    int8 weights are then quantized to 7 bits (``reduce_range``), as ONNX
+    Runtime advises. Measured on an AVX2-only EPYC: min cosine to the float
+    model 0.977 with 8-bit weights, 0.990 with 7-bit."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    except OSError:
+        pass
+    return False
 
 
 def cache_dir() -> Path:
@@ -109,7 +129,7 @@ class OnnxEncoder:
             h.update(_sha256(self.model_dir / name).encode())
         h.update(
             f"v{EXPORT_VERSION} int8={self.int8} ort={_version('onnxruntime')} "
-            f"torch={_version('torch')}".encode()
+            f"torch={_version('torch')} reduce={saturating_int8()}".encode()
         )
         return h.hexdigest()[:24]
 
@@ -128,7 +148,8 @@ class OnnxEncoder:
         try:
             from peregrine.embed import _export
 
-            _export.export(self.model_dir, tmp, int8=self.int8, tokenize=self._ids)
+            _export.export(self.model_dir, tmp, int8=self.int8, tokenize=self._ids,
+                           reduce_range=saturating_int8())
             _atomic_write(digest, _sha256(tmp))  # digest first: a lone digest never matches
             os.replace(tmp, path)
         finally:
