@@ -249,15 +249,18 @@ def _index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
     return values
 
 
-def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str, Any],
-                      primary: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(index changes, the protocol's declared settings after the update). Diffs
-    merge into what was declared; metadata keys set to null are removed. Only the
-    primary vector's HNSW and quantization settings change the index."""
+def index_update(body: schemas.UpdateCollection, dim: int, primary: str = "") -> dict[str, Any]:
+    """The index changes of a PATCH: the collection's and the primary vector's
+    HNSW and quantization settings (``named_updates`` has the other vectors')."""
     vector = (body.vectors or {}).get(primary)
-    index = _index_values(
+    return _index_values(
         (body.hnsw_config, vector.hnsw_config if vector else None),
         (body.quantization_config, vector.quantization_config if vector else None), dim)
+
+
+def declared_update(body: schemas.UpdateCollection, given: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's declared settings after a PATCH: diffs merge into what was
+    declared; metadata keys set to null are removed."""
     out = dict(given)
     diff = body.model_dump(mode="json", exclude_none=True, exclude={"vectors", "metadata"})
     for key, value in diff.items():
@@ -285,7 +288,7 @@ def collection_update(body: schemas.UpdateCollection, dim: int, given: dict[str,
     if body.metadata is not None:
         merged = {**out.get("metadata", {}), **body.metadata}
         out["metadata"] = {k: v for k, v in merged.items() if v is not None}
-    return index, out
+    return out
 
 
 def named_updates(body: schemas.UpdateCollection, config: CollectionConfig
@@ -297,15 +300,10 @@ def named_updates(body: schemas.UpdateCollection, config: CollectionConfig
         if name == config.vector_name or name not in config.named \
                 or config.named[name].multi:
             continue  # the primary's go to the index; a multivector has no graph
-        change: dict[str, Any] = {}
-        if diff.hnsw_config is not None and diff.hnsw_config.m is not None:
-            change["m"] = diff.hnsw_config.m
-        if diff.hnsw_config is not None and diff.hnsw_config.ef_construct is not None:
-            change["ef_construction"] = diff.hnsw_config.ef_construct
-        if diff.quantization_config == "Disabled":
-            change["quantization"] = Quantization.NONE
-        elif diff.quantization_config is not None:
-            change["quantization"] = Quantization.INT8
+        values = _index_values((diff.hnsw_config,), (diff.quantization_config,), config.dim)
+        change = {key: Quantization(value) if key == "quantization" else value
+                  for key, value in values.items()
+                  if key in ("m", "ef_construction", "quantization")}
         if change:
             out[name] = change
     return out

@@ -30,7 +30,7 @@ import orjson
 
 from peregrine.core.fsio import fsync_dir, fsync_tree
 from peregrine.vector.ids import KEY_DTYPE, KeyArray
-from peregrine.vector.segment.kernels import F32
+from peregrine.vector.segment.kernels import F32, faiss_metric
 from peregrine.vector.segment.payload_index import FieldIndex
 from peregrine.vector.segment.rows import payload_part
 from peregrine.vector.segment.sealed import (
@@ -38,7 +38,6 @@ from peregrine.vector.segment.sealed import (
     GraphCodes,
     SealedSegment,
     faiss,
-    faiss_metric,
     field_file,
 )
 from peregrine.vector.segment.side_graph import write_side_graphs

@@ -25,6 +25,13 @@ _L1_BLOCK = 8192  # rows per numpy L1 pass: bounds the (rows, dim) temporary
 faiss: Any = _faiss
 
 
+def faiss_metric(metric: Metric) -> int:
+    """The FAISS metric that scores like ``metric`` (cosine rows are normalised)."""
+    if metric is Metric.L1:
+        return int(faiss.METRIC_L1)
+    return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
+
+
 def score_block(vectors: F32, queries: F32, metric: Metric, norms: F32 | None = None) -> F32:
     """(nq, n) internal scores of ``queries`` against ``vectors``."""
     if metric is Metric.L1:

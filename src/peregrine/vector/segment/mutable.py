@@ -30,7 +30,7 @@ from peregrine.vector.segment.kernels import (
 )
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
-from peregrine.vector.segment.rows import LACKING_LEAD, payload_part
+from peregrine.vector.segment.rows import lacks_primary, payload_part
 from peregrine.vector.segment.side import SideStore, SideStoreSlot
 from peregrine.vector.segment.side_graph import SideGraph
 from peregrine.vector.types import Metric
@@ -214,7 +214,7 @@ class MutableSegment:
         self._vectors[start:stop] = vectors
         self._keys[start:stop] = keys
         self._payload_blobs.extend(blobs)
-        lacking = np.fromiter((blob[:1] == LACKING_LEAD for blob in blobs), np.bool_, count)
+        lacking = np.fromiter(map(lacks_primary, blobs), np.bool_, count)
         if lacking.any():
             self._lacking[start:stop] = lacking
             self._n_lacking += int(np.count_nonzero(lacking))

@@ -33,7 +33,6 @@ from peregrine.vector.types import SparseVector
 
 EXTENDED = 0x01
 LACKING = 0x02  # EXTENDED, and the row has no primary vector
-LACKING_LEAD = bytes((LACKING,))
 _HEAD = struct.Struct("<BI")
 _COUNT = struct.Struct("<H")
 _ENTRY = struct.Struct("<BI")

@@ -45,7 +45,7 @@ from peregrine.core.errors import StorageError
 from peregrine.core.fsio import write_atomic_with
 from peregrine.runtime import hugepages
 from peregrine.vector.ids import KEY_DTYPE, KEY_WIDTH, KeyArray, PointId, decode_keys
-from peregrine.vector.segment.kernels import F32, I64, score_block, subset_top_k
+from peregrine.vector.segment.kernels import F32, I64, faiss_metric, score_block, subset_top_k
 from peregrine.vector.segment.mutable import exact_search, mark_deleted
 from peregrine.vector.segment.nested import NestedView, cached_view
 from peregrine.vector.segment.payload_index import FieldIndex, Mask
@@ -60,12 +60,6 @@ faiss: Any = _faiss
 
 
 _UNREAD = object()  # a lazily computed attribute not computed yet
-
-
-def faiss_metric(metric: Metric) -> int:
-    if metric is Metric.L1:
-        return int(faiss.METRIC_L1)
-    return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
 
 
 class GraphCodes(StrEnum):

@@ -31,7 +31,7 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
-from peregrine.vector.segment.kernels import F32, I64
+from peregrine.vector.segment.kernels import F32, I64, faiss_metric
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.rows import side_vectors
 from peregrine.vector.types import DenseSpec, IndexConfig, Metric, Quantization
@@ -53,12 +53,6 @@ def graph_file(name: str) -> str:
     return hashlib.sha1(name.encode()).hexdigest()[:16]
 
 
-def _metric(metric: Metric) -> int:
-    if metric is Metric.L1:
-        return int(faiss.METRIC_L1)
-    return int(faiss.METRIC_L2 if metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT)
-
-
 def _new_graph(spec: DenseSpec, config: IndexConfig, vectors: F32) -> Any:
     """An empty graph for ``spec`` (its own ``m``/``ef_construction`` where set),
     with codes by datatype, or int8 codes trained on ``vectors``."""
@@ -66,14 +60,14 @@ def _new_graph(spec: DenseSpec, config: IndexConfig, vectors: F32) -> Any:
     index: Any
     if spec.quantization is Quantization.INT8:
         index = faiss.IndexHNSWSQ(spec.dim, faiss.ScalarQuantizer.QT_8bit, m,
-                                  _metric(spec.metric))
+                                  faiss_metric(spec.metric))
         index.train(vectors)
     elif spec.datatype == "float32" or spec.metric is Metric.L1:
-        index = faiss.IndexHNSWFlat(spec.dim, m, _metric(spec.metric))
+        index = faiss.IndexHNSWFlat(spec.dim, m, faiss_metric(spec.metric))
     else:
         qtype = (faiss.ScalarQuantizer.QT_8bit_direct if spec.datatype == "uint8"
                  else faiss.ScalarQuantizer.QT_fp16)
-        index = faiss.IndexHNSWSQ(spec.dim, qtype, m, _metric(spec.metric))
+        index = faiss.IndexHNSWSQ(spec.dim, qtype, m, faiss_metric(spec.metric))
         index.train(np.zeros((1, spec.dim), np.float32))  # direct codes: nothing to learn
     index.hnsw.efConstruction = spec.ef_construction or config.ef_construction
     return index

@@ -53,12 +53,13 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
                         params.modifier != config.sparse[vector_name].value:
                     raise InvalidInputError(f"the modifier of {vector_name!r} is fixed at "
                                             "creation")
-            index, _ = convert.collection_update(body, config.dim, {}, config.vector_name)
-            vector.update_collection(name, index, None, convert.named_updates(body, config))
+            vector.update_collection(name, convert.index_update(body, config.dim,
+                                                                config.vector_name),
+                                     None, convert.named_updates(body, config))
             # The declared settings merge under the collection's write lock, so a
             # concurrent index creation's parameters are not lost.
-            vector.change_declared(name, convert.PROTOCOL, lambda given: convert.collection_update(
-                body, config.dim, given, config.vector_name)[1])
+            vector.change_declared(name, convert.PROTOCOL,
+                                   lambda given: convert.declared_update(body, given))
 
         await call.run(update)
         return True
