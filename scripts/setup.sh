@@ -17,6 +17,8 @@ PY=${PYTHON:-python3}
 # llama-cpp-python (the llm extra) compiles llama.cpp: a few minutes on 2 cores.
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
 .venv/bin/python -m pip install -q -e ".[embed,otel,llm,dev]"
+# Sparse search's loops (numba) compiled once, into numba's on-disk cache.
+.venv/bin/python -c "from peregrine.vector.segment import sparse_kernel; sparse_kernel.warm()"
 # The same llama.cpp without llamafile and repacked kernels, whose results depend
 # on the batch: llm.batch_invariant loads it (docs/inference.md). Built once.
 INV=.venv/llama-invariant

@@ -1,68 +1,111 @@
-"""``SparseSide.top`` against a plain-Python oracle.
+"""Sparse top-k and document frequencies against a plain-Python oracle.
 
-The top k is picked among the lists' entries after one bincount (a row's sum
-sits on each of its entries), so the cases that matter are many ties at the
-cut, rows past the segment's published count, filters, negative weights, and
-k beside the number of entries."""
+The compiled pass (``sparse_kernel``) sums rows by blocks and keeps the best
+through a heap, so the cases that matter are many ties at the cut, rows past
+the segment's published count, filters, negative weights, k beside the number
+of rows hit, lists split between the sorted part and the unsorted tail, and
+rows spread over several blocks."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from peregrine.vector.segment import side
+from peregrine.vector.segment import sparse_kernel
 from peregrine.vector.segment.side import SparseSide
+from peregrine.vector.types import SparseVector
+
+VALUES = st.sampled_from([0.5, 1.0, 1.0, 2.0, -1.0])  # few distinct values: ties
+WEIGHTS = st.sampled_from([0.25, 1.0, 3.0, -2.0])
 
 
-@st.composite
-def cases(draw: st.DrawFn) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, int,
-                                    np.ndarray | None, int]:
-    n_rows = draw(st.integers(1, 60))
-    n_lists = draw(st.integers(1, 6))
-    values = st.sampled_from([0.5, 1.0, 1.0, 2.0, -1.0])  # few distinct values: ties
-    postings = []
-    for _ in range(n_lists):
-        rows = sorted(draw(st.sets(st.integers(0, n_rows - 1), max_size=n_rows)))
-        vals = [draw(values) for _ in rows]
-        postings.append((np.array(rows, np.int64), np.array(vals, np.float32)))
-    weights = np.array([draw(st.sampled_from([0.25, 1.0, 3.0, -2.0]))
-                        for _ in range(n_lists)])
-    k = draw(st.integers(1, 25))
-    allowed = None
-    if draw(st.booleans()):
-        allowed = np.array([draw(st.booleans()) for _ in range(n_rows)], np.bool_)
-    n = draw(st.integers(0, n_rows))  # rows at or past n are not published yet
-    return postings, weights, k, allowed, n
-
-
-@pytest.mark.parametrize("sums", ["by row", "by touched row"])
-@settings(max_examples=300, deadline=None)
-@given(case=cases())
-def test_top_matches_oracle(case: tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray, int,
-                                        np.ndarray | None, int], sums: str) -> None:
-    """Both ways of summing: an array indexed by row, and (as for short lists in
-    a huge segment) by the rows the lists touch."""
-    postings, weights, k, allowed, n = case
-    dense_min = side._DENSE_MIN if sums == "by row" else 0
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(side, "_DENSE_MIN", dense_min)
-        patch.setattr(side, "_DENSE_SUMS", side._DENSE_SUMS if sums == "by row" else 0)
-        _check_top(postings, weights, k, allowed, n)
-
-
-def _check_top(postings: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray, k: int,
-               allowed: np.ndarray | None, n: int) -> None:
+def _oracle(entries: list[tuple[int, int, float]], weights: dict[int, float], n: int,
+            allowed: np.ndarray | None) -> dict[int, float]:
+    """Row -> sum of weight x value over entries (row, index, value) that count."""
     sums: dict[int, float] = {}
-    for (rows, vals), w in zip(postings, weights, strict=True):
-        for r, v in zip(rows.tolist(), vals.tolist(), strict=True):
-            if r < n and (allowed is None or allowed[r]):
-                sums[r] = sums.get(r, 0.0) + v * w
-    expect = sorted((np.float32(s) for s in sums.values()), reverse=True)[:k]
-    scores, rows = SparseSide.top(postings, weights, k, allowed, n)
+    for row, dim, val in entries:
+        if dim in weights and row < n and (allowed is None or allowed[row]):
+            sums[row] = sums.get(row, 0.0) + val * weights[dim]
+    return sums
+
+
+def _check(scores: np.ndarray, rows: np.ndarray, sums: dict[int, float], k: int) -> None:
+    expect = sorted(((-np.float32(s), r) for r, s in sums.items()))[:k]
     got_rows = rows[0].tolist()
     assert len(got_rows) == len(set(got_rows)) == len(expect)
-    np.testing.assert_allclose(scores[0], expect, rtol=1e-6)
+    np.testing.assert_allclose(scores[0], [-s for s, _ in expect], rtol=1e-6)
     for r, s in zip(got_rows, scores[0].tolist(), strict=True):
         assert np.isclose(s, sums[r], rtol=1e-6)  # each row carries its own score
+    # Best first; a tie ranks the lower row first.
+    pairs = list(zip((-scores[0]).tolist(), got_rows, strict=True))
+    assert pairs == sorted(pairs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_side_top_and_doc_freq_match_oracle(data: st.DataObject) -> None:
+    n_rows = data.draw(st.integers(1, 60))
+    dims = st.sets(st.integers(0, 7), max_size=5)
+    points = [sorted(data.draw(dims)) for _ in range(n_rows)]
+    entries = [(row, d, data.draw(VALUES)) for row, ds in enumerate(points) for d in ds]
+    side = SparseSide()
+    sorted_up_to = data.draw(st.integers(0, n_rows))  # rows after it stay in the tail
+
+    def add(lo: int, hi: int) -> None:
+        vecs = []
+        for row in range(lo, hi):
+            mine = [(d, v) for r, d, v in entries if r == row]
+            vecs.append(SparseVector(np.array([d for d, _ in mine], np.uint32),
+                                     np.array([v for _, v in mine], np.float32)))
+        side.add(vecs, lo)
+
+    add(0, sorted_up_to)
+    side.resort()
+    add(sorted_up_to, n_rows)
+    query = np.array(sorted(data.draw(st.sets(st.integers(0, 9), min_size=1, max_size=5))),
+                     np.uint32)
+    weights = np.array([data.draw(WEIGHTS) for _ in query])
+    k = data.draw(st.integers(1, 25))
+    allowed = None
+    if data.draw(st.booleans()):
+        allowed = np.array([data.draw(st.booleans()) for _ in range(n_rows)], np.bool_)
+    n = data.draw(st.integers(0, n_rows))  # rows at or past n are not published yet
+    lists = side.postings(query)
+    scores, rows = SparseSide.top(lists, weights, k, allowed, n)
+    _check(scores, rows, _oracle(entries, dict(zip(query.tolist(), weights.tolist(),
+                                                   strict=True)), n, allowed), k)
+    df = SparseSide.doc_freq(lists, query.size, allowed, n)
+    for q, d in enumerate(query.tolist()):
+        assert df[q] == sum(1 for r, dd, _ in entries
+                            if dd == d and r < n and (allowed is None or allowed[r]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_kernel_spans_blocks(data: st.DataObject) -> None:
+    """Rows far apart: several blocks, empty blocks skipped, and the cut at ``n``
+    inside a block."""
+    span = 4 * sparse_kernel.BLOCK + 7
+    n_lists = data.draw(st.integers(1, 5))
+    row_sets = [sorted(data.draw(st.sets(st.integers(0, span - 1), max_size=40)))
+                for _ in range(n_lists)]
+    vals = [[data.draw(VALUES) for _ in rs] for rs in row_sets]
+    weights = np.array([data.draw(WEIGHTS) for _ in range(n_lists)])
+    rows0 = np.array([r for rs in row_sets for r in rs], np.int64)
+    vals0 = np.array([v for vs in vals for v in vs], np.float32)
+    sizes = np.array([len(rs) for rs in row_sets], np.int64)
+    hi = np.cumsum(sizes)
+    lo = hi - sizes
+    k = data.draw(st.integers(1, 30))
+    n = data.draw(st.integers(0, span))
+    allowed = None
+    if data.draw(st.booleans()):
+        allowed = np.random.default_rng(data.draw(st.integers(0, 99))).random(span) < 0.5
+    scores, rows = sparse_kernel.top_k(
+        lo, hi, np.zeros(n_lists, np.uint8), weights, rows0, vals0, rows0[:0], vals0[:0], n,
+        np.zeros(1, np.bool_) if allowed is None else allowed, allowed is not None, k)
+    entries = [(r, q, v) for q in range(n_lists)
+               for r, v in zip(row_sets[q], vals[q], strict=True)]
+    sums = _oracle(entries, dict(enumerate(weights.tolist())), n, allowed)
+    _check(scores[None, :], rows[None, :], sums, k)

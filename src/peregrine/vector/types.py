@@ -499,9 +499,13 @@ class AliasInfo:
     collection: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hit:
-    """One search result. For l2 the score is the distance (lower is better)."""
+    """One search result. For l2 the score is the distance (lower is better).
+
+    Not frozen only because a frozen dataclass costs ~0.8 us more to build, and
+    a hybrid query builds one per candidate of each prefetch; treat it as a value
+    all the same."""
 
     id: PointId
     score: float

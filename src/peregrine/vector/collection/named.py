@@ -30,7 +30,7 @@ from peregrine.vector.segment.kernels import F32, I64, shortest_floats, subset_t
 from peregrine.vector.segment.mutable import Segment
 from peregrine.vector.segment.payload_index import Mask
 from peregrine.vector.segment.rows import side_vectors
-from peregrine.vector.segment.side import Postings, SideStore, SparseSide
+from peregrine.vector.segment.side import SideStore, SparseLists, SparseSide
 from peregrine.vector.types import (
     CollectionConfig,
     Metric,
@@ -141,15 +141,15 @@ def _rescored(seg: Segment, name: str, query: F32, rows: I64, metric: Metric
     return scores, rows[pos[0]][None, :]
 
 
-def _idf(segments: Sequence[Segment], postings: Sequence[Postings], size: int
+def _idf(segments: Sequence[Segment], lists: Sequence[SparseLists], size: int
          ) -> npt.NDArray[np.float64]:
     total = 0
     df = np.zeros(size, np.int64)
-    for seg, found in zip(segments, postings, strict=True):
+    for seg, found in zip(segments, lists, strict=True):
         n = seg.n_rows
         live = ~seg.deleted[:n] if seg.n_deleted else None
         total += n - seg.n_deleted
-        df += SparseSide.doc_freq(found, live, n)
+        df += SparseSide.doc_freq(found, size, live, n)
     return np.log((total - df + 0.5) / (df + 0.5) + 1.0)
 
 

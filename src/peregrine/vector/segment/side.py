@@ -7,8 +7,8 @@ and keeps per name:
 - ``DenseSide``: a float32 matrix and a presence mask, searched exactly with
   the same FAISS kernel as the primary vector's exact path;
 - ``SparseSide``: inverted lists (CSC: rows and values grouped by index),
-  scored with one ``np.bincount`` per query over the lists the query names,
-  the top k picked among those lists' entries.
+  scored in one compiled pass over the lists the query names
+  (``sparse_kernel``: sums by blocks of rows, the top k through a heap).
   Rows that arrived since the lists were last sorted sit in an unsorted tail
   that is matched with ``np.isin``; the lists are re-sorted when the tail
   grows past a quarter of them, so a write is searchable at once and sorting
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -32,16 +33,8 @@ from peregrine.vector.segment.rows import SideVector, side_vectors
 from peregrine.vector.types import Metric, SparseVector
 
 _MIN_TAIL = 4096  # entries in the unsorted tail before the lists are re-sorted
-# A query's sums go in one array indexed by row while the rows it touches span
-# at most this many times its entries (plus 64k): zeroing the array stays
-# cheap beside the entries; beyond, the touched rows are numbered first.
-_DENSE_SUMS = 32
-_DENSE_MIN = 65_536
 _WIDEN_ROWS = 65_536  # compact rows widened to float32 per exact pass
 _MULTI_CELLS = 1 << 22  # stored vectors x query vectors scored in one matrix product
-
-# Per query index: (rows holding it, their values).
-Postings = list[tuple["I64", "npt.NDArray[np.float32]"]]
 
 
 class _Growing:
@@ -229,89 +222,81 @@ class SparseSide:
         offsets = self._offsets.view
         return offsets[1:n + 1] > offsets[:n]
 
-    def postings(self, dims: npt.NDArray[np.uint32]) -> Postings:
-        """Per query index (``dims``, ascending and unique): the rows holding it and
-        their values, from the sorted lists and the unsorted tail."""
-        empty_r, empty_v = np.empty(0, np.int64), np.empty(0, np.float32)
-        out: Postings = [(empty_r, empty_v)] * dims.size
-        pos = np.searchsorted(self._keys, dims)
-        inside = pos < self._keys.size
-        hit = np.zeros(dims.size, np.bool_)
-        hit[inside] = self._keys[pos[inside]] == dims[inside]
-        for q in np.flatnonzero(hit).tolist():
-            a, b = self._starts[pos[q]], self._starts[pos[q] + 1]
-            out[q] = (self._csc_rows[a:b], self._csc_vals[a:b])
+    def postings(self, dims: npt.NDArray[np.uint32]) -> SparseLists:
+        """The lists of the query's indices (``dims``, ascending and unique): runs
+        of the sorted lists, plus the matching entries of the unsorted tail
+        grouped by index. Nothing is copied from the sorted lists."""
+        from peregrine.vector.segment import sparse_kernel  # numba: loaded on first use
+
+        lo, hi, query = sparse_kernel.lookup(self._keys, self._starts, dims)
+        src = np.zeros(lo.size, np.uint8)
+        tail_rows, tail_vals = self._csc_rows[:0], self._csc_vals[:0]
         tail = self._dims.view[self._sorted:]
         if tail.size:
             where = np.flatnonzero(np.isin(tail, dims))
             if where.size:
                 qpos = np.searchsorted(dims, tail[where])
-                rows = self._rows.view[self._sorted:][where]
-                vals = self._vals.view[self._sorted:][where]
-                for q in np.unique(qpos).tolist():
-                    mine = qpos == q
-                    out[q] = (np.concatenate([out[q][0], rows[mine]]),
-                              np.concatenate([out[q][1], vals[mine]]))
-        return out
+                order = np.argsort(qpos, kind="stable")  # rows stay ascending per index
+                where, qpos = where[order], qpos[order]
+                tail_rows = self._rows.view[self._sorted:][where]
+                tail_vals = self._vals.view[self._sorted:][where]
+                firsts = np.flatnonzero(np.diff(qpos, prepend=-1))
+                lo = np.concatenate([lo, firsts])
+                hi = np.concatenate([hi, np.append(firsts[1:], where.size)])
+                query = np.concatenate([query, qpos[firsts]])
+                src = np.concatenate([src, np.ones(firsts.size, np.uint8)])
+        return SparseLists(lo, hi, src, query, self._csc_rows, self._csc_vals, tail_rows,
+                           tail_vals)
 
     @staticmethod
-    def doc_freq(postings: Postings, live: Mask | None, n: int) -> npt.NDArray[np.int64]:
-        """How many rows (live ones, when ``live`` is given) hold each query index."""
-        return np.fromiter((_within(rows, n, live)[0].size for rows, _ in postings),
-                           np.int64, len(postings))
+    def doc_freq(lists: SparseLists, size: int, live: Mask | None,
+                 n: int) -> npt.NDArray[np.int64]:
+        """How many rows below ``n`` (live ones, when ``live`` is given) hold each
+        of the query's ``size`` indices."""
+        from peregrine.vector.segment import sparse_kernel
+
+        return sparse_kernel.doc_freq(lists.lo, lists.hi, lists.src, lists.query, size,
+                                      lists.rows, lists.tail_rows, n, _mask_arg(live),
+                                      live is not None)
 
     @staticmethod
-    def top(postings: Postings, weights: npt.NDArray[np.floating], k: int,
+    def top(lists: SparseLists, weights: npt.NDArray[np.floating], k: int,
             allowed: Mask | None, n: int) -> tuple[F32, I64]:
-        """Top-k rows by the dot product of their entries with the per-index
-        ``weights`` (the query's values, times IDF where it applies).
+        """Top-k rows below ``n`` (and ``allowed``) by the dot product of their
+        entries with the per-index ``weights`` (the query's values, times IDF
+        where it applies): one compiled pass (``sparse_kernel``)."""
+        from peregrine.vector.segment import sparse_kernel
 
-        The sums per row are one ``np.bincount`` over the lists' entries. The
-        top k rows are then found among the entries, not the segment's rows: an
-        entry carries its row's sum, a row has at most one entry per list, so
-        the best ``k x lists`` entries hold the best ``k`` rows, and a partition
-        finds them in O(entries). A query over short lists in a huge segment
-        numbers the rows it touches first (a sort of its entries) rather than
-        zeroing sums for every row up to the largest it hit."""
-        kept_rows: list[I64] = []
-        kept_vals: list[npt.NDArray[np.float32]] = []
-        kept_w: list[float] = []
-        for q, (rows, vals) in enumerate(postings):
-            rows, vals = _within(rows, n, allowed, vals)
-            if rows.size:
-                kept_rows.append(rows)
-                kept_vals.append(vals)
-                kept_w.append(float(weights[q]))
-        if not kept_rows:
-            return np.empty((1, 0), np.float32), np.empty((1, 0), np.int64)
-        if len(kept_rows) == 1:  # one list: its rows are distinct already
-            touched = kept_rows[0]
-            scores = kept_vals[0] * kept_w[0]
-        else:
-            rows = np.concatenate(kept_rows)
-            sizes = np.fromiter((r.size for r in kept_rows), np.int64, len(kept_rows))
-            contrib = np.concatenate(kept_vals) * np.repeat(np.asarray(kept_w), sizes)
-            if int(rows.max()) < _DENSE_SUMS * rows.size + _DENSE_MIN:
-                sums = np.asarray(np.bincount(rows, weights=contrib), np.float64)  # no copy
-                enough = k * len(kept_rows)
-                if enough < rows.size:
-                    at_entries = sums[rows]
-                    cut = np.partition(at_entries, rows.size - enough)[rows.size - enough]
-                    touched = np.unique(rows[at_entries >= cut])
-                else:
-                    touched = np.unique(rows)
-                scores = sums[touched]
-            else:  # short lists in a huge segment: sum over the rows they touch
-                touched, slot = np.unique(rows, return_inverse=True)
-                scores = np.asarray(np.bincount(slot, weights=contrib, minlength=touched.size),
-                                    np.float64)
-        best = scores.astype(np.float32)
-        if k < best.size:
-            part = np.argpartition(-best, k - 1)[:k]
-            order = part[np.argsort(-best[part], kind="stable")]
-        else:
-            order = np.argsort(-best, kind="stable")
-        return best[order][None, :], touched[order][None, :].astype(np.int64)
+        scores, rows = sparse_kernel.top_k(
+            lists.lo, lists.hi, lists.src,
+            np.ascontiguousarray(np.asarray(weights, np.float64)[lists.query]),
+            lists.rows, lists.vals, lists.tail_rows, lists.tail_vals, n,
+            _mask_arg(allowed), allowed is not None, k)
+        return scores[None, :], rows[None, :]
+
+
+@dataclass(frozen=True, slots=True)
+class SparseLists:
+    """A query's inverted lists in one segment: list ``i`` is the run
+    ``[lo[i], hi[i])`` of the sorted entries (``src`` 0) or of the matching tail
+    entries (``src`` 1), and holds the query's index number ``query[i]``."""
+
+    lo: I64
+    hi: I64
+    src: npt.NDArray[np.uint8]
+    query: I64
+    rows: I64
+    vals: npt.NDArray[np.float32]
+    tail_rows: I64
+    tail_vals: npt.NDArray[np.float32]
+
+
+_NO_MASK = np.zeros(1, np.bool_)
+
+
+def _mask_arg(mask: Mask | None) -> Mask:
+    """A mask for the compiled loops, which take an array either way."""
+    return _NO_MASK if mask is None else np.ascontiguousarray(mask, np.bool_)
 
 
 class SideStoreSlot:
@@ -377,17 +362,3 @@ class SideStore:
             if (m := multi.vector(row)) is not None:
                 out[name] = m
         return out
-
-
-def _within(rows: I64, n: int, allowed: Mask | None, *more: np.ndarray) -> list[np.ndarray]:
-    """``rows`` (and the arrays beside them) kept where the row is below ``n`` and,
-    with ``allowed``, allowed. A list's rows ascend (entries are grouped stably by
-    index, and the tail holds later rows), so the cut at ``n`` is a binary search
-    and, without ``allowed``, nothing is copied."""
-    if rows.size and rows[-1] >= n:
-        cut = int(np.searchsorted(rows, n))
-        rows, more = rows[:cut], tuple(m[:cut] for m in more)
-    if allowed is None or not rows.size:
-        return [rows, *more]
-    keep = allowed[rows]
-    return [rows[keep], *(m[keep] for m in more)]
