@@ -8,7 +8,10 @@ rows spread over several blocks."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,3 +112,56 @@ def test_kernel_spans_blocks(data: st.DataObject) -> None:
                for r, v in zip(row_sets[q], vals[q], strict=True)]
     sums = _oracle(entries, dict(enumerate(weights.tolist())), n, allowed)
     _check(scores[None, :], rows[None, :], sums, k)
+
+
+def test_readers_never_mix_generations_of_the_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readers that skip the writer's lock (as ``SideStore`` readers do once the
+    rows they need are counted) while rows arrive and the lists are re-sorted:
+    every answer is exact for the rows published when it was asked. The compiled
+    loops index unchecked, so a mix of two sorts could read out of bounds."""
+    from peregrine.vector.segment import side as side_module
+
+    monkeypatch.setattr(side_module, "_MIN_TAIL", 16)  # re-sort often
+    side = SparseSide()
+    query = np.array([0, 5, 6], np.uint32)
+    weights = np.array([1.0, 2.0, 0.5])
+
+    def point(r: int) -> SparseVector:
+        dims = np.array(sorted({r % 5, r % 7 + 5}), np.uint32)
+        return SparseVector(dims, np.full(dims.size, 1.0 + r % 3, np.float32))
+
+    def expect(n: int, k: int) -> list[tuple[float, int]]:
+        r = np.arange(n)
+        v = 1.0 + r % 3
+        s = (r % 5 == 0) * v + (r % 7 == 0) * v * 2 + (r % 7 == 1) * v * 0.5
+        hit = (r % 5 == 0) | (r % 7 <= 1)
+        return sorted(zip((-s[hit]).tolist(), r[hit].tolist(), strict=True))[:k]
+
+    published = [0]
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for first in range(0, 6000, 37):
+                side.add([point(r) for r in range(first, first + 37)], first)
+                side.resort()
+                published[0] = first + 37  # counted last, as SideStore.catch_up does
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    checks = 0
+    while not done.is_set() or checks < 5:
+        n = published[0]
+        scores, rows = SparseSide.top(side.postings(query), weights, 15, None, n)
+        got = list(zip((-scores[0].astype(np.float64)).tolist(), rows[0].tolist(),
+                       strict=True))
+        assert got == expect(n, 15), n
+        checks += 1
+    writer.join()
+    assert not errors
+    assert checks > 5

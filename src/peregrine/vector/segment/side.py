@@ -175,17 +175,15 @@ class SparseSide:
     """One sparse vector of a segment's rows, as inverted lists."""
 
     def __init__(self) -> None:
-        self._rows = _Growing(np.int64)  # entries in arrival order
+        self._rows = _Growing(np.int32)  # entries in arrival order (segment rows < 2^31)
         self._dims = _Growing(np.uint32)
         self._vals = _Growing(np.float32)
         self._offsets = _Growing(np.int64)  # row -> first entry (n + 1 once caught up)
         self._offsets.extend(np.zeros(1, np.int64))
-        # The sorted part: entries [0, _sorted) grouped by index.
-        self._sorted = 0
-        self._keys = np.empty(0, np.uint32)  # distinct indices, ascending
-        self._starts = np.zeros(1, np.int64)  # their runs in the arrays below
-        self._csc_rows = np.empty(0, np.int64)
-        self._csc_vals = np.empty(0, np.float32)
+        # The sorted part, replaced whole (one assignment) so that a reader
+        # never mixes two generations of it.
+        self._lists = _SortedLists(0, np.empty(0, np.uint32), np.zeros(1, np.int64),
+                                   np.empty(0, np.int32), np.empty(0, np.float32))
 
     def add(self, rows: list[SideVector | None], first_row: int) -> None:
         sparse = [v if isinstance(v, SparseVector) else None for v in rows]
@@ -195,22 +193,20 @@ class SparseSide:
         if present:
             self._dims.extend(np.concatenate([v.indices for v in present]))
             self._vals.extend(np.concatenate([v.values for v in present]))
-            self._rows.extend(np.repeat(np.arange(first_row, first_row + len(rows)), counts))
+            self._rows.extend(np.repeat(np.arange(first_row, first_row + len(rows),
+                                                  dtype=np.int32), counts))
         self._offsets.extend(self._offsets.view[-1] + np.cumsum(counts))
 
     def resort(self) -> None:
-        total = self._dims.size
-        if total - self._sorted <= max(_MIN_TAIL, self._sorted // 4):
+        total = self._rows.size
+        sorted_count = self._lists.count
+        if total - sorted_count <= max(_MIN_TAIL, sorted_count // 4):
             return
-        dims = self._dims.view
+        dims = self._dims.view[:total]
         order = np.argsort(dims, kind="stable")
-        sorted_dims = dims[order]
-        keys, starts = np.unique(sorted_dims, return_index=True)
-        self._keys = keys
-        self._starts = np.append(starts, total).astype(np.int64)
-        self._csc_rows = self._rows.view[order]
-        self._csc_vals = self._vals.view[order]
-        self._sorted = total
+        keys, starts = np.unique(dims[order], return_index=True)
+        self._lists = _SortedLists(total, keys, np.append(starts, total).astype(np.int64),
+                                   self._rows.view[order], self._vals.view[:total][order])
 
     def vector(self, row: int) -> SparseVector | None:
         a, b = self._offsets.view[row], self._offsets.view[row + 1]
@@ -228,25 +224,27 @@ class SparseSide:
         grouped by index. Nothing is copied from the sorted lists."""
         from peregrine.vector.segment import sparse_kernel  # numba: loaded on first use
 
-        lo, hi, query = sparse_kernel.lookup(self._keys, self._starts, dims)
+        lists = self._lists
+        lo, hi, query = sparse_kernel.lookup(lists.keys, lists.starts, dims)
         src = np.zeros(lo.size, np.uint8)
-        tail_rows, tail_vals = self._csc_rows[:0], self._csc_vals[:0]
-        tail = self._dims.view[self._sorted:]
+        tail_rows, tail_vals = lists.rows[:0], lists.vals[:0]
+        # Rows are extended last on each add: entries below its size are whole.
+        end = self._rows.size
+        tail = self._dims.view[lists.count:end]
         if tail.size:
             where = np.flatnonzero(np.isin(tail, dims))
             if where.size:
                 qpos = np.searchsorted(dims, tail[where])
                 order = np.argsort(qpos, kind="stable")  # rows stay ascending per index
                 where, qpos = where[order], qpos[order]
-                tail_rows = self._rows.view[self._sorted:][where]
-                tail_vals = self._vals.view[self._sorted:][where]
+                tail_rows = self._rows.view[lists.count:end][where]
+                tail_vals = self._vals.view[lists.count:end][where]
                 firsts = np.flatnonzero(np.diff(qpos, prepend=-1))
                 lo = np.concatenate([lo, firsts])
                 hi = np.concatenate([hi, np.append(firsts[1:], where.size)])
                 query = np.concatenate([query, qpos[firsts]])
                 src = np.concatenate([src, np.ones(firsts.size, np.uint8)])
-        return SparseLists(lo, hi, src, query, self._csc_rows, self._csc_vals, tail_rows,
-                           tail_vals)
+        return SparseLists(lo, hi, src, query, lists.rows, lists.vals, tail_rows, tail_vals)
 
     @staticmethod
     def doc_freq(lists: SparseLists, size: int, live: Mask | None,
@@ -255,6 +253,8 @@ class SparseSide:
         of the query's ``size`` indices."""
         from peregrine.vector.segment import sparse_kernel
 
+        if live is not None:  # the compiled loop reads live[row] unchecked
+            n = min(n, live.size)
         return sparse_kernel.doc_freq(lists.lo, lists.hi, lists.src, lists.query, size,
                                       lists.rows, lists.tail_rows, n, _mask_arg(live),
                                       live is not None)
@@ -267,12 +267,26 @@ class SparseSide:
         where it applies): one compiled pass (``sparse_kernel``)."""
         from peregrine.vector.segment import sparse_kernel
 
+        if allowed is not None:  # the compiled loop reads allowed[row] unchecked
+            n = min(n, allowed.size)
         scores, rows = sparse_kernel.top_k(
             lists.lo, lists.hi, lists.src,
             np.ascontiguousarray(np.asarray(weights, np.float64)[lists.query]),
             lists.rows, lists.vals, lists.tail_rows, lists.tail_vals, n,
             _mask_arg(allowed), allowed is not None, k)
         return scores[None, :], rows[None, :]
+
+
+@dataclass(frozen=True, slots=True)
+class _SortedLists:
+    """Entries ``[0, count)`` of a ``SparseSide``, grouped by index: ``keys`` the
+    distinct indices (ascending), ``starts`` their runs in ``rows``/``vals``."""
+
+    count: int
+    keys: npt.NDArray[np.uint32]
+    starts: I64
+    rows: npt.NDArray[np.int32]
+    vals: npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,9 +299,9 @@ class SparseLists:
     hi: I64
     src: npt.NDArray[np.uint8]
     query: I64
-    rows: I64
+    rows: npt.NDArray[np.int32]
     vals: npt.NDArray[np.float32]
-    tail_rows: I64
+    tail_rows: npt.NDArray[np.int32]
     tail_vals: npt.NDArray[np.float32]
 
 

@@ -111,7 +111,8 @@ def top_k(lo: np.ndarray, hi: np.ndarray, src: np.ndarray, weights: np.ndarray,
             break
         start = first - first % BLOCK
         stop = start + BLOCK
-        # Pass 1: each list's run inside the block adds to its rows' sums.
+        # Pass 1: each list's run inside the block adds to its rows' sums (a NaN
+        # is a sum taken in an earlier block: zero).
         for q in range(n_lists):
             rows = rows0 if src[q] == 0 else rows1
             vals = vals0 if src[q] == 0 else vals1
@@ -120,10 +121,12 @@ def top_k(lo: np.ndarray, hi: np.ndarray, src: np.ndarray, weights: np.ndarray,
             while c < e and rows[c] < stop:
                 r = rows[c]
                 if not filtered or allowed[r]:
-                    sums[r - start] += vals[c] * w
+                    j = r - start
+                    x = sums[j]
+                    sums[j] = (0.0 if x != x else x) + vals[c] * w
                 c += 1
             run_end[q] = c
-        # Pass 2: each row hit offers its sum once (then marked NaN).
+        # Pass 2: each row hit offers its sum once, and marks it taken (NaN).
         for q in range(n_lists):
             rows = rows0 if src[q] == 0 else rows1
             for c in range(cur[q], run_end[q]):
@@ -136,11 +139,6 @@ def top_k(lo: np.ndarray, hi: np.ndarray, src: np.ndarray, weights: np.ndarray,
                 sums[r - start] = np.nan
                 if m < k or s > hs[0] or (s == hs[0] and r < hr[0]):
                     m = _offer(hs, hr, m, k, s, r)
-        # Pass 3: the block's sums back to zero for the next block.
-        for q in range(n_lists):
-            rows = rows0 if src[q] == 0 else rows1
-            for c in range(cur[q], run_end[q]):
-                sums[rows[c] - start] = 0.0
             cur[q] = run_end[q]
     # Pop the heap from the worst: filled from the back, best first.
     out_s = np.empty(m, np.float32)
@@ -217,7 +215,7 @@ def warm() -> None:
     server's first sparse query waits seconds for the compiler."""
     lo, hi = np.zeros(1, np.int64), np.ones(1, np.int64)
     src, query = np.zeros(1, np.uint8), np.zeros(1, np.int64)
-    rows, vals = np.zeros(1, np.int64), np.ones(1, np.float32)
+    rows, vals = np.zeros(1, np.int32), np.ones(1, np.float32)
     keys, starts = np.zeros(1, np.uint32), np.array([0, 1], np.int64)
     mask = np.ones(1, np.bool_)
     lookup(keys, starts, np.zeros(1, np.uint32))
