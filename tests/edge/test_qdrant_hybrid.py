@@ -617,7 +617,9 @@ def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
                                                          server: Any) -> None:
     """Integer lookup/range, is_tenant and is_principal are accepted, kept and
     reported in payload_schema (one sorted index serves lookups and ranges here);
-    an unknown parameter is a 400; dropping the index forgets them."""
+    is_tenant and is_principal become the engine's storage layout
+    (tests/vector/test_layout.py); an unknown parameter is a 400; dropping the
+    index forgets them."""
     name = f"hints-{uuid.uuid4().hex[:8]}"
     client.create_collection(name, vectors_config=models.VectorParams(
         size=2, distance=models.Distance.DOT))
@@ -632,6 +634,10 @@ def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
         assert schema["n"].params is not None and schema["n"].params.lookup is False
         assert schema["n"].params.is_principal is True and schema["n"].points == 6
         assert schema["tenant"].params is not None and schema["tenant"].params.is_tenant is True
+        import json
+
+        stored = json.loads((server.data / "collections" / name / "config.json").read_text())
+        assert stored["layout"] == {"n": "principal", "tenant": "tenant"}
         # Answers are the same whatever the hints say.
         flt = models.Filter(must=[models.FieldCondition(key="n", match=models.MatchValue(
             value=3)), models.FieldCondition(key="tenant", match=models.MatchValue(value="b"))])
@@ -644,6 +650,8 @@ def test_payload_index_parameters_are_kept_and_read_back(client: QdrantClient,
         client.delete_payload_index(name, "tenant")
         client.create_payload_index(name, "tenant", "keyword")
         assert client.get_collection(name).payload_schema["tenant"].params is None
+        stored = json.loads((server.data / "collections" / name / "config.json").read_text())
+        assert stored["layout"] == {"n": "principal"}
         # Concurrent creations (and a PATCH among them) keep every index's parameters.
         from concurrent.futures import ThreadPoolExecutor
 

@@ -154,11 +154,18 @@ def optimizer_thread(c: peregrine.Collection, shared: Shared) -> None:
         c.optimize()
 
 
-@pytest.mark.parametrize("with_optimize_calls", [False, True])
-def test_concurrent_reads_writes_and_sealing(open_db: Any, with_optimize_calls: bool) -> None:
+@pytest.mark.parametrize(("with_optimize_calls", "layout"),
+                         [(False, False), (True, False), (True, True)])
+def test_concurrent_reads_writes_and_sealing(open_db: Any, with_optimize_calls: bool,
+                                             layout: bool) -> None:
+    """``layout``: builds lay rows out by a principal field (the version), so
+    builds permute their rows, and the tombstones of deletes that land during a
+    build must follow the permutation."""
     db = open_db(background=True)
     c = db.create_collection("c", DIM, "dot", index={
         "segment_rows": 64, "max_segments": 2, "m": 8, "ef_construction": 32})
+    if layout:
+        c.create_payload_index("v", "integer", layout="principal")
     shared = Shared()
     models: list[dict[int, int]] = [{} for _ in range(N_WRITERS)]
     writers = [threading.Thread(target=_guard(shared, lambda w=w: writer(c, shared, w, 220,

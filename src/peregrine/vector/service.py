@@ -312,9 +312,12 @@ class VectorService(SnapshotDoor):
         self._collection(name).optimize()
 
     def create_payload_index(self, name: str, field: str, kind: str,
-                             params: dict[str, Any] | None = None) -> None:
-        """``params``: a ``text`` index's tokenizer settings (``TextIndexParams``)."""
-        self._write(name, lambda c: c.create_payload_index(field, kind, params))
+                             params: dict[str, Any] | None = None,
+                             layout: str | None = None) -> None:
+        """``params``: a ``text`` index's tokenizer settings (``TextIndexParams``).
+        ``layout`` "tenant" or "principal": storage is organised by the field
+        (Qdrant's ``is_tenant`` / ``is_principal``, ``segment/layout.py``)."""
+        self._write(name, lambda c: c.create_payload_index(field, kind, params, layout))
 
     def delete_payload_index(self, name: str, field: str) -> None:
         self._write(name, lambda c: c.delete_payload_index(field))

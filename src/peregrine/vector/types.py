@@ -283,6 +283,15 @@ def validate_vector_name(name: Any) -> str:
     return name
 
 
+# How an indexed payload field organises storage, and the index types each
+# role takes (Qdrant's is_tenant: keyword and uuid; is_principal: integer,
+# float and datetime).
+LAYOUT_ROLES: dict[str, tuple[str, ...]] = {
+    "tenant": ("keyword", "uuid"),
+    "principal": ("integer", "float", "datetime"),
+}
+
+
 @dataclass(frozen=True)
 class CollectionConfig:
     """A collection's shape. Its primary dense vector (``dim``, ``metric``, named
@@ -307,6 +316,10 @@ class CollectionConfig:
     sparse: dict[str, SparseModifier] = field(default_factory=dict)
     # payload field -> its full-text tokenizer (the fields indexed as "text")
     text_indexes: dict[str, TextIndexParams] = field(default_factory=dict)
+    # Indexed payload fields that organise storage (Qdrant's is_tenant and
+    # is_principal): field -> "tenant" or "principal". Builds lay rows out by
+    # them (``segment/layout.py``).
+    layout: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.metric is Metric.L1 and self.index.quantization is Quantization.INT8:
@@ -377,6 +390,8 @@ class CollectionConfig:
             out["sparse"] = {n: m.value for n, m in self.sparse.items()}
         if self.text_indexes:
             out["text_indexes"] = {f: p.to_dict() for f, p in self.text_indexes.items()}
+        if self.layout:
+            out["layout"] = dict(self.layout)
         return out
 
     @classmethod
@@ -395,6 +410,10 @@ class CollectionConfig:
             declared = data.get("declared", {})
             if not isinstance(declared, dict):
                 raise ValueError("declared must be an object")
+            layout = data.get("layout", {})
+            if not isinstance(layout, dict) or not all(
+                    f in indexes and v in LAYOUT_ROLES for f, v in layout.items()):
+                raise ValueError("layout must map indexed fields to tenant or principal")
             return cls(
                 name=validate_collection_name(data["name"]),
                 dim=dim,
@@ -410,6 +429,7 @@ class CollectionConfig:
                         for n, m in dict(data.get("sparse", {})).items()},
                 text_indexes={str(f): TextIndexParams.from_dict(p)
                               for f, p in dict(data.get("text_indexes", {})).items()},
+                layout=dict(layout),
             )
         except (KeyError, TypeError, ValueError) as exc:
             reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)

@@ -371,7 +371,9 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
             field: {"data_type": kind, "points": info.payload_points.get(field, 0),
                     **({"params": config.text_indexes[field].to_dict()}
                        if field in config.text_indexes else
-                       {"params": {"type": kind, **hints[field]}} if field in hints else {})}
+                       {"params": {"type": kind, **hints.get(field, {}),
+                                   **LAYOUT_FLAGS.get(config.layout.get(field, ""), {})}}
+                       if field in hints or field in config.layout else {})}
             for field, kind in config.payload_indexes.items()
         },
     }
@@ -380,9 +382,10 @@ def collection_info(info: CollectionInfo) -> dict[str, Any]:
     return result
 
 
-# The parameters Qdrant's non-text payload indexes take, all booleans. They are
-# kept and read back: one sorted key array with postings serves both lookups and
-# ranges here, and storage is not reordered by a tenant or principal key.
+# The parameters Qdrant's non-text payload indexes take, all booleans, kept and
+# read back. is_tenant and is_principal organise storage (the engine's payload
+# layout); the others change nothing here: one sorted key array with postings
+# serves both integer lookups and ranges, and indexes live in memory.
 INDEX_HINTS = {
     "keyword": ("is_tenant", "on_disk", "enable_hnsw"),
     "uuid": ("is_tenant", "on_disk", "enable_hnsw"),
@@ -393,6 +396,16 @@ INDEX_HINTS = {
     "geo": ("on_disk", "enable_hnsw"),
 }
 HINTS_KEY = "payload_index_params"  # in the declared settings: field -> its parameters
+LAYOUT_FLAGS = {"tenant": {"is_tenant": True}, "principal": {"is_principal": True}}
+
+
+def index_layout(hints: dict[str, bool] | None) -> str | None:
+    """The engine's layout role of an index with these parameters."""
+    if hints and hints.get("is_tenant"):
+        return "tenant"
+    if hints and hints.get("is_principal"):
+        return "principal"
+    return None
 
 
 def index_hints(kind: str, value: Any) -> dict[str, bool] | None:

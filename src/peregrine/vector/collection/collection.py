@@ -63,6 +63,7 @@ from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 from peregrine.vector.types import (
     FACET_INDEX_KINDS,
+    LAYOUT_ROLES,
     PAYLOAD_INDEX_KINDS,
     CollectionConfig,
     CollectionInfo,
@@ -385,14 +386,22 @@ class Collection(CollectionSearch, CollectionWrites):
 
     # -- payload indexes ------------------------------------------------------------
     def create_payload_index(self, field: str, schema: str = "keyword",
-                             params: dict[str, Any] | None = None) -> None:
-        """Declare an index; sealed segments persist it from their next build on."""
+                             params: dict[str, Any] | None = None,
+                             layout: str | None = None) -> None:
+        """Declare an index; sealed segments persist it from their next build on.
+        ``layout`` "tenant" or "principal" (Qdrant's ``is_tenant`` /
+        ``is_principal``): builds from then on group rows by this field
+        (``segment/layout.py``)."""
         self._check_open()
         if not isinstance(field, str) or not field:
             raise InvalidInputError("field name must be a non-empty string")
         paths.parse_path(field)
         if schema not in PAYLOAD_INDEX_KINDS:
             raise InvalidInputError(f"payload index type must be one of {PAYLOAD_INDEX_KINDS}")
+        if layout is not None and schema not in LAYOUT_ROLES.get(layout, ()):
+            roles = ", ".join(f"{r} ({'/'.join(k)})" for r, k in LAYOUT_ROLES.items())
+            raise InvalidInputError(f"a {schema!r} index cannot be a {layout!r} layout key; "
+                                    f"the roles and their index types: {roles}")
         text = {**self.config.text_indexes}
         text.pop(field, None)
         if schema == "text":
@@ -401,8 +410,12 @@ class Collection(CollectionSearch, CollectionWrites):
             raise InvalidInputError(f"a {schema!r} index takes no parameters here")
         with self._writing() as holder:
             config = holder.config
+            arranged = {f: r for f, r in config.layout.items() if f != field}
+            if layout is not None:
+                arranged[field] = layout
             holder.update_config(config.replace(
-                payload_indexes={**config.payload_indexes, field: schema}, text_indexes=text))
+                payload_indexes={**config.payload_indexes, field: schema}, text_indexes=text,
+                layout=arranged))
         with self._reading() as holder:
             for seg in holder.segments:  # build now rather than on the first query
                 seg.field_index(field)
@@ -413,7 +426,8 @@ class Collection(CollectionSearch, CollectionWrites):
             config = holder.config
             holder.update_config(config.replace(
                 payload_indexes={k: v for k, v in config.payload_indexes.items() if k != field},
-                text_indexes={k: v for k, v in config.text_indexes.items() if k != field}))
+                text_indexes={k: v for k, v in config.text_indexes.items() if k != field},
+                layout={k: v for k, v in config.layout.items() if k != field}))
 
     def set_declared(self, protocol: str, settings: dict[str, Any]) -> None:
         """Remember settings a protocol's client declared (see ``CollectionConfig``)."""
@@ -432,6 +446,13 @@ class Collection(CollectionSearch, CollectionWrites):
                                                               protocol: settings}))
 
     # -- maintenance ------------------------------------------------------------
+    def evict_vectors(self) -> None:
+        """Drop the sealed segments' vector pages from memory, so that the next
+        reads come from disk (benchmarks of reads colder than memory)."""
+        with self._reading() as holder:
+            for seg in holder.sealed_segments():
+                seg.evict_vectors()
+
     def optimize(self) -> None:
         """Seal and index everything pending, merge segments, drop tombstones."""
         self._check_open()

@@ -301,11 +301,13 @@ class SegmentHolder:
 
     # -- publishing a build ------------------------------------------------------------
     def swap(self, sources: Sequence[Segment], built: SealedSegment | None,
-             source_rows: Sequence[np.ndarray]) -> None:
+             source_rows: Sequence[np.ndarray], order: np.ndarray | None = None) -> None:
         """Replace ``sources`` by ``built`` (None: they held no live row) durably.
 
-        ``source_rows`` are the rows of each source that went into the build, in
-        build order: their tombstones are carried over as they are now, which
+        ``source_rows`` are the rows of each source that went into the build, one
+        source after another; ``order``, when the build laid them out otherwise
+        (``segment/layout.py``): built row ``i`` is row ``order[i]`` of that
+        concatenation. Their tombstones are carried over as they are now, which
         includes deletes that arrived while the build ran.
         """
         replaced = {id(seg) for seg in sources}
@@ -328,6 +330,8 @@ class SegmentHolder:
                 carried = np.concatenate([seg.deleted[rows]
                                           for seg, rows in zip(sources, source_rows,
                                                                strict=True)])
+                if order is not None:
+                    carried = carried[order]
                 built.tombstone(np.flatnonzero(carried))
                 built.persist_deleted()
             for seg in sealed:

@@ -53,6 +53,7 @@ from peregrine.core.errors import ClosedError
 from peregrine.runtime.malloc import release_free_memory
 from peregrine.vector.collection.holder import SegmentHolder
 from peregrine.vector.segment.build import build_sealed_segment, extend_sealed_segment
+from peregrine.vector.segment.layout import layout_fields, layout_order
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
 from peregrine.vector.types import CollectionConfig, DenseSpec
@@ -222,30 +223,31 @@ class Optimizer:
         holder = self._holder
         with self._building():
             live = _LiveRows.of(holder, sources)
-            keys = live.keys()
+            n_rows = sum(rows.size for rows in live.plan)
             seg_id = -1
-            if keys.size:
+            if n_rows:
                 seg_id = holder.new_segment_id()
                 config = holder.config
-                build_sealed_segment(holder.segment_dir(seg_id), live.vectors(), keys,
+                live.arrange(config)
+                build_sealed_segment(holder.segment_dir(seg_id), live.vectors(), live.keys(),
                                      live.blobs(), config.metric, config.index,
                                      list(config.payload_indexes),
                                      cancelled=self._stopping.is_set, side=graphed(config))
-                self._publish(seg_id, sources, live.plan)
+                self._publish(seg_id, sources, live.plan, live.order)
             else:
                 holder.swap(sources, None, live.plan)
         log.info("collection %s: built segment %d (%d rows) from %d source(s)",
-                 holder.config.name, seg_id, keys.shape[0], len(sources))
+                 holder.config.name, seg_id, n_rows, len(sources))
 
-    def _publish(self, seg_id: int, sources: Sequence[Segment],
-                 rows: Sequence[np.ndarray]) -> SealedSegment:
+    def _publish(self, seg_id: int, sources: Sequence[Segment], rows: Sequence[np.ndarray],
+                 order: np.ndarray | None) -> SealedSegment:
         """Open the written segment and swap it in; on any failure its directory
         goes, so a retry never leaves full-size copies behind."""
         holder = self._holder
         built: SealedSegment | None = None
         try:
             built = holder.open_sealed(seg_id)
-            holder.swap(sources, built, rows)
+            holder.swap(sources, built, rows, order)
         except BaseException:
             if built is not None:
                 built.close()
@@ -260,16 +262,20 @@ class Optimizer:
         holder = self._holder
         with self._building():
             live = _LiveRows.of(holder, added)
-            keys = live.keys()
             seg_id = holder.new_segment_id()
             config = holder.config
+            live.arrange(config)  # the rows added; base's keep their order
+            keys = live.keys()
             done = extend_sealed_segment(holder.segment_dir(seg_id), base, live.vectors(), keys,
                                          live.blobs(), config.index,
                                          list(config.payload_indexes),
                                          cancelled=self._stopping.is_set, side=graphed(config))
             if done:
                 # Every base row keeps its number, tombstoned or not.
-                self._publish(seg_id, [base, *added], [np.arange(base.n_rows), *live.plan])
+                n0 = base.n_rows
+                order = None if live.order is None else np.concatenate(
+                    [np.arange(n0), n0 + live.order])
+                self._publish(seg_id, [base, *added], [np.arange(n0), *live.plan], order)
         if not done:
             self._build([base, *added])
             return
@@ -279,25 +285,56 @@ class Optimizer:
 
 
 class _LiveRows:
-    """The live rows of some segments, in build order (what a build copies)."""
+    """The live rows of some segments, in build order (what a build copies):
+    the sources' live rows one after another, then, once ``arrange``d, laid out
+    by the collection's tenant and principal fields (``order``: build row ``i``
+    is row ``order[i]`` of that concatenation)."""
 
     def __init__(self, sources: Sequence[Segment], plan: list[np.ndarray]) -> None:
         self.sources = sources
         self.plan = plan
+        self.order: np.ndarray | None = None
+        self._blobs: list[bytes] | None = None
 
     @classmethod
     def of(cls, holder: SegmentHolder, sources: Sequence[Segment]) -> _LiveRows:
         with holder.reading():  # tombstones move under the exclusive lock
             return cls(sources, [np.flatnonzero(~seg.deleted[: seg.n_rows]) for seg in sources])
 
+    def arrange(self, config: CollectionConfig) -> None:
+        fields = layout_fields(config.layout)
+        if fields:
+            blobs = self._concatenated_blobs()
+            self.order = layout_order(lambda i: blobs[i], len(blobs), fields,
+                                      config.payload_indexes)
+
     def _pairs(self) -> zip[tuple[Segment, np.ndarray]]:
         return zip(self.sources, self.plan, strict=True)
 
     def keys(self) -> np.ndarray:
-        return np.concatenate([seg.keys_view()[rows] for seg, rows in self._pairs()])
+        keys = np.concatenate([seg.keys_view()[rows] for seg, rows in self._pairs()])
+        return keys if self.order is None else keys[self.order]
 
     def vectors(self) -> np.ndarray:
-        return np.concatenate([seg.vectors_view()[rows] for seg, rows in self._pairs()])
+        if self.order is None:
+            return np.concatenate([seg.vectors_view()[rows] for seg, rows in self._pairs()])
+        # Gathered straight into build order: one copy, not two.
+        where = np.concatenate([np.full(rows.size, j) for j, (_, rows)
+                                in enumerate(self._pairs())])[self.order]
+        at = np.concatenate(self.plan)[self.order]
+        first = next(seg for seg in self.sources)
+        out = np.empty((at.size, first.vectors_view().shape[1]), np.float32)
+        for j, (seg, _) in enumerate(self._pairs()):
+            mine = np.flatnonzero(where == j)
+            out[mine] = seg.vectors_view()[at[mine]]
+        return out
 
     def blobs(self) -> list[bytes]:
-        return [seg.payload_bytes(r) for seg, rows in self._pairs() for r in rows.tolist()]
+        blobs = self._concatenated_blobs()
+        return blobs if self.order is None else [blobs[i] for i in self.order.tolist()]
+
+    def _concatenated_blobs(self) -> list[bytes]:
+        if self._blobs is None:
+            self._blobs = [seg.payload_bytes(r) for seg, rows in self._pairs()
+                           for r in rows.tolist()]
+        return self._blobs

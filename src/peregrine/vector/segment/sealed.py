@@ -122,6 +122,8 @@ class SealedSegment:
         # Memory-mapped, seen as a plain ndarray: np.memmap's indexing wraps every
         # result in another memmap, which costs more than rescoring's gather.
         mapped = np.load(directory / "vectors.npy", mmap_mode="r")
+        assert isinstance(mapped.base, mmap.mmap)  # np.memmap's buffer is its mmap
+        self._vectors_map = mapped.base
         self._vectors: F32 = np.asarray(mapped)
         self._vectors_offset = int(mapped.offset)
         self._vectors_fd = os.open(directory / "vectors.npy", os.O_RDONLY)
@@ -401,6 +403,14 @@ class SealedSegment:
             best_s.append([scores[o] for o in order] + [-np.inf] * pad)
             best_i.append([ids[o] for o in order] + [-1] * pad)
         return np.array(best_s, dtype=np.float32), np.array(best_i, dtype=np.int64)
+
+    def evict_vectors(self) -> None:
+        """Drop the vector file's pages from this process and the page cache, so
+        the next reads come from disk: what a segment larger than memory meets
+        (benchmarks of the row layout, ``bench/tenant_bench.py``)."""
+        self._vectors_map.madvise(mmap.MADV_DONTNEED)
+        if self._vectors_fd >= 0:
+            os.posix_fadvise(self._vectors_fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self._vectors_fd >= 0:

@@ -90,7 +90,8 @@ def operations(protocol: QdrantProtocol) -> list[Operation]:
         name = collection_name(call)
 
         def create() -> None:
-            vector.create_payload_index(name, body.field_name, kind, params)
+            vector.create_payload_index(name, body.field_name, kind, params,
+                                        convert.index_layout(hints))
             keep_hints(name, body.field_name, hints)
 
         await call.run(create)
