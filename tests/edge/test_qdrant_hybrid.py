@@ -692,6 +692,41 @@ def test_patch_changes_a_named_vectors_graph_settings() -> None:
     assert named_updates(off, config) == {"image": {"quantization": Quantization.NONE}}
 
 
+def test_named_vectors_take_the_collections_settings_not_the_primarys() -> None:
+    """A named vector without its own hnsw_config / quantization_config takes the
+    collection-level ones (else Qdrant's defaults), never the primary vector's
+    own; a later PATCH of the collection-level settings reaches it too, but not
+    a vector that set its own."""
+    from peregrine.edge.qdrant import schemas
+    from peregrine.edge.qdrant.convert import PROTOCOL, declared, named_updates
+    from peregrine.edge.qdrant.layout import layout
+    from peregrine.vector.types import CollectionConfig, Metric, Quantization
+
+    body = schemas.CreateCollection.model_validate({
+        "vectors": {"text": {"size": 4, "distance": "Cosine", "hnsw_config": {"m": 32}},
+                    "image": {"size": 4, "distance": "Dot"},
+                    "own": {"size": 4, "distance": "Dot", "hnsw_config": {"m": 24},
+                            "quantization_config": {"scalar": {"type": "int8"}}}},
+        "hnsw_config": {"ef_construct": 50},
+        "quantization_config": {"scalar": {"type": "int8"}}})
+    shape = layout(body)
+    image, own = shape.named["image"], shape.named["own"]
+    assert (image.m, image.ef_construction, image.quantization) == (16, 50, Quantization.INT8)
+    assert (own.m, own.ef_construction, own.quantization) == (24, 50, Quantization.INT8)
+    plain = layout(schemas.CreateCollection.model_validate({"vectors": {
+        "text": {"size": 4, "distance": "Cosine", "hnsw_config": {"m": 32}},
+        "image": {"size": 4, "distance": "Dot"}}}))
+    assert (plain.named["image"].m, plain.named["image"].quantization) == (16,
+                                                                           Quantization.NONE)
+
+    config = CollectionConfig("c", 4, Metric.COSINE, vector_name="text", named=shape.named,
+                              declared={PROTOCOL: declared(body)})
+    patch = schemas.UpdateCollection.model_validate(
+        {"hnsw_config": {"m": 12}, "quantization_config": "Disabled"})
+    assert named_updates(patch, config) == {
+        "image": {"m": 12, "quantization": Quantization.NONE}}
+
+
 def test_hnsw_m_zero_means_no_graph_for_a_named_vector(client: QdrantClient) -> None:
     """Qdrant's rerank-only layout (``hnsw_config: {m: 0}`` on a multivector or a
     named vector) is accepted: that vector gets no graph and is scanned exactly.

@@ -294,13 +294,27 @@ def declared_update(body: schemas.UpdateCollection, given: dict[str, Any]) -> di
 def named_updates(body: schemas.UpdateCollection, config: CollectionConfig
                   ) -> dict[str, dict[str, Any]]:
     """The graph settings a PATCH changes for named dense vectors other than the
-    primary one (``m``, ``ef_construct``, int8 quantization or "Disabled")."""
+    primary one (``m``, ``ef_construct``, int8 quantization or "Disabled"): the
+    vector's own diff, and the collection's for what the vector never set itself
+    (as Qdrant's collection-level settings apply to vectors without their own)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, diff in (body.vectors or {}).items():
-        if name == config.vector_name or name not in config.named \
-                or config.named[name].multi:
+    declared = config.declared.get(PROTOCOL, {}).get("named_vectors", {})
+    for name, spec in config.named.items():
+        if name == config.vector_name or spec.multi:
             continue  # the primary's go to the index; a multivector has no graph
-        values = _index_values((diff.hnsw_config,), (diff.quantization_config,), config.dim)
+        diff = (body.vectors or {}).get(name) or schemas.VectorParamsDiff()
+        own = {**declared.get(name, {}).get("hnsw_config", {}),
+               **(diff.hnsw_config.model_dump(exclude_none=True) if diff.hnsw_config else {})}
+        inherited = None
+        if body.hnsw_config is not None:
+            inherited = schemas.HnswConfigDiff(**{
+                k: v for k, v in body.hnsw_config.model_dump(exclude_none=True).items()
+                if k not in own})
+        own_quant = diff.quantization_config or declared.get(name, {}).get(
+            "quantization_config")
+        values = _index_values((inherited, diff.hnsw_config),
+                               (None if own_quant else body.quantization_config,
+                                diff.quantization_config), config.dim)
         change = {key: Quantization(value) if key == "quantization" else value
                   for key, value in values.items()
                   if key in ("m", "ef_construction", "quantization")}

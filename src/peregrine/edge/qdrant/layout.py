@@ -4,7 +4,8 @@ Qdrant declares ``vectors`` as one unnamed vector's parameters or a map of
 named ones, and ``sparse_vectors`` beside them. The engine serves one dense
 vector as the *primary* (the unnamed one, else the first named), the other
 named dense vectors with graphs of their own (their ``hnsw_config`` ``m`` and
-``ef_construct`` and int8 quantization carried over), and the sparse ones
+``ef_construct`` and int8 quantization carried over, else the collection's),
+and the sparse ones
 exactly; this module maps one shape to the other and back, so that a client
 reads back the collection it declared.
 """
@@ -19,6 +20,7 @@ from peregrine.edge.qdrant import schemas
 from peregrine.vector.service import (
     CollectionInfo,
     DenseSpec,
+    IndexConfig,
     Metric,
     Quantization,
     SparseModifier,
@@ -55,9 +57,7 @@ def layout(body: schemas.CreateCollection) -> Layout:
     single = [n for n, p in dense.items() if p.multivector_config is None]
     named = {n: DenseSpec(p.size, DISTANCE_TO_METRIC[p.distance],
                           p.multivector_config is not None, p.datatype or "float32",
-                          p.hnsw_config.m if p.hnsw_config else None,
-                          p.hnsw_config.ef_construct if p.hnsw_config else None,
-                          Quantization.INT8 if p.quantization_config else Quantization.NONE)
+                          *_graph_settings(p, body))
              for n, p in dense.items()}
     for n, spec in named.items():
         if spec.multi and not spec.metric.higher_is_better:
@@ -73,6 +73,23 @@ def layout(body: schemas.CreateCollection) -> Layout:
     del named[name]
     return Layout(primary.size, DISTANCE_TO_METRIC[primary.distance], name, True, named,
                   sparse, primary)
+
+
+def _graph_settings(params: schemas.VectorParams, body: schemas.CreateCollection
+                    ) -> tuple[int, int, Quantization]:
+    """A named vector's graph ``m``, ``ef_construct`` and quantization: its own,
+    else the collection's (Qdrant's ``hnsw_config`` / ``quantization_config``
+    beside ``vectors``), else Qdrant's defaults. Explicit, so that the primary
+    vector's own settings (the engine's index settings) never leak into it."""
+    defaults = IndexConfig()
+    m, ef = defaults.m, defaults.ef_construction
+    for hnsw in (body.hnsw_config, params.hnsw_config):
+        if hnsw is not None and hnsw.m is not None:
+            m = hnsw.m
+        if hnsw is not None and hnsw.ef_construct is not None:
+            ef = hnsw.ef_construct
+    quantized = (params.quantization_config or body.quantization_config) is not None
+    return m, ef, Quantization.INT8 if quantized else Quantization.NONE
 
 
 def declared_vectors(body: schemas.CreateCollection) -> dict[str, Any]:
