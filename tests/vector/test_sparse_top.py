@@ -165,3 +165,18 @@ def test_readers_never_mix_generations_of_the_lists(monkeypatch: pytest.MonkeyPa
     writer.join()
     assert not errors
     assert checks > 5
+
+
+def test_huge_k_and_ties_below_float32_precision() -> None:
+    """k far past the rows hit allocates nothing that large; sums that differ
+    only below float32's precision tie as the float32 scores returned do, so
+    the lower row comes first."""
+    side = SparseSide()
+    side.add([SparseVector(np.array([1, 2], np.uint32), np.array([1.0, 1e-9], np.float32)),
+              SparseVector(np.array([1, 2], np.uint32), np.array([1.0, 2e-9], np.float32)),
+              SparseVector(np.array([1], np.uint32), np.array([0.5], np.float32))], 0)
+    side.resort(force=True)
+    scores, rows = SparseSide.top(side.postings(np.array([1, 2], np.uint32)), np.ones(2),
+                                  10**12, None, 3)
+    assert rows[0].tolist() == [0, 1, 2]
+    assert scores[0].tolist() == [1.0, 1.0, 0.5]

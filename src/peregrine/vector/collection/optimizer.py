@@ -232,7 +232,8 @@ class Optimizer:
                 build_sealed_segment(holder.segment_dir(seg_id), live.vectors(), live.keys(),
                                      live.blobs(), config.metric, config.index,
                                      list(config.payload_indexes),
-                                     cancelled=self._stopping.is_set, side=graphed(config))
+                                     cancelled=self._stopping.is_set, side=graphed(config),
+                                     sparse=list(config.sparse))
                 self._publish(seg_id, sources, live.plan, live.order)
             else:
                 holder.swap(sources, None, live.plan)
@@ -269,7 +270,8 @@ class Optimizer:
             done = extend_sealed_segment(holder.segment_dir(seg_id), base, live.vectors(), keys,
                                          live.blobs(), config.index,
                                          list(config.payload_indexes),
-                                         cancelled=self._stopping.is_set, side=graphed(config))
+                                         cancelled=self._stopping.is_set, side=graphed(config),
+                                         sparse=list(config.sparse))
             if done:
                 # Every base row keeps its number, tombstoned or not.
                 n0 = base.n_rows

@@ -40,6 +40,7 @@ from peregrine.vector.segment.sealed import (
     faiss,
     field_file,
 )
+from peregrine.vector.segment.side import save_sparse_sides
 from peregrine.vector.segment.side_graph import write_side_graphs
 from peregrine.vector.types import DenseSpec, IndexConfig, Metric, Quantization
 
@@ -68,18 +69,21 @@ def build_sealed_segment(
     codes: GraphCodes | None = None,
     cancelled: Cancelled = lambda: False,
     side: Mapping[str, DenseSpec] | None = None,
+    sparse: Sequence[str] = (),
 ) -> None:
     """Write a complete segment directory from rows.
 
     ``codes`` overrides the choice of ``graph_codes`` (benchmarks compare them).
     ``side``: the named dense vectors that get a graph of their own
-    (``side_graph.py``).
+    (``side_graph.py``); ``sparse``: the sparse vectors whose sorted lists are
+    saved (``side.save_sparse_sides``).
     """
     def write(tmp: Path) -> None:
         _write_segment(tmp, vectors, keys, blobs, metric, config, declared_fields, codes,
                        cancelled)
         write_side_graphs(tmp, side or {}, config, lambda row: blobs[row], len(blobs),
                           lambda index, rows: _add_rows(index, rows, cancelled))
+        save_sparse_sides(tmp, sparse, lambda row: blobs[row], len(blobs))
 
     _in_tmp(directory, write)
 
@@ -94,6 +98,7 @@ def extend_sealed_segment(
     declared_fields: Sequence[str],
     cancelled: Cancelled = lambda: False,
     side: Mapping[str, DenseSpec] | None = None,
+    sparse: Sequence[str] = (),
 ) -> bool:
     """Write ``base``'s rows followed by new ones, the graph grown from base's
     (and each ``side`` vector's graph grown from base's, or built whole).
@@ -118,10 +123,14 @@ def extend_sealed_segment(
     def write(tmp: Path) -> None:
         _write_extension(tmp, base, vectors, keys, blobs, declared_fields, cancelled)
         n0 = base.n_rows
-        write_side_graphs(tmp, side or {}, base.config,
-                          lambda row: base.payload_bytes(row) if row < n0 else blobs[row - n0],
-                          n0 + len(blobs), lambda index, rows: _add_rows(index, rows, cancelled),
+
+        def blob_of(row: int) -> bytes:
+            return base.payload_bytes(row) if row < n0 else blobs[row - n0]
+
+        write_side_graphs(tmp, side or {}, base.config, blob_of, n0 + len(blobs),
+                          lambda index, rows: _add_rows(index, rows, cancelled),
                           base=base.directory, n0=n0)
+        save_sparse_sides(tmp, sparse, blob_of, n0 + len(blobs))
 
     _in_tmp(directory, write)
     return True

@@ -232,8 +232,10 @@ class SealedSegment:
 
     def side_store(self, dense: dict[str, tuple[int, str]], sparse: list[str],
                    multi: dict[str, int] | None = None) -> SideStore:
-        """Built in memory from the rows' records on first use (not saved)."""
-        return self._side.get(dense, sparse, multi, self.payload_bytes, self._n)
+        """Made on first use: sparse sides loaded from the segment's saved files
+        (``side.save_sparse_sides``), the rest decoded from the rows' records."""
+        return self._side.get(dense, sparse, multi, self.payload_bytes, self._n,
+                              saved=self.directory)
 
     def lacking_primary(self) -> Mask | None:
         """Which rows have no primary vector, from their records' lead bytes (one

@@ -137,6 +137,7 @@ def top_k(lo: np.ndarray, hi: np.ndarray, src: np.ndarray, weights: np.ndarray,
                 if s != s:
                     continue
                 sums[r - start] = np.nan
+                s = np.float64(np.float32(s))  # ranked as returned: float32 ties tie
                 if m < k or s > hs[0] or (s == hs[0] and r < hr[0]):
                     m = _offer(hs, hr, m, k, s, r)
             cur[q] = run_end[q]
