@@ -61,6 +61,7 @@ from peregrine.vector.segment.filters import (
 )
 from peregrine.vector.segment.mutable import MutableSegment, Segment
 from peregrine.vector.segment.sealed import BuildCancelledError, SealedSegment
+from peregrine.vector.segment.side import warm_in_background
 from peregrine.vector.types import (
     FACET_INDEX_KINDS,
     LAYOUT_ROLES,
@@ -123,6 +124,8 @@ class Collection(CollectionSearch, CollectionWrites):
         holder.on_freeze = optimizer.wake
         if self._background:
             optimizer.start()
+            if config.sparse:
+                warm_in_background()
         return holder, optimizer
 
     # -- access to the live holder -------------------------------------------------

@@ -501,3 +501,26 @@ def load_sparse_sides(directory: Path, names: Sequence[str], n: int) -> dict[str
             log.warning("segment %s: sparse vector %r: %s is unreadable (%s); rebuilding it "
                         "from the records", directory.name, name, path.name, exc)
     return out
+
+
+_warming = threading.Event()  # a warm-up started in this process
+
+
+def warm_in_background() -> None:
+    """Load the compiled sparse loops (numba, from its disk cache; compiled when
+    the cache is missing or stale: seconds) on a daemon thread, once per process:
+    a collection with sparse vectors opened by a server calls it, so that its
+    first sparse query does not wait for them."""
+    if _warming.is_set():
+        return
+    _warming.set()
+
+    def run() -> None:
+        try:
+            from peregrine.vector.segment import sparse_kernel
+
+            sparse_kernel.warm()
+        except Exception:  # the first query compiles them instead
+            log.exception("warming the sparse search loops failed")
+
+    threading.Thread(target=run, name="sparse-warm", daemon=True).start()

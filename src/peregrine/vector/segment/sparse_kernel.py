@@ -54,14 +54,22 @@ def _offer(hs: np.ndarray, hr: np.ndarray, m: int, k: int, s: float,
         hs[j] = s
         hr[j] = r
         return m + 1
-    if not _worse(hs[0], hr[0], s, r):
-        return m
+    if _worse(hs[0], hr[0], s, r):
+        _sift_down(hs, hr, m, s, r)
+    return m
+
+
+@njit(cache=True, nogil=True)
+def _sift_down(hs: np.ndarray, hr: np.ndarray, size: int, s: float,
+               r: int) -> None:  # pragma: no cover - compiled
+    """Put hit (s, r) at the root of the min-heap's first ``size`` slots and
+    sink it to its place."""
     j = 0
     while True:
         c = 2 * j + 1
-        if c >= m:
+        if c >= size:
             break
-        if c + 1 < m and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
             c += 1
         if not _worse(hs[c], hr[c], s, r):
             break
@@ -70,7 +78,6 @@ def _offer(hs: np.ndarray, hr: np.ndarray, m: int, k: int, s: float,
         j = c
     hs[j] = s
     hr[j] = r
-    return m
 
 
 @njit(cache=True, nogil=True)
@@ -149,22 +156,8 @@ def top_k(lo: np.ndarray, hi: np.ndarray, src: np.ndarray, weights: np.ndarray,
         out_s[size - 1] = hs[0]
         out_r[size - 1] = hr[0]
         size -= 1
-        s, r = hs[size], hr[size]
-        j = 0
-        while True:
-            c = 2 * j + 1
-            if c >= size:
-                break
-            if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
-                c += 1
-            if not _worse(hs[c], hr[c], s, r):
-                break
-            hs[j] = hs[c]
-            hr[j] = hr[c]
-            j = c
         if size > 0:
-            hs[j] = s
-            hr[j] = r
+            _sift_down(hs, hr, size, hs[size], hr[size])
     return out_s, out_r
 
 
