@@ -362,9 +362,10 @@ def write_doc(r: dict[str, Any], path: Path) -> None:
         f"Same top-10 up to the order of tied scores: **{b['same_top10_up_to_ties']} of "
         f"{b['queries']}** queries (the same score at every rank, and every returned "
         f"document scored the same by bm25s); identical id order: "
-        f"{b['same_top10_order']}. Short texts tie often, and the two break ties "
-        "differently. A query that differs otherwise meets a 32-bit token hash collision "
-        "(Peregrine hashes tokens as fastembed does; bm25s keeps a vocabulary).",
+        f"{b['same_top10_order']}. Short texts tie often: Peregrine ranks a tie by the "
+        "lower row (the earlier written), which can differ from bm25s's order. A query "
+        "that differs otherwise meets a 32-bit token hash collision (Peregrine hashes "
+        "tokens as fastembed does; bm25s keeps a vocabulary).",
         "",
         "## Hybrid (dense + sparse, RRF) vs dense alone",
         "",
