@@ -8,7 +8,7 @@ import numpy as np
 
 from peregrine.core.errors import InvalidInputError
 from peregrine.edge.qdrant import schemas
-from peregrine.edge.qdrant.layout import declared_vectors, info_vectors, layout
+from peregrine.edge.qdrant.layout import declared_vectors, index_values, info_vectors, layout
 from peregrine.vector.service import (
     AliasAction,
     AliasInfo,
@@ -214,46 +214,21 @@ def named_batch(columns: dict[str, list[Any]], n: int) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
-def kb_to_points(kb: int, dim: int) -> int:
-    return kb * 1024 // (4 * dim)
-
-
 def index_config(body: schemas.CreateCollection) -> IndexConfig:
     """Qdrant's collection parameters to the engine's; the primary vector's own
     settings win."""
     params = layout(body).primary
-    return IndexConfig.from_dict(_index_values(
+    return IndexConfig.from_dict(index_values(
         (body.hnsw_config, params.hnsw_config if params else None),
         (body.quantization_config, params.quantization_config if params else None),
         params.size if params else 1))
-
-
-def _index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
-                  quantizations: tuple[schemas.ScalarQuantization | str | None, ...],
-                  dim: int) -> dict[str, Any]:
-    """Qdrant's HNSW and quantization settings as ``IndexConfig`` fields; later
-    ones (the vector's own) win."""
-    values: dict[str, Any] = {}
-    for hnsw in hnsw_diffs:
-        if hnsw is None:
-            continue
-        if hnsw.m is not None:
-            values["m"] = hnsw.m
-        if hnsw.ef_construct is not None:
-            values["ef_construction"] = hnsw.ef_construct
-        if hnsw.full_scan_threshold is not None:
-            values["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
-    for quant in quantizations:
-        if quant is not None:
-            values["quantization"] = "none" if quant == "Disabled" else "int8"
-    return values
 
 
 def index_update(body: schemas.UpdateCollection, dim: int, primary: str = "") -> dict[str, Any]:
     """The index changes of a PATCH: the collection's and the primary vector's
     HNSW and quantization settings (``named_updates`` has the other vectors')."""
     vector = (body.vectors or {}).get(primary)
-    return _index_values(
+    return index_values(
         (body.hnsw_config, vector.hnsw_config if vector else None),
         (body.quantization_config, vector.quantization_config if vector else None), dim)
 
@@ -312,7 +287,7 @@ def named_updates(body: schemas.UpdateCollection, config: CollectionConfig
                 if k not in own})
         own_quant = diff.quantization_config or declared.get(name, {}).get(
             "quantization_config")
-        values = _index_values((inherited, diff.hnsw_config),
+        values = index_values((inherited, diff.hnsw_config),
                                (None if own_quant else body.quantization_config,
                                 diff.quantization_config), config.dim)
         change = {key: Quantization(value) if key == "quantization" else value

@@ -81,15 +81,36 @@ def _graph_settings(params: schemas.VectorParams, body: schemas.CreateCollection
     else the collection's (Qdrant's ``hnsw_config`` / ``quantization_config``
     beside ``vectors``), else Qdrant's defaults. Explicit, so that the primary
     vector's own settings (the engine's index settings) never leak into it."""
+    values = index_values((body.hnsw_config, params.hnsw_config),
+                          (body.quantization_config, params.quantization_config), params.size)
     defaults = IndexConfig()
-    m, ef = defaults.m, defaults.ef_construction
-    for hnsw in (body.hnsw_config, params.hnsw_config):
-        if hnsw is not None and hnsw.m is not None:
-            m = hnsw.m
-        if hnsw is not None and hnsw.ef_construct is not None:
-            ef = hnsw.ef_construct
-    quantized = (params.quantization_config or body.quantization_config) is not None
-    return m, ef, Quantization.INT8 if quantized else Quantization.NONE
+    return (values.get("m", defaults.m), values.get("ef_construction", defaults.ef_construction),
+            Quantization(values.get("quantization", Quantization.NONE.value)))
+
+
+def kb_to_points(kb: int, dim: int) -> int:
+    return kb * 1024 // (4 * dim)
+
+
+def index_values(hnsw_diffs: tuple[schemas.HnswConfigDiff | None, ...],
+                  quantizations: tuple[schemas.ScalarQuantization | str | None, ...],
+                  dim: int) -> dict[str, Any]:
+    """Qdrant's HNSW and quantization settings as ``IndexConfig`` fields; later
+    ones (the vector's own) win."""
+    values: dict[str, Any] = {}
+    for hnsw in hnsw_diffs:
+        if hnsw is None:
+            continue
+        if hnsw.m is not None:
+            values["m"] = hnsw.m
+        if hnsw.ef_construct is not None:
+            values["ef_construction"] = hnsw.ef_construct
+        if hnsw.full_scan_threshold is not None:
+            values["full_scan_threshold"] = kb_to_points(hnsw.full_scan_threshold, dim)
+    for quant in quantizations:
+        if quant is not None:
+            values["quantization"] = "none" if quant == "Disabled" else "int8"
+    return values
 
 
 def declared_vectors(body: schemas.CreateCollection) -> dict[str, Any]:

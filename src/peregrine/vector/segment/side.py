@@ -432,8 +432,7 @@ class SideStore:
             return
         with self._lock:
             start = self.rows
-            decode = [name for name in self.sparse if name not in self._loaded]
-            if not self.dense and not self.multi and not decode:
+            if not self.dense and not self.multi and self._loaded == set(self.sparse):
                 start = max(start, min(n_rows, self._loaded_rows))
             for first in range(start, n_rows, 8192):
                 stop = min(n_rows, first + 8192)
@@ -470,20 +469,16 @@ def _sparse_file(directory: Path, name: str) -> Path:
 
 
 def save_sparse_sides(directory: Path, names: Sequence[str],
-                      blob_of: Callable[[int], bytes | memoryview], n: int) -> None:
+                      blob_of: Callable[[int], bytes], n: int) -> None:
     """Write the sparse vectors of a segment being built (rows [0, n)) as saved
     sides, ``side/<name hash>.sparse.npz``: opening the segment then loads the
     sorted lists instead of decoding every record (seconds at 200k rows)."""
     if not names or n == 0:
         return
-    sides = {name: SparseSide() for name in names}
-    for first in range(0, n, 8192):
-        stop = min(n, first + 8192)
-        decoded = [side_vectors(blob_of(row)) for row in range(first, stop)]
-        for name, side in sides.items():
-            side.add([d.get(name) for d in decoded], first)
+    store = SideStore({}, list(names))
+    store.catch_up(blob_of, n)
     (directory / SIDE_DIR).mkdir(exist_ok=True)
-    for name, side in sides.items():
+    for name, side in store.sparse.items():
         side.save(_sparse_file(directory, name))
 
 
