@@ -252,7 +252,7 @@ def sparse_paragraph(res: dict[str, Any]) -> str:
     b, h, nm = res["bm25"], res["hybrid"], res["named"]
     return (
         f"Sparse and hybrid figures, {res['n']:,} real texts ({res['date'][:10]}, commit "
-        f"{res['commit']}; [docs/sparse-benchmark.md](docs/sparse-benchmark.md)): BM25 as "
+        f"{res['git']}; [docs/sparse-benchmark.md](docs/sparse-benchmark.md)): BM25 as "
         f"sparse vectors with IDF ranks the same top-10 as bm25s up to tied scores on "
         f"{b['same_top10_up_to_ties']} of {b['queries']} queries, p50 "
         f"{b['peregrine']['p50_ms']:.2f} ms against bm25s's {b['bm25s']['p50_ms']:.2f} ms; a "
@@ -278,7 +278,7 @@ def tenant_paragraph(res: dict[str, Any]) -> str:
     w, c = res["warm"], res["cold"]
     return (
         f"Tenant layout figures, {res['n']:,} points in {res['tenants']} interleaved tenants "
-        f"({res['date'][:10]}, commit {res['commit']}; `bench/tenant_bench.py`): a "
+        f"({res['date'][:10]}, commit {res['git']}; `bench/tenant_bench.py`): a "
         f"tenant-filtered top-10 with `is_tenant` p50 {w['tenant']['p50_ms']:.2f} ms against "
         f"{w['plain']['p50_ms']:.2f} ms without, in memory; with the vectors read from disk, "
         f"{c['tenant']['p50_ms']:.1f} ms against {c['plain']['p50_ms']:.1f} ms "

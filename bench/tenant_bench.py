@@ -25,11 +25,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import peregrine  # noqa: E402
 from dataset import load_dataset  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 BATCH = 5000
 ROUNDS = 5
@@ -75,12 +73,7 @@ def main() -> None:
     asked = [f"tenant-{rnd.randrange(args.tenants)}" for _ in range(args.queries)]
     work = Path(tempfile.mkdtemp(prefix="tenant-bench-"))
     out: dict[str, Any] = {
-        "command": "python bench/tenant_bench.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, "
-                   f"Python {platform.python_version()}",
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                 capture_output=True, text=True).stdout.strip(),
+        **provenance("tenant_bench.py"),
         "n": args.n, "tenants": args.tenants, "queries": args.queries, "rounds": ROUNDS,
     }
     try:
